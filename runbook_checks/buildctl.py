@@ -1,0 +1,82 @@
+"""A thin wrapper over buildctl returning parsed JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BuildctlError
+from .layout import Layout
+
+
+@dataclass
+class BuildResult:
+    """The vertices of one build, from `--progress rawjson`."""
+
+    vertices: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """Build steps proper (RUN, COPY, ...), not the [internal] context/definition loads."""
+        return [v for v in self.vertices if not v["name"].startswith("[internal]")]
+
+    @property
+    def cached_steps(self) -> int:
+        return sum(1 for v in self.steps if v.get("cached"))
+
+
+class Buildctl:
+    def __init__(self, binary: Path, address: str, timeout: int = 5):
+        self.binary = binary
+        self.address = address
+        self.timeout = timeout
+
+    @classmethod
+    def for_layout(cls, layout: Layout) -> "Buildctl":
+        return cls(layout.buildctl, layout.address)
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = [str(self.binary), "--addr", self.address, "--timeout", str(self.timeout), *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise BuildctlError(f"{self.binary} does not exist", "run the install runbook first") from None
+        if proc.returncode:
+            raise BuildctlError(f"buildctl {' '.join(args[:2])} failed: {proc.stderr.strip()[-1500:]}",
+                                f"check that buildkitd is running and listening on {self.address}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--format", "{{json .}}").stdout)
+
+    def info(self) -> dict[str, Any]:
+        return self.json("debug", "info")
+
+    def workers(self) -> list[dict[str, Any]]:
+        return self.json("debug", "workers")
+
+    def build(self, context: Path, *, build_args: dict[str, str] | None = None, output: str = "",
+              timeout: float = 600) -> BuildResult:
+        import time
+
+        args = ["build", "--frontend", "dockerfile.v0", "--local", f"context={context}",
+                "--local", f"dockerfile={context}", "--progress", "rawjson"]
+        for key, value in (build_args or {}).items():
+            args += ["--opt", f"build-arg:{key}={value}"]
+        if output:
+            args += ["--output", output]
+        start = time.monotonic()
+        proc = self.run(*args, timeout=timeout)
+        vertices: dict[str, dict[str, Any]] = {}
+        for line in proc.stderr.splitlines():
+            try:
+                status = json.loads(line)
+            except ValueError:
+                continue
+            for vertex in status.get("vertexes") or []:
+                vertices.setdefault(vertex["digest"], {}).update(vertex)
+        return BuildResult(list(vertices.values()), round(time.monotonic() - start, 3))

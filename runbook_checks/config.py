@@ -1,0 +1,145 @@
+"""A typed model of buildkitd.toml: build it from validated parameters, render TOML,
+diff it against the file on disk, write it atomically with a backup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from . import files
+from .layout import Layout
+from .params import GcRule, Semantics
+from .results import Outcome
+
+HEADER = "# Managed by buildkit-ops (runbook: configure). Local edits are replaced on the next apply;\n" \
+         "# the previous file is kept in the backup directory.\n"
+
+# The kit's tiered GC policy when a profile gives none: short retention for cache mounts
+# and local/git sources, bounded space for everything else.
+DEFAULT_GC_POLICY = [
+    {"filters": ["type==source.local", "type==exec.cachemount", "type==source.git.checkout"],
+     "keep_duration": "48h", "max_used_space": "2GB"},
+    {"all": True, "keep_duration": "30d", "reserved_space": "2GB", "max_used_space": "20GB",
+     "min_free_space": "5GB"},
+]
+
+# TOML key for each GcRule field (BuildKit ≥ 0.17 names).
+GC_KEYS = {"all": "all", "filters": "filters", "keep_duration": "keepDuration",
+           "reserved_space": "reservedSpace", "max_used_space": "maxUsedSpace",
+           "min_free_space": "minFreeSpace"}
+
+
+@dataclass
+class BuildkitdConfig:
+    root: str
+    addresses: list[str]
+    debug_address: str
+    log_format: str = "json"
+    log_level: str = "info"
+    history_max_age: int = 172800
+    history_max_entries: int = 50
+    snapshotter: str = "auto"
+    max_parallelism: int = 4
+    gc: bool = True
+    gc_policy: list[GcRule] = field(default_factory=list)
+    insecure_entitlements: list[str] = field(default_factory=list)
+    registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
+        sem = Semantics.model_validate(params)
+        rules = sem.gc_policy or [GcRule.model_validate(r) for r in DEFAULT_GC_POLICY]
+        addresses = [layout.address] + ([sem.tcp_address] if sem.tcp_address else [])
+        return cls(
+            root=str(layout.root_dir), addresses=addresses, debug_address=f"127.0.0.1:{debug_port}",
+            log_format=sem.log_format, log_level=sem.log_level,
+            history_max_age=sem.history_max_age, history_max_entries=sem.history_max_entries,
+            snapshotter=sem.snapshotter, max_parallelism=sem.max_parallelism, gc=sem.gc,
+            gc_policy=rules, insecure_entitlements=list(sem.insecure_entitlements),
+            registry_mirrors=dict(sem.registry_mirrors),
+        )
+
+    def to_toml(self) -> str:
+        doc = tomlkit.document()
+        doc.add("root", self.root)
+        if self.insecure_entitlements:
+            doc.add("insecure-entitlements", self.insecure_entitlements)
+        log = tomlkit.table()
+        log.add("format", self.log_format)
+        log.add("level", self.log_level)
+        doc.add("log", log)
+        grpc = tomlkit.table()
+        grpc.add("address", self.addresses)
+        grpc.add("debugAddress", self.debug_address)
+        doc.add("grpc", grpc)
+        history = tomlkit.table()
+        history.add("maxAge", self.history_max_age)
+        history.add("maxEntries", self.history_max_entries)
+        doc.add("history", history)
+        oci = tomlkit.table()
+        oci.add("enabled", True)
+        oci.add("snapshotter", self.snapshotter)
+        oci.add("max-parallelism", self.max_parallelism)
+        oci.add("gc", self.gc)
+        policy = tomlkit.aot()
+        for rule in self.gc_policy:
+            entry = tomlkit.table()
+            for name, key in GC_KEYS.items():
+                value = getattr(rule, name)
+                if value not in (None, False, []):
+                    entry.add(key, value)
+            policy.append(entry)
+        oci.add("gcpolicy", policy)
+        worker = tomlkit.table(is_super_table=True)
+        worker.add("oci", oci)
+        containerd = tomlkit.table()
+        containerd.add("enabled", False)
+        worker.add("containerd", containerd)
+        doc.add("worker", worker)
+        if self.registry_mirrors:
+            registry = tomlkit.table(is_super_table=True)
+            for host, mirrors in sorted(self.registry_mirrors.items()):
+                entry = tomlkit.table()
+                entry.add("mirrors", mirrors)
+                registry.add(host, entry)
+            doc.add("registry", registry)
+        return HEADER + tomlkit.dumps(doc)
+
+
+def read_debug_port(path: Path) -> int | None:
+    """The debug port of the config on disk, so that `debug_port = 0` (pick one) stays
+    stable across runs without keeping any state of our own."""
+    text = files.read_text(path)
+    if not text:
+        return None
+    try:
+        address = tomlkit.parse(text).get("grpc", {}).get("debugAddress", "")
+        return int(str(address).rsplit(":", 1)[1])
+    except (Exception,):  # an unreadable file is reported by the config step, not here
+        return None
+
+
+def write_config(layout: Layout, config: BuildkitdConfig, apply: bool) -> Outcome:
+    """Converge buildkitd.toml: ok if equal, else a diff (check) or a backup + atomic
+    write (apply). Restarting the daemon is the service step's job."""
+    desired = config.to_toml()
+    current = files.read_text(layout.config_path)
+    if current == desired:
+        return Outcome.ok(f"{layout.config_path} is up to date", config_path=str(layout.config_path))
+    diff = files.unified_diff(current, desired, layout.config_path)
+    if not apply:
+        files.writable_dir(layout.config_path.parent)
+        return Outcome.changed(f"would write {layout.config_path}", diff, config_path=str(layout.config_path))
+    saved = files.backup(layout.config_path, layout.backup_dir)
+    files.atomic_write(layout.config_path, desired)
+    kept = f"; previous file kept as {saved}" if saved else ""
+    return Outcome.changed(f"wrote {layout.config_path}{kept}", diff, config_path=str(layout.config_path),
+                           config_backup=str(saved) if saved else "")
+
+
+def latest_backup(layout: Layout) -> Path | None:
+    backups = sorted(layout.backup_dir.glob(f"{layout.config_path.name}.*"))
+    return backups[-1] if backups else None

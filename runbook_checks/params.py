@@ -1,0 +1,273 @@
+"""Typed, validated runbook parameters and profiles.
+
+Two layers, one mechanism:
+1. the runbook's own parameters cell (`name: type = default  # help`, read with
+   papermill's inspector) says which names a runbook accepts and their Python type;
+2. `Semantics` (pydantic) says what each known name means: a size, a duration, a
+   port, one of a few words. Every runbook shares it, so `debug_port` is checked the
+   same way wherever it appears.
+Everything is validated before the notebook runs; errors name the parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ParameterError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+PROFILES_DIR = NOTEBOOKS / "profiles"
+PROFILES = ("lab", "ci", "production")
+
+# --------------------------------------------------------------------------------------
+# Sizes and durations, as buildkitd.toml accepts them
+# --------------------------------------------------------------------------------------
+_DURATION = re.compile(r"^\s*(?:(\d+)w)?\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
+
+
+def parse_size(value: Any, name: str = "size") -> int | str:
+    """Bytes as an int, or a percentage of the disk as "N%" (BuildKit accepts both).
+
+    Accepts 512000000, "512MB", "10GiB", "1.5 GB", "10%"."""
+    if isinstance(value, bool):
+        raise ParameterError(f"{name}: {value!r} is not a size", 'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage ("10%")')
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = value.strip()[:-1].strip()
+        if number.isdigit() and 0 < int(number) <= 100:
+            return f"{int(number)}%"
+        raise ParameterError(f"{name}: {value!r} is not a percentage between 1% and 100%", 'write it like "10%"')
+    try:
+        size = int(ByteSize._validate(value, None)) if not isinstance(value, int) else value
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(
+            f"{name}: {value!r} is not a size ({exc})",
+            'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage of the disk ("10%")',
+        ) from None
+    if size < 0:
+        raise ParameterError(f"{name}: {value!r} is negative", "sizes are zero or more bytes")
+    return size
+
+
+def parse_duration(value: Any, name: str = "duration") -> int:
+    """Seconds. Accepts 172800, "48h", "2d", "1w 2d", "90m", "30s"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _DURATION.match(str(value)) if isinstance(value, str) and value.strip() else None
+    if not match or not any(match.groups()):
+        raise ParameterError(f"{name}: {value!r} is not a duration", 'use seconds (172800) or units w/d/h/m/s ("48h", "7d")')
+    w, d, h, m, s = (int(g or 0) for g in match.groups())
+    return (((w * 7 + d) * 24 + h) * 60 + m) * 60 + s
+
+
+# --------------------------------------------------------------------------------------
+# What each known parameter means
+# --------------------------------------------------------------------------------------
+class GcRule(BaseModel):
+    """One [[worker.oci.gcpolicy]] entry (BuildKit ≥ 0.17 names; never keepBytes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filters: list[str] = Field(default_factory=list)
+    all: bool = False
+    keep_duration: Optional[int] = None
+    reserved_space: Optional[int | str] = None
+    max_used_space: Optional[int | str] = None
+    min_free_space: Optional[int | str] = None
+
+    @field_validator("keep_duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v, "gc_policy.keep_duration")
+
+    @field_validator("reserved_space", "max_used_space", "min_free_space", mode="before")
+    @classmethod
+    def _size(cls, v: Any, info: Any) -> Any:
+        return None if v is None else parse_size(v, f"gc_policy.{info.field_name}")
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: list[str]) -> list[str]:
+        for f in v:
+            if not re.match(r"^[a-z.]+(==|!=|~=)[\w.\-/:]+$", f):
+                raise ValueError(f"filter {f!r} is not key==value (e.g. type==exec.cachemount)")
+        return v
+
+
+class Semantics(BaseModel):
+    """Meaning and range of every parameter name a runbook may declare."""
+
+    model_config = ConfigDict(extra="allow")
+
+    mode: Literal["check", "apply"] = "check"
+    profile: Literal["lab", "ci", "production"] = "lab"
+    state_dir: str = ""
+    layout: Literal["", "flat", "fhs"] = ""
+    service_manager: Literal["auto", "supervisor", "systemd"] = "auto"
+    buildkit_version: str = ""
+    source: Literal["auto", "release", "go", "archive"] = "auto"
+    release_mirror: str = ""
+    release_sha256: str = ""
+    archive_path: str = ""
+    install_runc: bool = True
+    tcp_address: str = ""
+    debug_port: int = Field(0, ge=0, le=65535)
+    log_format: Literal["text", "json"] = "json"
+    log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"
+    history_max_age: int = 172800
+    history_max_entries: int = Field(50, ge=0)
+    snapshotter: str = Field("auto", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    max_parallelism: int = Field(4, ge=1, le=256)
+    gc: bool = True
+    gc_policy: list[GcRule] = Field(default_factory=list)
+    insecure_entitlements: list[Literal["network.host", "security.insecure", "device"]] = Field(default_factory=list)
+    registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
+    cpu_quota: str = Field("", pattern=r"^(\d+%)?$")
+    memory_max: str = ""
+    io_weight: int = Field(100, ge=1, le=10000)
+    tasks_max: int = Field(4096, ge=1)
+    ready_timeout: int = Field(60, ge=1)
+
+    @field_validator("buildkit_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v and not re.match(r"^v\d+\.\d+\.\d+(-rc\.?\d+)?$", v):
+            raise ValueError(f"{v!r} is not a BuildKit release tag like v0.34.2")
+        return v
+
+    @field_validator("history_max_age", mode="before")
+    @classmethod
+    def _age(cls, v: Any) -> int:
+        return parse_duration(v, "history_max_age")
+
+    @field_validator("memory_max", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> str:
+        if v in ("", None, "infinity"):
+            return v or ""
+        return str(parse_size(v, "memory_max"))
+
+
+# --------------------------------------------------------------------------------------
+# Runbooks and their parameters cells
+# --------------------------------------------------------------------------------------
+_PYTYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+
+
+def runbook_path(name: str) -> Path:
+    """notebooks/NN-name.ipynb for a runbook called `name`."""
+    matches = sorted(NOTEBOOKS.glob(f"[0-9][0-9]-{name}.ipynb")) + sorted(NOTEBOOKS.glob(f"{name}.ipynb"))
+    if not matches:
+        raise ParameterError(f"no runbook named {name!r}", f"choose one of: {', '.join(list_runbooks())}")
+    return matches[0]
+
+
+def list_runbooks() -> list[str]:
+    return [re.sub(r"^\d\d-", "", p.stem) for p in sorted(NOTEBOOKS.glob("*.ipynb"))]
+
+
+def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """The parameters cell as {name: {type, default, help}}, via papermill's inspector."""
+    from papermill.inspection import inspect_notebook
+
+    found = inspect_notebook(str(path))
+    return {
+        name: {"type": p["inferred_type_name"], "default": p["default"], "help": p["help"]}
+        for name, p in found.items()
+    }
+
+
+def load_profile(profile: str) -> dict[str, Any]:
+    if profile not in PROFILES:
+        raise ParameterError(f"profile: {profile!r} is not a profile", f"use one of: {', '.join(PROFILES)}")
+    path = PROFILES_DIR / f"{profile}.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path} is not a mapping of parameter: value", "fix the YAML file")
+    return data
+
+
+def coerce(name: str, raw: str, type_name: str) -> Any:
+    """A --set value (a string) in the declared type of the parameter."""
+    if type_name == "str":
+        return raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if type_name == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type_name == "list" and isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _check_type(name: str, value: Any, type_name: str) -> None:
+    expected = _PYTYPES.get(type_name)
+    if expected is None:
+        return
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ParameterError(
+            f"parameter {name!r}: {value!r} is not of type {type_name}",
+            f"give {name} a {type_name} value (see `invoke runbook --list`)",
+        )
+
+
+def resolve(name: str, profile: str, mode: str, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """All parameters for one run: defaults < profile file < --set, validated.
+
+    Profile keys the runbook does not declare are ignored (a profile serves many
+    runbooks); --set keys it does not declare are an error."""
+    declared = declared_parameters(runbook_path(name))
+    values: dict[str, Any] = {}
+    for key, value in load_profile(profile).items():
+        if key in declared:
+            values[key] = value
+    for item in sets:
+        if "=" not in item:
+            raise ParameterError(f"--set {item!r} is not key=value", "write --set name=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in declared:
+            raise ParameterError(
+                f"runbook {name!r} has no parameter {key!r}",
+                f"its parameters are: {', '.join(sorted(declared))}",
+            )
+        values[key] = coerce(key, raw, declared[key]["type"])
+    values["mode"] = mode
+    values["profile"] = profile
+    for key in ("mode", "profile"):
+        if key not in declared:
+            raise ParameterError(f"runbook {name!r} does not declare {key!r}", "add it to its parameters cell")
+    for key, value in values.items():
+        _check_type(key, value, declared[key]["type"])
+    validate(values)
+    return values
+
+
+def validate(values: dict[str, Any]) -> Semantics:
+    """Check meaning and range; the error names the parameter and what it accepts."""
+    try:
+        return Semantics.model_validate(values)
+    except ParameterError:
+        raise
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        accepted = ""
+        if err["type"] == "literal_error":
+            accepted = "accepted values: " + err["ctx"]["expected"]
+        elif err.get("ctx"):
+            accepted = "accepted: " + ", ".join(f"{k} {v}" for k, v in err["ctx"].items())
+        raise ParameterError(
+            f"parameter {where!r}: {err['input']!r} is invalid ({err['msg']})",
+            accepted or f"see the parameter's help: invoke runbook --list",
+        ) from None

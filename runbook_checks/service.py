@@ -1,0 +1,470 @@
+"""Running buildkitd: systemd units for production; one supervisord per state
+directory where systemd is not PID 1 (pid file, log file, restart on crash, clean stop).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import files
+from .config import latest_backup
+from .errors import ConfigError, ServiceError
+from .layout import Layout
+from .results import Outcome
+
+RUNC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def systemd_is_pid1() -> bool:
+    try:
+        return Path("/proc/1/comm").read_text().strip() == "systemd"
+    except OSError:
+        return False
+
+
+def choose_manager(requested: str) -> str:
+    if requested == "auto":
+        return "systemd" if systemd_is_pid1() else "supervisor"
+    return requested
+
+
+# --------------------------------------------------------------------------------------
+# systemd (production)
+# --------------------------------------------------------------------------------------
+@dataclass
+class Limits:
+    cpu_quota: str = ""
+    memory_max: str = ""
+    io_weight: int = 100
+    tasks_max: int = 4096
+
+    def cgroup(self) -> dict[str, str]:
+        """What these properties look like in the daemon's cgroup (v2) under systemd."""
+        expected = {"io.weight": f"default {self.io_weight}", "pids.max": str(self.tasks_max)}
+        if self.cpu_quota:
+            expected["cpu.max"] = f"{int(self.cpu_quota.rstrip('%')) * 1000} 100000"
+        if self.memory_max:
+            expected["memory.max"] = self.memory_max
+        return expected
+
+
+def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: Path | None = None) -> dict[str, str]:
+    """buildkit.socket + buildkit.service with socket activation and resource control.
+
+    Paths are the host's (`prefix` is where the binaries live on the real host)."""
+    exe = (prefix or Path("/usr/local/bin")) / "buildkitd"
+    config = "/" + str(layout.config_path.relative_to(layout.state_dir)) if layout.style == "fhs" else str(layout.config_path)
+    tcp = f" --addr {tcp_address}" if tcp_address else ""
+    control = [f"IOWeight={limits.io_weight}", f"TasksMax={limits.tasks_max}"]
+    if limits.cpu_quota:
+        control.insert(0, f"CPUQuota={limits.cpu_quota}")
+    if limits.memory_max:
+        control.insert(0, f"MemoryMax={limits.memory_max}")
+    service = textwrap.dedent(f"""\
+        # Managed by buildkit-ops (runbook: install).
+        [Unit]
+        Description=BuildKit daemon (standalone)
+        Documentation=https://github.com/moby/buildkit
+        Requires=buildkit.socket
+        After=buildkit.socket network-online.target
+        Wants=network-online.target
+
+        [Service]
+        Type=notify
+        Environment=PATH={RUNC_PATH}
+        ExecStart={exe} --config {config} --addr fd://{tcp}
+        Restart=on-failure
+        RestartSec=2s
+        TimeoutStopSec=60s
+        KillMode=mixed
+        Delegate=yes
+        LimitNOFILE=1048576
+        OOMScoreAdjust=-500
+        """) + "\n".join(control) + textwrap.dedent("""
+
+        [Install]
+        WantedBy=multi-user.target
+        """)
+    sock = textwrap.dedent("""\
+        # Managed by buildkit-ops (runbook: install).
+        [Unit]
+        Description=BuildKit daemon socket
+
+        [Socket]
+        ListenStream=/run/buildkit/buildkitd.sock
+        SocketMode=0660
+        SocketUser=root
+        SocketGroup=root
+        DirectoryMode=0750
+
+        [Install]
+        WantedBy=sockets.target
+        """)
+    return {"buildkit.service": service, "buildkit.socket": sock}
+
+
+def verify_units(unit_dir: Path, names: list[str]) -> None:
+    """`systemd-analyze verify`; any warning about our units counts as a failure (it
+    exits 0 on some invalid values)."""
+    tool = shutil.which("systemd-analyze")
+    if not tool:
+        raise ServiceError("systemd-analyze is not installed, so the units cannot be verified",
+                           "apt-get install systemd (the units are written only after they verify)")
+    paths = [str(unit_dir / n) for n in names]
+    proc = subprocess.run([tool, "verify", "--man=no", *paths], capture_output=True, text=True, timeout=120)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines()
+            if any(n in line for n in names) or proc.returncode]
+    if proc.returncode or ours:
+        raise ServiceError("systemd-analyze verify rejected the units:\n" + "\n".join(ours or [proc.stderr]),
+                           "fix the resource-control parameters named above (cpu_quota, memory_max, io_weight, tasks_max)")
+
+
+# --------------------------------------------------------------------------------------
+# supervisord (lab, ci, any host without systemd as PID 1)
+# --------------------------------------------------------------------------------------
+def render_supervisor_conf(layout: Layout) -> str:
+    s = layout
+    return textwrap.dedent(f"""\
+        ; Managed by buildkit-ops (runbook: install). One supervisord per state directory.
+        [unix_http_server]
+        file={s.run_dir}/supervisor.sock
+        chmod=0700
+
+        [supervisord]
+        logfile={s.log_dir}/supervisord.log
+        pidfile={s.run_dir}/supervisord.pid
+        directory={s.state_dir}
+        childlogdir={s.log_dir}
+
+        [rpcinterface:supervisor]
+        supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+        [supervisorctl]
+        serverurl=unix://{s.run_dir}/supervisor.sock
+
+        [program:buildkitd]
+        command={s.buildkitd} --config {s.config_path}
+        environment=PATH="{s.bin_dir}:{RUNC_PATH}"
+        autostart=true
+        autorestart=true
+        startsecs=3
+        startretries=2
+        stopsignal=TERM
+        stopwaitsecs=30
+        stopasgroup=true
+        killasgroup=true
+        redirect_stderr=true
+        stdout_logfile={s.log_path}
+        stdout_logfile_maxbytes=20MB
+        stdout_logfile_backups=3
+        """)
+
+
+class Supervisor:
+    """Control of one state directory's supervisord through its XML-RPC socket."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.sock = layout.run_dir / "supervisor.sock"
+
+    def _rpc(self) -> Any:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.sock}")
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    def supervisord_up(self) -> bool:
+        if not self.sock.exists():
+            return False
+        try:
+            return self._rpc().getState()["statename"] == "RUNNING"
+        except (OSError, xmlrpc.client.Fault):
+            return False
+
+    def info(self) -> dict[str, Any]:
+        """{state, pid, start} of buildkitd; state is STOPPED when supervisord is down."""
+        if not self.supervisord_up():
+            return {"state": "STOPPED", "pid": 0, "start": 0, "spawnerr": ""}
+        i = self._rpc().getProcessInfo("buildkitd")
+        start = process_start(i["pid"]) if i["pid"] else i["start"]
+        return {"state": i["statename"], "pid": i["pid"], "start": start, "spawnerr": i["spawnerr"]}
+
+    def start(self) -> None:
+        if not self.supervisord_up():
+            for d in (self.layout.run_dir, self.layout.log_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(self.layout.supervisor_conf)],
+                                  capture_output=True, text=True, timeout=60)
+            if proc.returncode:
+                raise ServiceError(f"supervisord did not start: {proc.stderr.strip() or proc.stdout.strip()}",
+                                   f"read {self.layout.log_dir}/supervisord.log")
+            _wait(self.supervisord_up, 20, "supervisord socket")
+            return
+        if self.info()["state"] not in ("RUNNING", "STARTING"):
+            try:
+                self._rpc().startProcess("buildkitd", False)
+            except xmlrpc.client.Fault as exc:
+                if "ALREADY_STARTED" not in exc.faultString:
+                    raise ServiceError(f"supervisord could not start buildkitd: {exc.faultString}",
+                                       f"read {self.layout.log_path}") from None
+
+    def reload_conf(self) -> None:
+        """Pick up a changed supervisord.conf (after an install) without stopping supervisord."""
+        if self.supervisord_up():
+            rpc = self._rpc()
+            added, changed, removed = rpc.reloadConfig()[0]
+            for name in changed + removed:
+                try:
+                    rpc.stopProcess(name)
+                except xmlrpc.client.Fault:
+                    pass
+                rpc.removeProcessGroup(name)
+            for name in changed + added:
+                rpc.addProcessGroup(name)
+
+    def restart(self) -> None:
+        if not self.supervisord_up():
+            return self.start()
+        rpc = self._rpc()
+        try:
+            rpc.stopProcess("buildkitd")
+        except xmlrpc.client.Fault as exc:
+            if "NOT_RUNNING" not in exc.faultString:
+                raise
+        self.start()
+
+    def stop(self) -> None:
+        """Stop buildkitd and this state directory's supervisord."""
+        if not self.supervisord_up():
+            return
+        pidfile = self.layout.run_dir / "supervisord.pid"
+        pid = int(pidfile.read_text().strip()) if pidfile.exists() else 0
+        self._rpc().shutdown()
+        if pid:
+            _wait(lambda: not _alive(pid), 60, "supervisord to exit")
+
+
+class Systemd:
+    """systemctl on a host where systemd is PID 1."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        if not systemd_is_pid1():
+            raise ServiceError("systemd is not PID 1 on this host, so buildkit.service cannot run here",
+                               "use --set service_manager=supervisor (or auto) on hosts without systemd")
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+
+    def info(self) -> dict[str, Any]:
+        out = self._ctl("show", "buildkit.service", "-p", "ActiveState,MainPID,ExecMainStartTimestampMonotonic").stdout
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        state = {"active": "RUNNING", "activating": "STARTING"}.get(props.get("ActiveState", ""), "STOPPED")
+        boot = time.time() - time.monotonic()
+        start = boot + int(props.get("ExecMainStartTimestampMonotonic", "0") or 0) / 1e6
+        return {"state": state, "pid": int(props.get("MainPID", "0") or 0), "start": start, "spawnerr": ""}
+
+    def start(self) -> None:
+        self._ctl("daemon-reload")
+        self._ctl("enable", "--now", "buildkit.socket")
+        self._ctl("start", "buildkit.service")
+
+    def reload_conf(self) -> None:
+        self._ctl("daemon-reload")
+
+    def restart(self) -> None:
+        self._ctl("restart", "buildkit.service")
+
+    def stop(self) -> None:
+        self._ctl("stop", "buildkit.service", "buildkit.socket")
+
+
+def manager_for(layout: Layout, requested: str = "auto") -> Supervisor | Systemd:
+    return Systemd(layout) if choose_manager(requested) == "systemd" else Supervisor(layout)
+
+
+# --------------------------------------------------------------------------------------
+# readiness, errors, ports
+# --------------------------------------------------------------------------------------
+def process_start(pid: int) -> float:
+    """When a process started, as an epoch time with the kernel's 10 ms resolution
+    (supervisord's own start time is whole seconds, too coarse to compare with mtimes)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}", "read the logs named in the status output")
+
+
+def daemon_answers(layout: Layout) -> bool:
+    if not layout.socket_path.exists() or not layout.buildctl.exists():
+        return False
+    proc = subprocess.run([str(layout.buildctl), "--addr", layout.address, "--timeout", "2", "debug", "workers"],
+                          capture_output=True, text=True, timeout=30)
+    return proc.returncode == 0
+
+
+def daemon_error(log_path: Path, offset: int) -> str:
+    """The daemon's own words about why it stopped: the last error/fatal line written
+    since `offset`, else the last line."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return f"(no log at {log_path})"
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+            if entry.get("level") in ("fatal", "error", "panic"):
+                return entry.get("msg", line)
+        except ValueError:
+            if "level=fatal" in line or "level=error" in line or line.startswith("buildkitd:"):
+                return line
+    return lines[-1] if lines else "(the daemon wrote nothing)"
+
+
+def wait_ready(layout: Layout, manager, timeout: float) -> None:
+    """Until buildctl reaches the daemon; fail early when the supervisor gave up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon_answers(layout):
+            return
+        if manager.info()["state"] == "FATAL":  # the supervisor gave up retrying
+            break
+        time.sleep(0.3)
+    raise ServiceError(f"buildkitd did not answer on {layout.address} within {timeout:.0f}s", f"read {layout.log_path}")
+
+
+def check_debug_port(layout: Layout, manager, port: int) -> Outcome:
+    """Fail before anything is written if 127.0.0.1:port is taken by someone else."""
+    from .config import read_debug_port
+
+    if manager.info()["state"] == "RUNNING" and read_debug_port(layout.config_path) == port:
+        return Outcome.ok(f"127.0.0.1:{port} is served by this buildkitd", debug_address=f"127.0.0.1:{port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise ServiceError(f"port {port} on 127.0.0.1 is already in use by another process",
+                               f"stop that process, or choose another port: --set debug_port=N (0 picks a free one)") from None
+    return Outcome.ok(f"127.0.0.1:{port} is free", debug_address=f"127.0.0.1:{port}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log_offset(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+# --------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------
+def write_service_definition(layout: Layout, manager_name: str, limits: Limits, tcp_address: str,
+                             apply: bool) -> Outcome:
+    """supervisord.conf, or buildkit.service + buildkit.socket verified by systemd-analyze."""
+    if manager_name == "supervisor":
+        wanted = {layout.supervisor_conf: render_supervisor_conf(layout)}
+    else:
+        host_prefix = Path("/") / layout.bin_dir.relative_to(layout.state_dir) if layout.style == "fhs" else layout.bin_dir
+        wanted = {layout.unit_dir / n: t for n, t in render_units(layout, limits, tcp_address, host_prefix).items()}
+    stale = {p: t for p, t in wanted.items() if files.read_text(p) != t}
+    if manager_name == "systemd":
+        # verify in a scratch directory before anything is written
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as scratch:
+            for path, text in wanted.items():
+                (Path(scratch) / path.name).write_text(text)
+            verify_units(Path(scratch), [p.name for p in wanted])
+    if not stale:
+        return Outcome.ok(f"{', '.join(str(p) for p in wanted)} up to date", service_manager=manager_name)
+    diff = "".join(files.unified_diff(files.read_text(p), t, p) for p, t in stale.items())
+    if not apply:
+        files.writable_dir(next(iter(stale)).parent)
+        return Outcome.changed(f"would write {', '.join(str(p) for p in stale)}", diff, service_manager=manager_name)
+    for path, text in stale.items():
+        files.backup(path, layout.backup_dir)
+        files.atomic_write(path, text)
+    return Outcome.changed(f"wrote {', '.join(str(p) for p in stale)}", diff, service_manager=manager_name)
+
+
+def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False, timeout: float = 60) -> Outcome:
+    """The daemon runs on what is on disk: start it if stopped; restart it if its config,
+    binary or service definition is newer than the process. With `rollback`, a daemon
+    that will not come up on a new config gets the previous file back, is brought up on
+    it, and the step fails with the daemon's own error."""
+    if not layout.config_path.exists():
+        return Outcome.skipped(f"no {layout.config_path} yet (the configure runbook writes it)")
+    info = manager.info()
+    running = info["state"] in ("RUNNING", "STARTING")
+    inputs = [p for p in (layout.config_path, layout.buildkitd, layout.supervisor_conf) if p.exists()]
+    newer = [p.name for p in inputs if p.stat().st_mtime > info["start"]]
+    if running and not newer and daemon_answers(layout):
+        return Outcome.ok(f"buildkitd pid {info['pid']} serves {layout.address} on the current files",
+                          address=layout.address, pid=info["pid"])
+    action = "restart" if running else "start"
+    why = f" ({', '.join(newer)} changed)" if running and newer else ""
+    if not apply:
+        return Outcome.changed(f"would {action} buildkitd{why}")
+    offset = log_offset(layout.log_path)
+    manager.reload_conf()
+    (manager.restart if running else manager.start)()
+    try:
+        wait_ready(layout, manager, timeout)
+    except ServiceError:
+        error = daemon_error(layout.log_path, offset)
+        previous = latest_backup(layout) if rollback else None
+        if previous is None or previous.read_text() == layout.config_path.read_text():
+            raise ServiceError(f"buildkitd did not come up: {error}", f"read {layout.log_path}") from None
+        rejected = layout.config_path.with_name(layout.config_path.name + ".rejected")
+        files.atomic_write(rejected, layout.config_path.read_text())
+        files.atomic_write(layout.config_path, previous.read_text())
+        manager.restart()
+        wait_ready(layout, manager, timeout)
+        raise ConfigError(
+            f"buildkitd refused the new config: {error}. Restored the previous file from {previous};"
+            f" the daemon is serving on it again (the refused file is kept as {rejected})",
+            "fix the parameter behind the daemon's error and apply again") from None
+    info = manager.info()
+    return Outcome.changed(f"buildkitd {action}ed{why}, pid {info['pid']}, serving {layout.address}",
+                           address=layout.address, pid=info["pid"])

@@ -1,0 +1,95 @@
+"""The local lab stack: bring it up by running the runbooks in order, show where
+everything is, stop it, purge it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import layout as layout_mod, runner
+from .config import read_debug_port
+from .errors import KitError
+from .service import Supervisor
+
+UP_SEQUENCE = (("install", "apply"), ("configure", "apply"), ("verify", "check"))
+
+
+@dataclass
+class Status:
+    state_dir: str
+    state: str
+    pid: int
+    address: str
+    metrics_url: str
+    log_path: str
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def rows(self) -> list[tuple[str, str]]:
+        rows = [("state directory", self.state_dir), ("buildkitd", f"{self.state} (pid {self.pid})" if self.pid else self.state),
+                ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path)]
+        rows += [(f"report: {name}", path) for name, path in self.reports.items()]
+        return rows
+
+
+def _layout(state_dir: str = ""):
+    return layout_mod.for_params({"profile": "lab", "state_dir": state_dir})
+
+
+def status(state_dir: str = "") -> Status:
+    layout = _layout(state_dir)
+    info = Supervisor(layout).info()
+    port = read_debug_port(layout.config_path)
+    return Status(str(layout.state_dir), info["state"], info["pid"], layout.address,
+                  f"http://127.0.0.1:{port}/metrics" if port else "(not configured)", str(layout.log_path),
+                  {name: str(path) for name, path in runner.latest_reports().items()})
+
+
+def up(sets: tuple[str, ...] = (), progress: bool = True, on_report=None) -> list[runner.RunResult]:
+    """install → configure → verify with the lab profile; stop at the first failure."""
+    results = []
+    for name, mode in UP_SEQUENCE:
+        result = runner.run(name, "lab", mode, [s for s in sets if _declares(name, s)], progress=progress)
+        results.append(result)
+        if on_report:
+            on_report(result)
+        if result.report.status == "failed":
+            break
+    return results
+
+
+def _declares(runbook: str, item: str) -> bool:
+    from .params import declared_parameters, runbook_path
+
+    return item.split("=", 1)[0] in declared_parameters(runbook_path(runbook))
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1].replace("\\040", " ") for line in fh]
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
+def down(purge: bool = False, state_dir: str = "") -> list[str]:
+    """Stop the daemon and the state directory's supervisord; with purge, remove the state."""
+    layout = _layout(state_dir)
+    done = []
+    supervisor = Supervisor(layout)
+    if supervisor.supervisord_up():
+        supervisor.stop()
+        done.append("stopped buildkitd and supervisord")
+    if purge and layout.state_dir.exists():
+        for point in mounts_under(layout.state_dir):
+            subprocess.run(["umount", "-l", point], check=False)
+        if layout.state_dir == Path("/") or layout.state_dir == Path.home():
+            raise KitError(f"refusing to purge {layout.state_dir}", "purge only a lab state directory")
+        shutil.rmtree(layout.state_dir)
+        done.append(f"removed {layout.state_dir}")
+    return done or ["nothing was running"]
+
+
+def as_dict(st: Status) -> dict[str, Any]:
+    return dict(st.__dict__)

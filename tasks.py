@@ -1,0 +1,113 @@
+"""buildkit-ops tasks: `invoke --list`. One explicit Collection; logic lives in runbook_checks."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Collection, Exit, task
+
+from runbook_checks import runner, stack
+from runbook_checks.errors import KitError
+from runbook_checks.results import print_recap
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _print_list() -> None:
+    from rich.table import Table
+
+    for name, declared in runner.describe().items():
+        table = Table(title=f"runbook {name}", title_justify="left")
+        for col in ("parameter", "type", "default", "help"):
+            table.add_column(col, overflow="fold")
+        for pname, p in declared.items():
+            table.add_row(pname, p["type"], str(p["default"]), p["help"])
+        _console().print(table)
+
+
+def _show(result: runner.RunResult) -> None:
+    print_recap(result.report)
+    _console().print(f"record: {result.notebook}\nreport: {result.report_path}")
+
+
+@task(iterable=["set_"], positional=["name"], help={
+    "name": "runbook to run (install, configure, verify; see --list)",
+    "profile": "lab | ci | production",
+    "mode": "check (change nothing, show the diff) | apply",
+    "set_": "override a parameter: --set key=value (repeatable)",
+    "list_": "list the runbooks with their parameters and help",
+})
+def runbook(c, name=None, profile="lab", mode="check", set_=None, list_=False):
+    """Run a runbook with papermill; write runs/NAME/<stamp>.{ipynb,json}; print the recap."""
+    if list_:
+        return _print_list()
+    if not name:
+        raise Exit("name a runbook: invoke runbook NAME (invoke runbook --list shows them)", code=2)
+    if mode not in ("check", "apply"):
+        raise Exit(f"--mode {mode!r}: use check or apply", code=2)
+    try:
+        result = runner.run(name, profile, mode, tuple(set_ or ()))
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    _show(result)
+    if result.report.status == "failed":
+        raise Exit(code=1)
+
+
+@task(iterable=["set_"], help={"set_": "override a lab parameter for every runbook that has it: --set key=value"})
+def up(c, set_=None):
+    """Bring up the lab: install, configure and verify a real buildkitd; print where it is."""
+    try:
+        results = stack.up(tuple(set_ or ()), on_report=_show)
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    _status_table()
+    if results[-1].report.status == "failed":
+        raise Exit("the lab is not up: see the failed step above", code=1)
+    st = stack.status()
+    _console().print(f"\n[bold green]lab is up[/]: try\n  {st.state_dir}/bin/buildctl --addr {st.address} debug workers")
+
+
+def _status_table():
+    from rich.table import Table
+
+    table = Table(title="lab stack", show_header=False)
+    for key, value in stack.status().rows():
+        table.add_row(key, value)
+    _console().print(table)
+
+
+@task
+def status(c):
+    """Show the lab daemon's state, address, metrics URL, log path and latest reports."""
+    _status_table()
+
+
+@task(help={"purge": "also remove the lab state directory (binaries, config, cache, logs)"})
+def down(c, purge=False):
+    """Stop the lab daemon (and its supervisord); --purge removes the lab state too."""
+    for line in stack.down(purge):
+        print(line)
+
+
+@task(help={"strict": "fail on warnings (default true)"})
+def docs_build(c, strict=True):
+    """Build the MkDocs Material site into site/ (notebooks rendered, never executed)."""
+    c.run(f"{sys.executable} -m mkdocs build {'--strict' if strict else ''}", pty=False)
+
+
+@task
+def docs_serve(c):
+    """Serve the site on 127.0.0.1:8000 with live reload."""
+    c.run(f"{sys.executable} -m mkdocs serve -a 127.0.0.1:8000", pty=False)
+
+
+docs = Collection("docs")
+docs.add_task(docs_build, "build")
+docs.add_task(docs_serve, "serve")
+
+ns = Collection(runbook, up, down, status, docs)
