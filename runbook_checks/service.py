@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import xmlrpc.client
@@ -399,23 +400,36 @@ def log_offset(path: Path) -> int:
 # --------------------------------------------------------------------------------------
 # steps
 # --------------------------------------------------------------------------------------
+def host_bin_dir(layout: Layout) -> Path:
+    """Where the binaries are on the real host (an FHS tree may be rendered elsewhere)."""
+    return Path("/") / layout.bin_dir.relative_to(layout.state_dir) if layout.style == "fhs" else layout.bin_dir
+
+
+def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
+    """Verify units in a scratch directory before anything is written.
+
+    systemd-analyze checks ExecStart against this host's paths; when the units are
+    rendered into a tree (state_dir other than /) or before the binaries exist, the
+    scratch copy points at the tree's binary, or /bin/true: this step verifies unit
+    syntax and values, the binaries step owns the binary."""
+    host_exe = str(host_bin_dir(layout) / "buildkitd")
+    exe = next((str(p) for p in (Path(host_exe), layout.buildkitd) if p.exists()), "/bin/true")
+    with tempfile.TemporaryDirectory() as scratch:
+        for path, text in units.items():
+            (Path(scratch) / path.name).write_text(text.replace(f"ExecStart={host_exe} ", f"ExecStart={exe} "))
+        verify_units(Path(scratch), [p.name for p in units])
+
+
 def write_service_definition(layout: Layout, manager_name: str, limits: Limits, tcp_address: str,
                              apply: bool) -> Outcome:
     """supervisord.conf, or buildkit.service + buildkit.socket verified by systemd-analyze."""
     if manager_name == "supervisor":
         wanted = {layout.supervisor_conf: render_supervisor_conf(layout)}
     else:
-        host_prefix = Path("/") / layout.bin_dir.relative_to(layout.state_dir) if layout.style == "fhs" else layout.bin_dir
-        wanted = {layout.unit_dir / n: t for n, t in render_units(layout, limits, tcp_address, host_prefix).items()}
+        units = render_units(layout, limits, tcp_address, host_bin_dir(layout))
+        wanted = {layout.unit_dir / n: t for n, t in units.items()}
+        verify_rendered_units(layout, wanted)
     stale = {p: t for p, t in wanted.items() if files.read_text(p) != t}
-    if manager_name == "systemd":
-        # verify in a scratch directory before anything is written
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            for path, text in wanted.items():
-                (Path(scratch) / path.name).write_text(text)
-            verify_units(Path(scratch), [p.name for p in wanted])
     if not stale:
         return Outcome.ok(f"{', '.join(str(p) for p in wanted)} up to date", service_manager=manager_name)
     diff = "".join(files.unified_diff(files.read_text(p), t, p) for p, t in stale.items())

@@ -1,0 +1,54 @@
+"""Shared fixtures. Daemons run for real on loopback in temporary state directories and
+are stopped at the end of the session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from runbook_checks import layout as layout_mod, runner, service
+
+
+def short_tmpdir(prefix: str) -> Path:
+    """/tmp/<short>: unix socket paths must stay under 108 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def stop_and_remove(state_dir: Path, profile: str = "ci") -> None:
+    lay = layout_mod.for_params({"profile": profile, "state_dir": str(state_dir)})
+    service.Supervisor(lay).stop()
+    from runbook_checks.stack import mounts_under
+    import subprocess
+
+    for point in mounts_under(state_dir):
+        subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def runs_base(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("runs")
+    os.environ["BUILDKIT_OPS_RUNS_DIR"] = str(base)
+    return base
+
+
+def apply(name: str, state_dir: Path, *sets: str, profile: str = "ci", base: Path | None = None):
+    result = runner.run(name, profile, "apply", (f"state_dir={state_dir}", *sets), base=base, progress=False)
+    return result
+
+
+@pytest.fixture(scope="session")
+def ci_daemon(runs_base):
+    """A real buildkitd installed and configured by the runbooks (ci profile)."""
+    state_dir = short_tmpdir("bkci-")
+    try:
+        for name in ("install", "configure"):
+            result = apply(name, state_dir, base=runs_base)
+            assert result.report.status != "failed", result.report.to_json()
+        yield layout_mod.for_params({"profile": "ci", "state_dir": str(state_dir)})
+    finally:
+        stop_and_remove(state_dir)

@@ -1,0 +1,85 @@
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from runbook_checks import install, layout as layout_mod
+from runbook_checks.errors import InstallError
+
+
+def fake_buildkitd(directory: Path, version: str) -> Path:
+    """A real executable that answers --version like buildkitd does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "buildkitd"
+    exe.write_text(f"#!/bin/sh\necho 'buildkitd github.com/moby/buildkit {version} abc'\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return exe
+
+
+def test_release_url():
+    assert install.release_url("v0.34.2").endswith("/v0.34.2/buildkit-v0.34.2.linux-amd64.tar.gz")
+    assert install.release_url("v0.34.2", "http://127.0.0.1:8/m/").startswith("http://127.0.0.1:8/m/v0.34.2/")
+
+
+@pytest.mark.parametrize("upstream,debian,fixed", [
+    ("1.1.5+ds1", "1.1.5+ds1-1+deb12u1", True),
+    ("1.1.5+ds1", "1.1.5+ds1-1", False),
+    ("1.0.0~rc93+ds1", "1.0.0~rc93+ds1-5+deb11u3", True),
+    ("1.1.12", None, True), ("1.2.0", None, True), ("1.1.11", None, False), ("1.0.0-rc93", None, False),
+])
+def test_runc_cve_2024_21626(upstream, debian, fixed):
+    assert install.runc_fixed(upstream, debian) is fixed
+
+
+def test_binary_version(tmp_path):
+    assert install.binary_version(fake_buildkitd(tmp_path, "v0.1.2")) == "v0.1.2"
+    assert install.binary_version(tmp_path / "absent") is None
+
+
+def test_source_archive_must_exist(tmp_path):
+    with pytest.raises(InstallError, match="archive_path"):
+        install.resolve_source("archive", "v0.34.2", archive_path=str(tmp_path / "nope.tgz"))
+
+
+def test_auto_without_release_or_go_lists_every_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no go on PATH
+    with pytest.raises(InstallError) as err:
+        install.resolve_source("auto", "v0.34.2", mirror="http://127.0.0.1:9", timeout=1)
+    for word in ("source=release", "release_mirror", "source=go", "source=archive", "archive_path"):
+        assert word in str(err.value)
+
+
+def test_go_source_without_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(InstallError, match="no Go toolchain"):
+        install.build_with_go("v0.34.2", tmp_path)
+
+
+def test_a_different_buildkitd_earlier_on_path_is_refused(tmp_path):
+    layout = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path / "s")})
+    fake_buildkitd(layout.bin_dir, "v0.34.2")
+    other = fake_buildkitd(tmp_path / "old", "v0.12.5")
+    path = f"{other.parent}{os.pathsep}{layout.bin_dir}"
+    with pytest.raises(InstallError) as err:
+        install.check_path(layout, "v0.34.2", path)
+    assert "v0.12.5" in str(err.value) and "first on PATH" in str(err.value)
+    assert install.check_path(layout, "v0.34.2", f"{layout.bin_dir}{os.pathsep}{other.parent}").status == "ok"
+    out = install.check_path(layout, "v0.34.2", str(other.parent))
+    assert out.status == "ok" and "not used" in out.message
+
+
+def test_check_mode_installs_nothing(tmp_path):
+    layout = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path / "s")})
+    out = install.ensure_binaries(layout, "v0.34.2", "go", apply=False)
+    assert out.status == "changed" and "+buildkitd v0.34.2" in out.diff
+    assert not (tmp_path / "s").exists()
+
+
+def test_unwritable_prefix(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    layout = layout_mod.for_params({"profile": "ci", "state_dir": str(blocker / "s")})
+    with pytest.raises((InstallError, Exception)) as err:
+        install.check_prefix(layout)
+    assert "not writable" in str(err.value) or "Not a directory" in str(err.value)

@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from runbook_checks.errors import KitError, StepFailed
+from runbook_checks.results import Outcome, Report, render_recap
+
+
+def test_report_contract_and_recap():
+    report = Report("install", "ci", "apply")
+    report.step("one", lambda: Outcome.ok("fine", buildkit_version="v0.34.2"))
+    report.step("two", lambda: Outcome.changed("did it", "-a\n+b\n"))
+    report.step("three", lambda: Outcome.skipped("not here"))
+    data = json.loads(report.finish(display=False).to_json())
+    assert set(data) == {"runbook", "profile", "mode", "status", "started", "finished", "summary", "steps", "facts"}
+    assert data["status"] == "changed"
+    assert data["summary"] == {"ok": 1, "changed": 1, "failed": 0, "skipped": 1}
+    assert data["steps"][1]["diff"] == "-a\n+b\n"
+    assert data["facts"] == {"buildkit_version": "v0.34.2"}
+    assert Report.from_dict(data).to_dict()["steps"] == data["steps"]
+    recap = render_recap(report)
+    for word in ("one", "two", "three", "changed", "skipped", "ok=1 changed=1 failed=0 skipped=1"):
+        assert word in recap
+
+
+def test_failed_step_stops_and_records():
+    report = Report("configure", "ci", "apply")
+
+    def broken():
+        raise KitError("the thing broke", "mend the thing")
+
+    with pytest.raises(StepFailed, match="the thing broke"):
+        report.step("broken", broken)
+    assert report.status == "failed"
+    assert "fix: mend the thing" in report.steps[0].message
+    assert report.finished
+
+
+def test_unexpected_exception_is_a_failed_step_not_a_pass():
+    report = Report("verify", "ci", "check")
+    with pytest.raises(StepFailed):
+        report.step("bug", lambda: 1 / 0)
+    assert report.steps[0].status == "failed" and "ZeroDivisionError" in report.steps[0].message
+    with pytest.raises(StepFailed):
+        report.step("wrong type", lambda: "ok")
+    assert "not Outcome" in report.steps[1].message
+
+
+def test_outcome_rejects_unknown_status():
+    with pytest.raises(ValueError):
+        Outcome("great")
