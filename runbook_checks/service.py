@@ -372,7 +372,7 @@ def check_debug_port(layout: Layout, manager, port: int) -> Outcome:
     """Fail before anything is written if 127.0.0.1:port is taken by someone else."""
     from .config import read_debug_port
 
-    if manager.info()["state"] == "RUNNING" and read_debug_port(layout.config_path) == port:
+    if manager.info()["state"] in ("RUNNING", "STARTING") and read_debug_port(layout.config_path) == port:
         return Outcome.ok(f"127.0.0.1:{port} is served by this buildkitd", debug_address=f"127.0.0.1:{port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -111,3 +111,14 @@ def test_coerce():
 def test_gc_rule_filters_are_checked():
     with pytest.raises(ParameterError, match="filter"):
         params.validate({"gc_policy": [{"filters": ["type=exec.cachemount"]}]})
+
+
+def test_lab_profile_equals_the_notebook_defaults():
+    """Run All in Jupyter (and nbval) uses the defaults: they must be the lab profile."""
+    import ast
+
+    lab = params.load_profile("lab")
+    for name in params.list_runbooks():
+        for pname, p in params.declared_parameters(params.runbook_path(name)).items():
+            if pname in lab and pname not in ("state_dir", "debug_port", "service_manager"):
+                assert ast.literal_eval(p["default"]) == lab[pname], (name, pname)
