@@ -34,19 +34,24 @@ def _show(result: runner.RunResult) -> None:
     _console().print(f"record: {result.notebook}\nreport: {result.report_path}")
 
 
+LIST_WORDS = ("--list", "-l", "list")
+
+
 @task(iterable=["set_"], positional=["name"], help={
-    "name": "runbook to run (install, configure, verify; see --list)",
+    "name": "the runbook to run (install, configure, verify), or --list to list them with their parameters",
     "profile": "lab | ci | production",
     "mode": "check (change nothing, show the diff) | apply",
     "set_": "override a parameter: --set key=value (repeatable)",
-    "list_": "list the runbooks with their parameters and help",
 })
-def runbook(c, name=None, profile="lab", mode="check", set_=None, list_=False):
-    """Run a runbook with papermill; write runs/NAME/<stamp>.{ipynb,json}; print the recap."""
-    if list_:
+def runbook(c, name, profile="lab", mode="check", set_=None):
+    """Run a runbook with papermill; write runs/NAME/<stamp>.{ipynb,json}; print the recap.
+
+    `invoke runbook --list` lists the runbooks and their parameters (read from each
+    notebook's parameters cell)."""
+    if name in LIST_WORDS:
         return _print_list()
-    if not name:
-        raise Exit("name a runbook: invoke runbook NAME (invoke runbook --list shows them)", code=2)
+    if name in ("-h", "--help"):  # a required positional swallows --help: give it back
+        return c.run(f"{sys.executable} -m invoke --help runbook", pty=False)
     if mode not in ("check", "apply"):
         raise Exit(f"--mode {mode!r}: use check or apply", code=2)
     try:
