@@ -3,7 +3,9 @@ thing in the daemon's own view and repairs nothing."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import re
 import tempfile
 import urllib.request
 import uuid
@@ -122,16 +124,53 @@ def metrics_answer(debug_address: str) -> Outcome:
     return Outcome.ok(f"{url} serves {len(names)} series names, {len(buildkit)} of them buildkit_*", metrics_url=url)
 
 
-def log_format_and_level(log_path: Path, log_format: str, log_level: str, tail_bytes: int = 200_000) -> Outcome:
-    """The log receives lines in the configured format, none below the configured level."""
+_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
+
+
+def _line_time(line: str) -> float | None:
+    match = _TIME.search(line)
+    if not match:
+        return None
+    stamp = (match.group(1) or match.group(2)).replace("Z", "+00:00")
+    try:
+        return _dt.datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def _is_log_line(line: str) -> bool:
+    return line.startswith("{") or "level=" in line
+
+
+def _current_process_lines(lines: list[str], since: float) -> list[str]:
+    """Drop what earlier processes wrote: everything up to the last exit message
+    ("buildkitd: <error>" and its Go stack; a running daemon has printed none), then any
+    line stamped before this process started (the log's times are whole seconds)."""
+    last_exit = max((i for i, ln in enumerate(lines) if ln.startswith("buildkitd: ")), default=-1)
+    if last_exit >= 0:
+        last_exit += 1
+        while last_exit < len(lines) and not _is_log_line(lines[last_exit]):
+            last_exit += 1
+        lines = lines[last_exit:]
+    first = next((i for i, ln in enumerate(lines) if (_line_time(ln) or since) >= int(since)), len(lines))
+    return lines[first:]
+
+
+def log_format_and_level(log_path: Path, log_format: str, log_level: str, since: float = 0.0,
+                         tail_bytes: int = 500_000) -> Outcome:
+    """The current daemon's log lines (from its start time on) are in the configured
+    format, none below the configured level. Earlier processes' exit messages (buildkitd
+    prints its shutdown error with a stack) are not this daemon's log."""
     try:
         with open(log_path, "rb") as fh:
             fh.seek(max(0, log_path.stat().st_size - tail_bytes))
             lines = [ln for ln in fh.read().decode(errors="replace").splitlines()[1:] if ln.strip()]
     except FileNotFoundError:
         raise KitError(f"no log at {log_path}", "start the daemon with the configure runbook") from None
+    lines = _current_process_lines(lines, since)
     if not lines:
-        raise KitError(f"{log_path} is empty", "the daemon writes a line at start; restart it and check again")
+        raise KitError(f"{log_path} has no lines from the running daemon",
+                       "the daemon writes lines at start; restart it and check again")
     floor = LEVELS.index("warning" if log_level == "warn" else log_level)
     bad_format, too_low = [], []
     for line in lines:
@@ -142,7 +181,7 @@ def log_format_and_level(log_path: Path, log_format: str, log_level: str, tail_b
                 bad_format.append(line)
                 continue
         else:
-            if line.startswith("{") or "level=" not in line:
+            if line.startswith("{") or not _is_log_line(line):
                 bad_format.append(line)
                 continue
             level = line.split("level=", 1)[1].split()[0]
@@ -154,7 +193,8 @@ def log_format_and_level(log_path: Path, log_format: str, log_level: str, tail_b
     if too_low:
         raise KitError(f"{len(too_low)} log lines are below level {log_level}: {too_low[-1][:200]}",
                        "apply the configure runbook so the daemon restarts with the configured log level")
-    return Outcome.ok(f"{len(lines)} recent lines in {log_format}, none below {log_level}", log_path=str(log_path))
+    return Outcome.ok(f"{len(lines)} lines from the running daemon in {log_format}, none below {log_level}",
+                      log_path=str(log_path))
 
 
 VERIFY_DOCKERFILE = """FROM base

@@ -42,7 +42,7 @@ def test_text_format(tmp_path):
 def test_missing_or_empty_log(tmp_path):
     with pytest.raises(KitError, match="no log"):
         verify.log_format_and_level(tmp_path / "absent", "json", "info")
-    with pytest.raises(KitError, match="empty"):
+    with pytest.raises(KitError, match="no lines"):
         verify.log_format_and_level(write(tmp_path / "e", []), "json", "info")
 
 
@@ -64,3 +64,22 @@ def test_daemon_error_picks_the_daemons_words(tmp_path):
         fh.write(j("fatal", "boom") + "\n")
     assert daemon_error(log, offset) == "boom"
     assert "no log" in daemon_error(tmp_path / "none", 0)
+
+
+def test_only_the_running_daemons_lines_count(tmp_path):
+    """buildkitd prints its shutdown error with a Go stack on stop: not the new daemon's log."""
+    old = json.dumps({"level": "info", "msg": "old", "time": "2026-01-01T00:00:00Z"})
+    new = json.dumps({"level": "info", "msg": "new", "time": "2026-01-01T00:01:00Z"})
+    log = write(tmp_path / "l", [old, "buildkitd: got SIGTERM/SIGINT, forcing shutdown", "\truntime/asm_amd64.s:1771", new])
+    import datetime as dt
+
+    since = dt.datetime(2026, 1, 1, 0, 0, 30, tzinfo=dt.timezone.utc).timestamp()
+    out = verify.log_format_and_level(log, "json", "info", since=since)
+    assert out.status == "ok" and "1 lines" in out.message
+    assert "1 lines" in verify.log_format_and_level(log, "json", "info", since=0).message
+    with open(log, "a") as fh:
+        fh.write('time="2026-01-01T00:02:00Z" level=info msg="text from the running daemon"\n')
+    with pytest.raises(KitError, match="1 of 2 log lines are not json"):
+        verify.log_format_and_level(log, "json", "info", since=since)
+    with pytest.raises(KitError, match="no lines from the running daemon"):
+        verify.log_format_and_level(log, "json", "info", since=since + 3600)

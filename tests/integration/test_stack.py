@@ -1,0 +1,84 @@
+"""`invoke up` / `status` / `down --purge` as an operator runs them, a buildctl build with
+RUN steps against the address `up` prints, and nbval on the stored notebooks (their
+defaults are the lab profile) against that lab."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runbook_checks import images, layout as layout_mod, params, service
+
+from ..conftest import short_tmpdir, stop_and_remove
+
+
+def invoke(*args, env, timeout=900):
+    return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True,
+                          cwd=params.PROJECT_ROOT, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    state = short_tmpdir("bklab-")
+    env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(state),
+               BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
+    port_set = f"debug_port={service.free_port()}"
+    up = invoke("up", "--set", port_set, env=env)
+    env["KIT_TEST_PORT_SET"] = port_set
+    yield state, env, up
+    stop_and_remove(state, "lab")
+
+
+def test_up_brings_up_a_daemon_and_prints_where_it_is(lab):
+    state, _, up = lab
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    assert "lab is up" in up.stdout
+    address = re.search(r"--addr (unix://\S+)", up.stdout).group(1)
+    assert address == f"unix://{state}/run/buildkitd.sock"
+    assert re.search(r"http://127\.0\.0\.1:\d+/metrics", up.stdout)
+    assert str(state / "log/buildkitd.log") in up.stdout
+    for name in ("install", "configure", "verify"):
+        assert f"report: {name}" in up.stdout
+
+
+def test_a_build_with_run_steps_against_the_printed_address(lab, tmp_path):
+    state, _, up = lab
+    address = re.search(r"--addr (unix://\S+)", up.stdout).group(1)
+    ctx = images.context_with_base(tmp_path, "FROM base\nRUN echo hello > /greeting\nRUN cat /greeting\n")
+    build = subprocess.run([str(state / "bin/buildctl"), "--addr", address, "build", "--frontend", "dockerfile.v0",
+                            "--local", f"context={ctx}", "--local", f"dockerfile={ctx}", "--progress", "plain"],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    assert "RUN echo hello" in build.stderr
+
+
+def test_nbval_runs_the_stored_notebooks_against_the_lab(lab):
+    _, env, _ = lab
+    nbval = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                            "notebooks/"], capture_output=True, text=True, cwd=params.PROJECT_ROOT, env=env, timeout=600)
+    assert nbval.returncode == 0, nbval.stdout[-4000:]
+    assert re.search(r"\d+ passed", nbval.stdout)
+
+
+def test_up_again_changes_nothing_and_status_shows_it(lab):
+    state, env, _ = lab
+    again = invoke("up", "--set", env["KIT_TEST_PORT_SET"], env=env)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.stdout.count("changed=0 failed=0") >= 3, again.stdout[-3000:]
+    status = invoke("status", env=env)
+    assert status.returncode == 0 and "RUNNING" in status.stdout and str(state) in status.stdout
+
+
+def test_down_then_purge(lab):
+    state, env, _ = lab
+    down = invoke("down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not service.daemon_answers(layout_mod.for_params({"profile": "lab", "state_dir": str(state)}))
+    assert "STOPPED" in invoke("status", env=env).stdout
+    purge = invoke("down", "--purge", env=env)
+    assert purge.returncode == 0 and not state.exists()
