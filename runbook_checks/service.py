@@ -372,6 +372,8 @@ def check_debug_port(layout: Layout, manager, port: int) -> Outcome:
     """Fail before anything is written if 127.0.0.1:port is taken by someone else."""
     from .config import read_debug_port
 
+    if manager is None:
+        return Outcome.skipped(f"no daemon runs from a tree rendered under {layout.state_dir}")
     if manager.info()["state"] in ("RUNNING", "STARTING") and read_debug_port(layout.config_path) == port:
         return Outcome.ok(f"127.0.0.1:{port} is served by this buildkitd", debug_address=f"127.0.0.1:{port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -449,9 +451,14 @@ def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False
     it, and the step fails with the daemon's own error."""
     if not layout.config_path.exists():
         return Outcome.skipped(f"no {layout.config_path} yet (the configure runbook writes it)")
+    if manager is None:
+        return Outcome.skipped(f"units rendered under {layout.state_dir}, which the host's systemd does not read;"
+                               " install them on the build server (state_dir=/) to run the daemon")
     info = manager.info()
     running = info["state"] in ("RUNNING", "STARTING")
-    inputs = [p for p in (layout.config_path, layout.buildkitd, layout.supervisor_conf) if p.exists()]
+    watched = (layout.config_path, layout.buildkitd, layout.supervisor_conf,
+               layout.unit_dir / "buildkit.service", layout.unit_dir / "buildkit.socket")
+    inputs = [p for p in watched if p.exists()]
     newer = [p.name for p in inputs if p.stat().st_mtime > info["start"]]
     if running and not newer and daemon_answers(layout):
         return Outcome.ok(f"buildkitd pid {info['pid']} serves {layout.address} on the current files",

@@ -34,6 +34,10 @@ class Session:
         return service.choose_manager(self.params.service_manager)
 
     def manager(self):
+        """The daemon's manager; None for systemd units rendered into a tree other than /
+        (the host's systemd does not see them, so there is no daemon to run here)."""
+        if self.manager_name == "systemd" and str(self.layout.state_dir) != "/":
+            return None
         return service.manager_for(self.layout, self.params.service_manager)
 
     def limits(self) -> service.Limits:

@@ -24,6 +24,9 @@ LEVELS = ["trace", "debug", "info", "warning", "error", "fatal", "panic"]
 
 
 def daemon_up(layout: Layout, manager) -> Outcome:
+    if manager is None:
+        raise KitError(f"no daemon runs from units rendered under {layout.state_dir}",
+                       "verify on the build server itself (state_dir=/)")
     info = manager.info()
     if info["state"] not in ("RUNNING", "STARTING") or not daemon_answers(layout):
         raise KitError(f"buildkitd is {info['state']} ({info.get('spawnerr') or 'not running'})",

@@ -117,4 +117,30 @@ def test_cli_exit_codes_and_list(state, runs_base, tmp_path):
     assert failing.returncode == 1 and "failed" in failing.stdout
     ok = subprocess.run(invoke + ["runbook", "configure", "--profile", "ci", "--set", f"state_dir={state}"],
                         capture_output=True, text=True, cwd=params.PROJECT_ROOT, env=env, timeout=300)
-    assert ok.returncode == 0 and "ok=3 changed=0 failed=0" in ok.stdout
+    assert ok.returncode == 0 and "ok=4 changed=0 failed=0" in ok.stdout
+
+
+def test_production_tree_renders_and_verifies(runs_base):
+    """The production profile rendered into a scratch tree: FHS paths, systemd units
+    checked by systemd-analyze, production values; no daemon is started from it."""
+    import tomllib
+
+    tree = short_tmpdir("bkprod-")
+    try:
+        for name, sets in (("install", ()), ("configure", ("debug_port=16123",))):
+            result = runner.run(name, "production", "apply", (f"state_dir={tree}", *sets), base=runs_base,
+                                progress=False)
+            assert result.report.summary["failed"] == 0, result.report.to_json()
+            assert result.report.steps[-1].status == "skipped"
+            again = runner.run(name, "production", "apply", (f"state_dir={tree}", *sets), base=runs_base,
+                               progress=False)
+            assert again.report.summary["changed"] == 0, again.report.to_json()
+        doc = tomllib.loads((tree / "etc/buildkit/buildkitd.toml").read_text())
+        assert doc["root"] == f"{tree}/var/lib/buildkit"
+        assert doc["worker"]["oci"]["max-parallelism"] == 8
+        assert doc["worker"]["oci"]["gcpolicy"][1]["maxUsedSpace"] == "60%"
+        unit = (tree / "etc/systemd/system/buildkit.service").read_text()
+        assert "CPUQuota=400%" in unit and "MemoryMax=17179869184" in unit
+        assert (tree / "usr/local/bin/buildkitd").exists()
+    finally:
+        stop_and_remove(tree)
