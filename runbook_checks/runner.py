@@ -24,6 +24,20 @@ class RunResult:
     report_path: Path
 
 
+def _ipc_kernel_manager():
+    """Kernels talk to papermill over unix sockets (IPC) instead of unencrypted TCP on
+    loopback, which ipykernel rightly warns about."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def runs_dir() -> Path:
     return Path(os.environ.get("BUILDKIT_OPS_RUNS_DIR") or params.PROJECT_ROOT / "runs")
 
@@ -60,7 +74,8 @@ def run(name: str, profile: str = "lab", mode: str = "check", sets: tuple[str, .
     error = ""
     try:
         papermill.execute_notebook(str(source), str(notebook), parameters=values, progress_bar=progress,
-                                   kernel_name="python3", cwd=str(params.PROJECT_ROOT), log_output=False)
+                                   kernel_name="python3", cwd=str(params.PROJECT_ROOT), log_output=False,
+                                   kernel_manager_class=_ipc_kernel_manager())
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
     report = report_from_notebook(notebook) if notebook.exists() else None
