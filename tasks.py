@@ -74,7 +74,8 @@ def up(c, set_=None):
     if results[-1].report.status == "failed":
         raise Exit("the lab is not up: see the failed step above", code=1)
     st = stack.status()
-    _console().print(f"\n[bold green]lab is up[/]: try\n  {st.state_dir}/bin/buildctl --addr {st.address} debug workers")
+    _console().print(f"\n[bold green]lab is up[/]: try\n  {st.state_dir}/bin/buildctl --addr {st.address} debug workers",
+                     soft_wrap=True)
 
 
 def _status_table():
