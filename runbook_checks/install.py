@@ -157,7 +157,8 @@ def build_with_go(version: str, staging: Path) -> None:
     go = shutil.which("go")
     if not go:
         raise InstallError("source=go but no Go toolchain is on PATH",
-                           "install Go (https://go.dev/dl or apt-get install golang), or use source=release / source=archive")
+                           "install Go 1.21 or newer (it fetches the newer toolchain BuildKit's go.mod asks for through the"
+                           " module proxy), or use source=release / source=archive")
     env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod")
     dl = subprocess.run([go, "mod", "download", "-json", f"{MODULE}@{version}"], capture_output=True, text=True,
                         env=env, timeout=900)
@@ -243,8 +244,9 @@ def ensure_runc(layout: Layout, apply: bool, install: bool = True) -> Outcome:
     system = shutil.which("runc", path="/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin")
     changes = []
     if not system:
-        if not (install and shutil.which("apt-get")):
-            raise InstallError("runc is not installed and apt-get is not available",
+        if not install or not shutil.which("apt-get"):
+            why = "install_runc is false" if not install else "apt-get is not available"
+            raise InstallError(f"runc is not installed and {why}",
                                "install runc ≥ 1.1.12 (or your distribution's patched package) and run again")
         if not apply:
             return Outcome.changed("would apt-get install runc and link it into " + str(layout.bin_dir))

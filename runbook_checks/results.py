@@ -76,6 +76,7 @@ class Report:
         exception is a failed step too (with the exception named), never a
         silent pass."""
         start = _dt.datetime.now()
+        print(f"▶ {name} …", flush=True)
         try:
             outcome = func(*args, **kwargs)
             if not isinstance(outcome, Outcome):
@@ -87,6 +88,8 @@ class Report:
             outcome = Outcome.failed(f"unexpected error: {tb}")
         seconds = round((_dt.datetime.now() - start).total_seconds(), 3)
         self.steps.append(Step(name, outcome.status, outcome.message, outcome.diff, seconds))
+        print(f"  {outcome.status} ({seconds:.1f}s): {outcome.message.splitlines()[0] if outcome.message else ''}",
+              flush=True)
         self.facts.update(outcome.facts)
         if outcome.status == "failed":
             self.finish(display=True)
@@ -171,14 +174,15 @@ def recap_table(report: Report, first_lines: bool = True):
 
 
 def render_recap(report: Report, width: int = 100) -> str:
-    """The recap as plain text (for notebooks and logs)."""
+    """The recap as plain text, with every diff (for notebooks and logs)."""
     from io import StringIO
 
     from rich.console import Console
 
     buf = StringIO()
     Console(file=buf, width=width, force_terminal=False, color_system=None).print(recap_table(report))
-    return buf.getvalue()
+    diffs = "".join(f"\n--- diff: {step.name}\n{step.diff}" for step in report.steps if step.diff)
+    return buf.getvalue() + diffs
 
 
 def print_recap(report: Report) -> None:

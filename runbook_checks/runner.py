@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def run(name: str, profile: str = "lab", mode: str = "check", sets: tuple[str, .
     try:
         papermill.execute_notebook(str(source), str(notebook), parameters=values, progress_bar=progress,
                                    kernel_name="python3", cwd=str(params.PROJECT_ROOT), log_output=False,
-                                   kernel_manager_class=_ipc_kernel_manager())
+                                   kernel_manager_class=_ipc_kernel_manager(),
+                                   stdout_file=sys.stdout if progress else None)
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
     report = report_from_notebook(notebook) if notebook.exists() else None

@@ -4,8 +4,10 @@ directory where systemd is not PID 1 (pid file, log file, restart on crash, clea
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -172,6 +174,43 @@ def render_supervisor_conf(layout: Layout) -> str:
         """)
 
 
+_LOG_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
+
+
+def _line_time(line: str) -> float | None:
+    match = _LOG_TIME.search(line)
+    if not match:
+        return None
+    try:
+        return _dt.datetime.fromisoformat((match.group(1) or match.group(2)).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def current_process_lines(lines: list[str], since: float) -> list[str]:
+    """What the process started at `since` wrote to a log shared with earlier ones: drop
+    everything up to the last exit message ("buildkitd: <error>" and its Go stack; a
+    running daemon has printed none), then lines stamped before `since` (the log's times
+    are whole seconds)."""
+    last_exit = max((i for i, ln in enumerate(lines) if ln.startswith("buildkitd: ")), default=-1)
+    if last_exit >= 0:
+        last_exit += 1
+        while last_exit < len(lines) and not (lines[last_exit].startswith("{") or "level=" in lines[last_exit]):
+            last_exit += 1
+        lines = lines[last_exit:]
+    first = next((i for i, ln in enumerate(lines) if (_line_time(ln) or since) >= int(since)), len(lines))
+    return lines[first:]
+
+
+def read_log_tail(path: Path, tail_bytes: int = 500_000) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - tail_bytes))
+            return [ln for ln in fh.read().decode(errors="replace").splitlines()[1:] if ln.strip()]
+    except FileNotFoundError:
+        raise ServiceError(f"no log at {path}", "start the daemon with the configure runbook") from None
+
+
 class Supervisor:
     """Control of one state directory's supervisord through its XML-RPC socket."""
 
@@ -200,6 +239,10 @@ class Supervisor:
         i = self._rpc().getProcessInfo("buildkitd")
         start = process_start(i["pid"]) if i["pid"] else i["start"]
         return {"state": i["statename"], "pid": i["pid"], "start": start, "spawnerr": i["spawnerr"]}
+
+    def log_lines(self) -> list[str]:
+        """The running buildkitd's lines in the supervisor's log file."""
+        return current_process_lines(read_log_tail(self.layout.log_path), self.info()["start"])
 
     def start(self) -> None:
         if not self.supervisord_up():
@@ -275,6 +318,13 @@ class Systemd:
         boot = time.time() - time.monotonic()
         start = boot + int(props.get("ExecMainStartTimestampMonotonic", "0") or 0) / 1e6
         return {"state": state, "pid": int(props.get("MainPID", "0") or 0), "start": start, "spawnerr": ""}
+
+    def log_lines(self) -> list[str]:
+        """The running buildkitd's lines in the journal (its MainPID's messages)."""
+        pid = self.info()["pid"]
+        out = subprocess.run(["journalctl", "-u", "buildkit.service", f"_PID={pid}", "-o", "cat", "--no-pager",
+                              "-n", "5000"], capture_output=True, text=True, timeout=60)
+        return [ln for ln in out.stdout.splitlines() if ln.strip()]
 
     def start(self) -> None:
         self._ctl("daemon-reload")

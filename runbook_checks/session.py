@@ -44,6 +44,10 @@ class Session:
         p = self.params
         return service.Limits(p.cpu_quota, p.memory_max, p.io_weight, p.tasks_max)
 
+    @property
+    def log_where(self) -> str:
+        return "the journal (buildkit.service)" if self.manager_name == "systemd" else str(self.layout.log_path)
+
     def expected_cgroup(self) -> dict[str, str]:
         return self.limits().cgroup()
 

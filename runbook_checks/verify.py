@@ -3,14 +3,12 @@ thing in the daemon's own view and repairs nothing."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import re
 import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import images
 from .buildctl import Buildctl
@@ -127,52 +125,13 @@ def metrics_answer(debug_address: str) -> Outcome:
     return Outcome.ok(f"{url} serves {len(names)} series names, {len(buildkit)} of them buildkit_*", metrics_url=url)
 
 
-_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
-
-
-def _line_time(line: str) -> float | None:
-    match = _TIME.search(line)
-    if not match:
-        return None
-    stamp = (match.group(1) or match.group(2)).replace("Z", "+00:00")
-    try:
-        return _dt.datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return None
-
-
-def _is_log_line(line: str) -> bool:
-    return line.startswith("{") or "level=" in line
-
-
-def _current_process_lines(lines: list[str], since: float) -> list[str]:
-    """Drop what earlier processes wrote: everything up to the last exit message
-    ("buildkitd: <error>" and its Go stack; a running daemon has printed none), then any
-    line stamped before this process started (the log's times are whole seconds)."""
-    last_exit = max((i for i, ln in enumerate(lines) if ln.startswith("buildkitd: ")), default=-1)
-    if last_exit >= 0:
-        last_exit += 1
-        while last_exit < len(lines) and not _is_log_line(lines[last_exit]):
-            last_exit += 1
-        lines = lines[last_exit:]
-    first = next((i for i, ln in enumerate(lines) if (_line_time(ln) or since) >= int(since)), len(lines))
-    return lines[first:]
-
-
-def log_format_and_level(log_path: Path, log_format: str, log_level: str, since: float = 0.0,
-                         tail_bytes: int = 500_000) -> Outcome:
-    """The current daemon's log lines (from its start time on) are in the configured
-    format, none below the configured level. Earlier processes' exit messages (buildkitd
-    prints its shutdown error with a stack) are not this daemon's log."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(max(0, log_path.stat().st_size - tail_bytes))
-            lines = [ln for ln in fh.read().decode(errors="replace").splitlines()[1:] if ln.strip()]
-    except FileNotFoundError:
-        raise KitError(f"no log at {log_path}", "start the daemon with the configure runbook") from None
-    lines = _current_process_lines(lines, since)
+def log_format_and_level(read_lines: Callable[[], list[str]], log_format: str, log_level: str,
+                         where: str = "the log") -> Outcome:
+    """The running daemon's log lines (`read_lines` is its manager's: the supervisor's
+    log file, or the journal) are in the configured format, none below the configured level."""
+    lines = read_lines()
     if not lines:
-        raise KitError(f"{log_path} has no lines from the running daemon",
+        raise KitError(f"{where} has no lines from the running daemon",
                        "the daemon writes lines at start; restart it and check again")
     floor = LEVELS.index("warning" if log_level == "warn" else log_level)
     bad_format, too_low = [], []
@@ -184,7 +143,7 @@ def log_format_and_level(log_path: Path, log_format: str, log_level: str, since:
                 bad_format.append(line)
                 continue
         else:
-            if line.startswith("{") or not _is_log_line(line):
+            if line.startswith("{") or "level=" not in line:
                 bad_format.append(line)
                 continue
             level = line.split("level=", 1)[1].split()[0]
@@ -196,8 +155,7 @@ def log_format_and_level(log_path: Path, log_format: str, log_level: str, since:
     if too_low:
         raise KitError(f"{len(too_low)} log lines are below level {log_level}: {too_low[-1][:200]}",
                        "apply the configure runbook so the daemon restarts with the configured log level")
-    return Outcome.ok(f"{len(lines)} lines from the running daemon in {log_format}, none below {log_level}",
-                      log_path=str(log_path))
+    return Outcome.ok(f"{len(lines)} lines from the running daemon in {where}: {log_format}, none below {log_level}")
 
 
 VERIFY_DOCKERFILE = """FROM base

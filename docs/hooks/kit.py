@@ -1,0 +1,389 @@
+"""MkDocs hooks for the buildkit-ops site.
+
+The site shows what the kit really does, so the facts come from the kit, at build time:
+
+* every runbook notebook (notebooks/NN-NAME.ipynb) becomes the page notebooks/NN-NAME/,
+  read in place and rendered by mkdocs-jupyter, never executed;
+* markers in the Markdown are replaced with tables generated from the runbooks'
+  parameters cells, the profile files and runbook_checks.config:
+
+  <!-- kit:parameters NAME -->   NAME's parameters (name, type, default, help) and, in one
+                                 content tab per profile, the values that profile passes
+  <!-- kit:steps NAME -->        the steps NAME records in its report, in order
+  <!-- kit:buildkitd-settings -->  each buildkitd.toml key the kit sets: parameter,
+                                 value per profile, BuildKit's own default
+  <!-- kit:buildkitd-toml -->    the buildkitd.toml each profile renders, one tab each
+  <!-- kit:profiles -->          notebooks/profiles/*.yaml verbatim, one tab each
+  <!-- kit:modules -->           runbook_checks' modules, each with its docstring's summary
+
+A marker naming an unknown runbook fails the build; a runbook without a page that
+carries its parameters marker is a warning (so `mkdocs build --strict` fails).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import mkdocs.plugins
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+log = logging.getLogger("mkdocs.hooks.kit")
+
+MARKER = re.compile(r"<!--\s*kit:([a-z-]+)(?:\s+([A-Za-z0-9_-]+))?\s*-->")
+STEP_CALL = re.compile(r"""\breport\.step\(\s*(["'])(.+?)\1""")
+PLACEHOLDER_STATE = "/STATE_DIR"
+PLACEHOLDER_PORT = 1  # rendered as PORT: "0 picks a free port" has no fixed value to show
+
+# BuildKit's own defaults for the keys the kit sets: what buildkitd does when the key is
+# absent. Read from BuildKit v0.34.2: docs/buildkitd.toml.md and its source,
+# cmd/buildkitd/main.go (setDefaultConfig, log format switch), cmd/buildkitd/config
+# (gcpolicy.go DefaultGCPolicy/DetectDefaultGCCap, gcpolicy_unix.go), main_oci_worker.go
+# (snapshotter "auto", max-parallelism semaphore only when > 0, worker enabled when runc
+# is on PATH), main_containerd_worker.go (enabled when the containerd socket answers),
+# util/appdefaults (root, address) and solver/llbsolver/history/buildhistory.go.
+BUILDKIT_DEFAULTS = {
+    "root": "`/var/lib/buildkit` (rootless: `~/.local/share/buildkit`)",
+    "insecure-entitlements": "none allowed",
+    "log.format": '`"text"`',
+    "log.level": '`"info"`',
+    "grpc.address": "`unix:///run/buildkit/buildkitd.sock`",
+    "grpc.debugAddress": "none (no debug listener, no `/metrics`)",
+    "history.maxAge": "`172800` (48h)",
+    "history.maxEntries": "`50`",
+    "worker.oci.enabled": "on when `runc` or `buildkit-runc` is on PATH",
+    "worker.oci.snapshotter": '`"auto"`',
+    "worker.oci.max-parallelism": "`0`: no limit",
+    "worker.oci.gc": "`true`",
+    "worker.oci.gcpolicy": "4 rules sized from the disk (below)",
+    "worker.containerd.enabled": "on when `/run/containerd/containerd.sock` answers",
+    'registry."HOST".mirrors': "none",
+}
+
+# (TOML key, the kit parameter behind it, how the kit fills it in). check_settings() warns
+# when config.BuildkitdConfig.to_toml() writes a key this list lacks, or stops writing one.
+SETTINGS = [
+    ("root", "`state_dir`", "`lib/buildkit` under the state directory (production: `/var/lib/buildkit`)"),
+    ("insecure-entitlements", "`insecure_entitlements`", "written only when the list is not empty"),
+    ("log.format", "`log_format`", ""),
+    ("log.level", "`log_level`", ""),
+    ("grpc.address", "`state_dir`, `tcp_address`", "the unix socket `run/buildkitd.sock`, plus `tcp_address` when set"),
+    ("grpc.debugAddress", "`debug_port`", "always on 127.0.0.1; `0` keeps the port already on disk, or picks a free one"),
+    ("history.maxAge", "`history_max_age`", "seconds; the parameter takes `48h`, `7d`, ..."),
+    ("history.maxEntries", "`history_max_entries`", ""),
+    ("worker.oci.enabled", "(fixed)", "the kit runs the OCI (runc) worker"),
+    ("worker.oci.snapshotter", "`snapshotter`", ""),
+    ("worker.oci.max-parallelism", "`max_parallelism`", ""),
+    ("worker.oci.gc", "`gc`", ""),
+    ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.config.DEFAULT_GC_POLICY`"),
+    ("worker.containerd.enabled", "(fixed)", "standalone BuildKit: no containerd worker"),
+    ('registry."HOST".mirrors', "`registry_mirrors`", "one table per registry host; written only when set"),
+]
+
+
+# --------------------------------------------------------------------------------------
+# facts from the kit
+# --------------------------------------------------------------------------------------
+class Kit:
+    """Everything the generated pages need, read once per build."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        from runbook_checks import params, runner
+
+        self.params = params
+        self.described = runner.describe()  # {runbook: {parameter: {type, default, help}}}
+        self.notebooks = {name: params.runbook_path(name) for name in self.described}
+        self.profiles = {p: params.load_profile(p) for p in params.PROFILES}
+
+    def check_runbook(self, name: str | None, marker: str, page: str) -> str:
+        if name not in self.described:
+            raise PluginError(f"{page}: <!-- kit:{marker} {name} --> names no runbook; "
+                              f"runbooks: {', '.join(self.described)}")
+        return name
+
+    # -- per runbook ---------------------------------------------------------------------
+    def parameters(self, name: str) -> str:
+        declared = self.described[name]
+        rows = ["| parameter | type | default | what it does |", "|---|---|---|---|"]
+        for pname, p in declared.items():
+            rows.append(f"| `{pname}` | {p['type']} | {code(p['default'])} | {cell(p['help'])} |")
+        tabs = []
+        for profile, data in self.profiles.items():
+            passed = {k: v for k, v in data.items() if k in declared}
+            body = dump_yaml(passed) if passed else "# this profile passes nothing to this runbook\n"
+            tabs.append(tab(profile, f"```yaml title=\"notebooks/profiles/{profile}.yaml, the keys {name} takes\"\n"
+                                     f"{body}```"))
+        return ("\n".join(rows) + "\n\n"
+                "What each profile passes (`--set` overrides it; a key absent here keeps the default above):\n\n"
+                + "\n".join(tabs))
+
+    def steps(self, name: str) -> str:
+        import nbformat
+
+        nb = nbformat.read(self.notebooks[name], as_version=4)
+        found = [m.group(2) for c in nb.cells if c.cell_type == "code" for m in STEP_CALL.finditer(c.source)]
+        if not found:
+            raise PluginError(f"runbook {name}: no report.step(...) calls found in {self.notebooks[name]}")
+        return "In order, as the recap names them: " + " → ".join(f"**{step}**" for step in found) + "."
+
+    # -- buildkitd.toml --------------------------------------------------------------------
+    def configs(self) -> dict[str, Any]:
+        """The BuildkitdConfig each profile renders: configure's parameters, resolved as
+        `invoke runbook configure --profile P` resolves them, on a placeholder state dir."""
+        if getattr(self, "_configs", None) is None:
+            self._configs = self._render_configs()
+        return self._configs
+
+    def _render_configs(self) -> dict[str, Any]:
+        from runbook_checks import config, layout
+
+        out = {}
+        for profile in self.params.PROFILES:
+            values = self.params.resolve("configure", profile, "check")
+            state = values.get("state_dir") or PLACEHOLDER_STATE
+            lay = layout.for_params({"profile": profile, "state_dir": state})
+            port = values.get("debug_port") or PLACEHOLDER_PORT
+            out[profile] = (values, config.BuildkitdConfig.from_params(values, lay, port))
+        return out
+
+    def check_settings(self) -> None:
+        """Every key the kit can write is documented, and every documented key is written.
+        The optional keys are switched on for this check."""
+        import tomlkit
+
+        from runbook_checks import config, layout
+
+        values = dict(self.params.resolve("configure", "production", "check"),
+                      insecure_entitlements=["network.host"], registry_mirrors={"docker.io": ["mirror:5000"]})
+        lay = layout.for_params({"profile": "production", "state_dir": PLACEHOLDER_STATE})
+        written = set(flat_keys(tomlkit.parse(config.BuildkitdConfig.from_params(values, lay, 1).to_toml()).unwrap()))
+        documented = {key for key, _, _ in SETTINGS}
+        for key in sorted(written - documented):
+            log.warning("buildkitd.toml key %r is written by the kit but missing from SETTINGS in docs/hooks/kit.py", key)
+        for key in sorted(documented - written):
+            log.warning("buildkitd.toml key %r is in SETTINGS (docs/hooks/kit.py) but the kit no longer writes it", key)
+
+    def settings_table(self) -> str:
+        self.check_settings()
+        configs = self.configs()
+        head = "| TOML key | kit parameter | " + " | ".join(configs) + " | BuildKit default |"
+        rows = [head, "|" + "---|" * (4 + len(configs) - 1)]
+        notes = []
+        for key, parameter, note in SETTINGS:
+            values = [cell(show_setting(key, values, cfg)) for values, cfg in configs.values()]
+            rows.append(f"| `{key}` | {parameter} | " + " | ".join(values) + f" | {cell(BUILDKIT_DEFAULTS[key])} |")
+            if note:
+                notes.append(f"- `{key}`: {note}")
+        return "\n".join(rows) + "\n\nHow the kit fills them in:\n\n" + "\n".join(notes)
+
+    def toml_tabs(self) -> str:
+        tabs = []
+        for profile, (values, cfg) in self.configs().items():
+            text = placeholders(cfg.to_toml())
+            tabs.append(tab(profile, f"```toml title=\"buildkitd.toml ({profile})\"\n{text}```"))
+        return "\n".join(tabs)
+
+    def modules(self) -> str:
+        import ast
+
+        rows = ["| module | job |", "|---|---|"]
+        for path in sorted((self.root / "runbook_checks").glob("*.py")):
+            if path.name == "__init__.py":
+                continue
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            summary = " ".join(doc.split("\n\n")[0].split())
+            if not summary:
+                log.warning("runbook_checks/%s has no module docstring to show in the reference", path.name)
+            rows.append(f"| `{path.stem}` | {cell(summary)} |")
+        return "\n".join(rows)
+
+    def profile_files(self) -> str:
+        tabs = []
+        for profile in self.params.PROFILES:
+            path = self.params.PROFILES_DIR / f"{profile}.yaml"
+            tabs.append(tab(profile, f"```yaml title=\"notebooks/profiles/{path.name}\"\n{path.read_text()}```"))
+        return "\n".join(tabs)
+
+
+# --------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------
+def cell(text: str) -> str:
+    """Text that is safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def code(text: str) -> str:
+    return f"`{text}`" if str(text) != "" else ""
+
+
+def dump_yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
+
+
+def tab(title: str, body: str) -> str:
+    indented = "\n".join(("    " + line) if line else "" for line in body.splitlines())
+    return f'=== "{title}"\n\n{indented}\n'
+
+
+def placeholders(text: str) -> str:
+    return (text.replace(PLACEHOLDER_STATE, "STATE_DIR")
+                .replace(f"127.0.0.1:{PLACEHOLDER_PORT}\"", "127.0.0.1:PORT\""))
+
+
+def flat_keys(table: dict, prefix: str = "") -> list[str]:
+    """Dotted TOML keys; registry hosts become "HOST" and arrays of tables stay one key."""
+    keys = []
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if prefix == "registry.":
+            name = 'registry."HOST"'
+        if isinstance(value, dict):
+            keys += flat_keys(value, name + ".")
+        else:
+            keys.append(name)
+    return keys
+
+
+def toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def human_seconds(seconds: int) -> str:
+    """172800 -> 48h, 604800 -> 7d: days from three days up, as the profiles write them."""
+    if seconds >= 3 * 86400 and seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    for unit, step in (("h", 3600), ("m", 60)):
+        if seconds and seconds % step == 0:
+            return f"{seconds // step}{unit}"
+    return f"{seconds}s"
+
+
+def gc_rule(rule) -> str:
+    parts = []
+    if rule.all:
+        parts.append("all")
+    if rule.filters:
+        parts.append(", ".join(f.split("==", 1)[1] for f in rule.filters))
+    if rule.keep_duration:
+        parts.append(f"keep {human_seconds(rule.keep_duration)}")
+    for name, label in (("reserved_space", "reserved"), ("max_used_space", "max used"), ("min_free_space", "min free")):
+        value = getattr(rule, name)
+        if value is not None:
+            parts.append(f"{label} {value if isinstance(value, str) else size(value)}")
+    return "; ".join(parts)
+
+
+def size(n: int) -> str:
+    for unit, factor in (("GB", 10**9), ("MB", 10**6)):
+        if n >= factor and n % (factor // 10) == 0:
+            return f"{n / factor:g}{unit}"
+    return f"{n}B"
+
+
+def show_setting(key: str, values: dict, cfg) -> str:
+    """One profile's value for one key, as the kit writes it."""
+    if key == "root":
+        return code(placeholders(cfg.root))
+    if key == "insecure-entitlements":
+        return code(toml_value(cfg.insecure_entitlements)) if cfg.insecure_entitlements else "not written"
+    if key == "log.format":
+        return code(toml_value(cfg.log_format))
+    if key == "log.level":
+        return code(toml_value(cfg.log_level))
+    if key == "grpc.address":
+        return "<br>".join(code(placeholders(a)) for a in cfg.addresses)
+    if key == "grpc.debugAddress":
+        if not values.get("debug_port"):
+            return "`127.0.0.1:PORT`: a free port, then kept"
+        return code(cfg.debug_address)
+    if key == "history.maxAge":
+        return f"`{cfg.history_max_age}` ({human_seconds(cfg.history_max_age)})"
+    if key == "history.maxEntries":
+        return code(cfg.history_max_entries)
+    if key == "worker.oci.enabled":
+        return "`true`"
+    if key == "worker.oci.snapshotter":
+        return code(toml_value(cfg.snapshotter))
+    if key == "worker.oci.max-parallelism":
+        return code(cfg.max_parallelism)
+    if key == "worker.oci.gc":
+        return code(toml_value(cfg.gc))
+    if key == "worker.oci.gcpolicy":
+        source = "profile" if values.get("gc_policy") else "kit default"
+        rules = "<br>".join(f"{i}. {gc_rule(r)}" for i, r in enumerate(cfg.gc_policy, 1))
+        return f"{len(cfg.gc_policy)} rules ({source}):<br>{rules}"
+    if key == "worker.containerd.enabled":
+        return "`false`"
+    if key == 'registry."HOST".mirrors':
+        if not cfg.registry_mirrors:
+            return "not written"
+        return "<br>".join(f"`{h}`: {code(toml_value(m))}" for h, m in cfg.registry_mirrors.items())
+    raise PluginError(f"no formatter for buildkitd.toml key {key!r}")
+
+
+# --------------------------------------------------------------------------------------
+# MkDocs events
+# --------------------------------------------------------------------------------------
+_kit: Kit | None = None
+_seen_parameters: set[str] = set()
+
+
+def on_config(config, **kwargs):
+    global _kit
+    _kit = Kit(Path(config.config_file_path).resolve().parent)
+    _seen_parameters.clear()
+    return config
+
+
+@mkdocs.plugins.event_priority(50)  # before mkdocs-jupyter wraps notebook files into pages
+def on_files(files: Files, config, **kwargs) -> Files:
+    """Each runbook notebook, read in place from notebooks/ (outside docs/), as the page
+    notebooks/NN-NAME/: the same path as in the repository."""
+    for path in _kit.notebooks.values():
+        src_uri = path.relative_to(_kit.root).as_posix()
+        files.append(File(src_uri, src_dir=str(_kit.root), dest_dir=config.site_dir,
+                          use_directory_urls=config.use_directory_urls))
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    where = page.file.src_uri
+
+    def replace(match: re.Match) -> str:
+        kind, arg = match.group(1), match.group(2)
+        if kind == "parameters":
+            _seen_parameters.add(_kit.check_runbook(arg, kind, where))
+            return _kit.parameters(arg)
+        if kind == "steps":
+            return _kit.steps(_kit.check_runbook(arg, kind, where))
+        if kind == "buildkitd-settings":
+            return _kit.settings_table()
+        if kind == "buildkitd-toml":
+            return _kit.toml_tabs()
+        if kind == "profiles":
+            return _kit.profile_files()
+        if kind == "modules":
+            return _kit.modules()
+        raise PluginError(f"{where}: unknown marker <!-- kit:{kind} -->")
+
+    return MARKER.sub(replace, markdown)
+
+
+def on_env(env, config, files, **kwargs):
+    """After every page's Markdown was read: each runbook has a documented parameter table."""
+    for name in _kit.described:
+        if name not in _seen_parameters:
+            log.warning("runbook %r has no page with <!-- kit:parameters %s --> (add docs/runbooks/%s/index.md)",
+                        name, name, name)
+    return env
