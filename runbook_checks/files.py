@@ -69,14 +69,4 @@ def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
 
 def atomic_copy(src: Path, dest: Path, mode: int = 0o755) -> None:
     """Copy a binary into place atomically (a running daemon keeps its old inode)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(dest, src.read_bytes(), mode)
