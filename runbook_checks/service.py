@@ -494,6 +494,16 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
     return Outcome.changed(f"wrote {', '.join(str(p) for p in stale)}", diff, service_manager=manager_name)
 
 
+def _settle(paths: list[Path], margin: float = 0.05) -> None:
+    """Start a process only `margin` seconds after the newest of its input files was
+    written, so the start time read back from /proc (10 ms ticks) is clearly later than
+    the files' mtimes and the next run does not restart it again."""
+    newest = max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
+    wait = newest + margin - time.time()
+    if wait > 0:
+        time.sleep(wait)
+
+
 def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False, timeout: float = 60) -> Outcome:
     """The daemon runs on what is on disk: start it if stopped; restart it if its config,
     binary or service definition is newer than the process. With `rollback`, a daemon
@@ -519,6 +529,7 @@ def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False
         return Outcome.changed(f"would {action} buildkitd{why}")
     offset = log_offset(layout.log_path)
     manager.reload_conf()
+    _settle(inputs)
     (manager.restart if running else manager.start)()
     try:
         wait_ready(layout, manager, timeout)
@@ -530,6 +541,7 @@ def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False
         rejected = layout.config_path.with_name(layout.config_path.name + ".rejected")
         files.atomic_write(rejected, layout.config_path.read_text())
         files.atomic_write(layout.config_path, previous.read_text())
+        _settle(inputs)
         manager.restart()
         wait_ready(layout, manager, timeout)
         raise ConfigError(
