@@ -132,6 +132,23 @@ class Semantics(BaseModel):
     io_weight: int = Field(100, ge=1, le=10000)
     tasks_max: int = Field(4096, ge=1)
     ready_timeout: int = Field(60, ge=1)
+    # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
+    docker_config: str = ""
+    required_plugins: list[str] = Field(default_factory=lambda: ["buildx"])
+    plugin_timeout: int = Field(5, ge=1, le=120)
+    quarantine_dir: str = ""
+    clean_not_required: bool = False
+    buildx_version: str = ""
+    buildx_source: Literal["auto", "go", "debian"] = "auto"
+    builder_name: str = Field("buildkit-ops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+    @field_validator("required_plugins")
+    @classmethod
+    def _plugin_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.match(r"^[a-z][a-z0-9]*$", name):
+                raise ValueError(f"{name!r} is not a Docker CLI plugin name (lowercase letters and digits)")
+        return v
 
     @field_validator("buildkit_version")
     @classmethod
