@@ -24,6 +24,7 @@ from . import files
 from .config import latest_backup
 from .errors import ConfigError, ServiceError
 from .layout import Layout
+from .params import PROJECT_ROOT
 from .results import Outcome
 
 RUNC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -136,8 +137,22 @@ def verify_units(unit_dir: Path, names: list[str]) -> None:
 # --------------------------------------------------------------------------------------
 # supervisord (lab, ci, any host without systemd as PID 1)
 # --------------------------------------------------------------------------------------
-def render_supervisor_conf(layout: Layout) -> str:
+def render_supervisor_conf(layout: Layout, exporter_port: int = 0) -> str:
+    """One supervisord per state directory: buildkitd, and the kit's exporter when
+    `exporter_port` is set."""
     s = layout
+    exporter = "" if not exporter_port else textwrap.dedent(f"""
+        [program:exporter]
+        command={sys.executable} -m runbook_checks.exporter --listen 127.0.0.1:{exporter_port} --runs-dir {runs_dir()}
+        directory={PROJECT_ROOT}
+        autostart=true
+        autorestart=true
+        startsecs=2
+        redirect_stderr=true
+        stdout_logfile={s.log_dir}/exporter.log
+        stdout_logfile_maxbytes=5MB
+        stdout_logfile_backups=2
+        """)
     return textwrap.dedent(f"""\
         ; Managed by buildkit-ops (runbook: install). One supervisord per state directory.
         [unix_http_server]
@@ -171,7 +186,7 @@ def render_supervisor_conf(layout: Layout) -> str:
         stdout_logfile={s.log_path}
         stdout_logfile_maxbytes=20MB
         stdout_logfile_backups=3
-        """)
+        """) + exporter
 
 
 _LOG_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
@@ -452,6 +467,12 @@ def log_offset(path: Path) -> int:
 # --------------------------------------------------------------------------------------
 # steps
 # --------------------------------------------------------------------------------------
+def runs_dir() -> Path:
+    from .runner import runs_dir as where
+
+    return where()
+
+
 def host_bin_dir(layout: Layout) -> Path:
     """Where the binaries are on the real host (an FHS tree may be rendered elsewhere)."""
     return Path("/") / layout.bin_dir.relative_to(layout.state_dir) if layout.style == "fhs" else layout.bin_dir
@@ -473,10 +494,10 @@ def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
 
 
 def write_service_definition(layout: Layout, manager_name: str, limits: Limits, tcp_address: str,
-                             apply: bool) -> Outcome:
+                             apply: bool, exporter_port: int = 0) -> Outcome:
     """supervisord.conf, or buildkit.service + buildkit.socket verified by systemd-analyze."""
     if manager_name == "supervisor":
-        wanted = {layout.supervisor_conf: render_supervisor_conf(layout)}
+        wanted = {layout.supervisor_conf: render_supervisor_conf(layout, exporter_port)}
     else:
         units = render_units(layout, limits, tcp_address, host_bin_dir(layout))
         wanted = {layout.unit_dir / n: t for n, t in units.items()}

@@ -30,6 +30,12 @@ class Session:
         return self.params.buildkit_version or BUILDKIT_VERSION
 
     @property
+    def buildx_version(self) -> str:
+        from .buildx import BUILDX_VERSION
+
+        return self.params.buildx_version or BUILDX_VERSION
+
+    @property
     def manager_name(self) -> str:
         return service.choose_manager(self.params.service_manager)
 

@@ -3,6 +3,7 @@ everything is, stop it, purge it."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -25,11 +26,13 @@ class Status:
     address: str
     metrics_url: str
     log_path: str
+    exporter_url: str = ""
     reports: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [("state directory", self.state_dir), ("buildkitd", f"{self.state} (pid {self.pid})" if self.pid else self.state),
-                ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path)]
+                ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path),
+                ("kit exporter", self.exporter_url or "(not configured)")]
         rows += [(f"report: {name}", path) for name, path in self.reports.items()]
         return rows
 
@@ -42,8 +45,11 @@ def status(state_dir: str = "") -> Status:
     layout = _layout(state_dir)
     info = Supervisor(layout).info()
     port = read_debug_port(layout.config_path)
+    conf = layout.supervisor_conf.read_text() if layout.supervisor_conf.exists() else ""
+    exporter = re.search(r"runbook_checks\.exporter --listen (\S+)", conf)
     return Status(str(layout.state_dir), info["state"], info["pid"], layout.address,
                   f"http://127.0.0.1:{port}/metrics" if port else "(not configured)", str(layout.log_path),
+                  f"http://{exporter.group(1)}/metrics" if exporter else "",
                   {name: str(path) for name, path in runner.latest_reports().items()})
 
 

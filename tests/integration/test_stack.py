@@ -8,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,9 @@ def lab(tmp_path_factory):
     state = short_tmpdir("bklab-")
     env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(state),
                BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
-    port_set = f"debug_port={service.free_port()}"
-    up = invoke("up", "--set", port_set, env=env)
-    env["KIT_TEST_PORT_SET"] = port_set
+    sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}"]
+    up = invoke("up", *sets, env=env)
+    env["KIT_TEST_SETS"] = " ".join(sets)
     yield state, env, up
     stop_and_remove(state, "lab")
 
@@ -57,6 +59,20 @@ def test_a_build_with_run_steps_against_the_printed_address(lab, tmp_path):
     assert "RUN echo hello" in build.stderr
 
 
+def test_the_kit_exporter_runs_beside_the_daemon(lab):
+    _, _, up = lab
+    url = re.search(r"kit exporter\s*│\s*(http://127\.0\.0\.1:\d+/metrics)", up.stdout).group(1)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.5)
+    assert "buildkit_ops_cli_plugins_audit_present" in text
+
+
 def test_nbval_runs_the_stored_notebooks_against_the_lab(lab):
     _, env, _ = lab
     nbval = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
@@ -67,7 +83,7 @@ def test_nbval_runs_the_stored_notebooks_against_the_lab(lab):
 
 def test_up_again_changes_nothing_and_status_shows_it(lab):
     state, env, _ = lab
-    again = invoke("up", "--set", env["KIT_TEST_PORT_SET"], env=env)
+    again = invoke("up", *env["KIT_TEST_SETS"].split(), env=env)
     assert again.returncode == 0, again.stdout[-3000:]
     assert again.stdout.count("changed=0 failed=0") >= 3, again.stdout[-3000:]
     status = invoke("status", env=env)
