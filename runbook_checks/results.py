@@ -160,6 +160,7 @@ COLOURS = {"ok": "green", "changed": "yellow", "failed": "bold red", "skipped": 
 
 def recap_table(report: Report, first_lines: bool = True):
     """The recap as a rich Table: one row per step, the summary as its caption."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{report.runbook} · {report.profile} · {report.mode} → {report.status}")
@@ -167,7 +168,8 @@ def recap_table(report: Report, first_lines: bool = True):
         table.add_column(col, justify="right" if col == "s" else "left", overflow="fold")
     for step in report.steps:
         message = step.message.splitlines()[0] if first_lines and step.message else step.message
-        table.add_row(step.name, f"[{COLOURS[step.status]}]{step.status}[/]", f"{step.seconds:.1f}", message)
+        table.add_row(escape(step.name), f"[{COLOURS[step.status]}]{step.status}[/]", f"{step.seconds:.1f}",
+                      escape(message))  # messages quote paths and output: "[/tmp/x]" is not markup
     s = report.summary
     table.caption = f"ok={s['ok']} changed={s['changed']} failed={s['failed']} skipped={s['skipped']}"
     return table

@@ -49,3 +49,15 @@ def test_unexpected_exception_is_a_failed_step_not_a_pass():
 def test_outcome_rejects_unknown_status():
     with pytest.raises(ValueError):
         Outcome("great")
+
+
+
+def test_recap_prints_messages_that_look_like_markup(capsys):
+    """A message quoting a path in brackets is text, not a rich closing tag."""
+    from runbook_checks.results import print_recap
+
+    report = Report("plugins-audit", "ci", "check")
+    report.step("plugins [all]", lambda: Outcome.ok("hello [/tmp/x/docker-hello] [bold]"))
+    assert "hello [/tmp/x/docker-hello] [bold]" in render_recap(report.finish(display=False), width=200)
+    print_recap(report)
+    assert "plugins [all]" in capsys.readouterr().out
