@@ -32,3 +32,7 @@ class BuildctlError(KitError):
 
 class StepFailed(KitError):
     """Raised inside a notebook to stop the runbook after a failed step."""
+
+
+class PluginError(KitError):
+    """A Docker CLI plugin could not be audited, quarantined or restored."""

@@ -1,0 +1,258 @@
+"""The Docker CLI plugin audit on a tree of crafted plugins: real files,
+real processes, and the real `docker` CLI as the oracle for every verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runbook_checks import plugins
+from runbook_checks.errors import PluginError
+
+from .. import plugin_fixtures as pf
+
+DOCKER = shutil.which("docker")
+needs_docker = pytest.mark.skipif(not DOCKER, reason="the Docker CLI is not on PATH: no oracle")
+TIMEOUT = 1  # our limit per metadata command
+HANG = TIMEOUT + 2  # the hanging plugin: docker waits it out, we do not
+
+
+def scan(tree: pf.Tree, required=("buildx",), timeout=TIMEOUT) -> plugins.Audit:
+    return plugins.Audit(tree.config_dir, list(required), timeout).scan()
+
+
+@pytest.fixture(scope="module")
+def hang_tree(tmp_path_factory):
+    """Every fixture, the hanging one included: built and audited once, shared."""
+    tree = pf.build(tmp_path_factory.mktemp("plugins") / "tree", hang_seconds=HANG)
+    start = time.monotonic()
+    audit = scan(tree)
+    seconds = time.monotonic() - start
+    return tree, audit, seconds
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Every fixture but the hanging one: a fresh tree per test."""
+    return pf.build(tmp_path / "tree")
+
+
+# --------------------------------------------------------------------------------------
+# verdicts
+# --------------------------------------------------------------------------------------
+def test_a_hanging_plugin_does_not_hang_the_audit(hang_tree):
+    tree, audit, seconds = hang_tree
+    sleepy = next(p for p in audit.plugins if p.name == "sleepy")
+    assert not sleepy.valid and sleepy.reason == "timeout" and "no answer within 1s" in sleepy.error
+    assert seconds < HANG, f"the audit took {seconds:.1f}s: it waited for the hanging plugin"
+    assert sleepy.metadata_seconds < TIMEOUT + 1
+
+
+def test_every_fixture_gets_the_verdict_we_crafted(hang_tree):
+    tree, audit, _ = hang_tree
+    fixtures = pf.present(tree)
+    assert len([f for f in fixtures if f.verdict != "ignored"]) >= 10
+    found = {p.path: p for p in audit.plugins}
+    ignored = {i.path for i in audit.ignored}
+    for f in fixtures:
+        path = str(tree.path(f))
+        if f.verdict == "ignored":
+            assert path in ignored and path not in found, f.key
+            continue
+        plugin = found[path]
+        if f.verdict == "shadowed":
+            assert plugin.shadowed_by == str(tree.root / f.message), f.key
+        elif f.verdict == "valid":
+            assert plugin.valid and plugin.active, (f.key, plugin.error)
+        else:
+            assert not plugin.valid and plugin.active, f.key
+            if f.key != "sleepy":  # docker's message; ours is the timeout
+                assert f.message in plugin.error or f.key in ("garbage", "wrongtype"), (f.key, plugin.error)
+    assert not (tree.plugin_dir / "README").name in {Path(p).name for p in found}
+
+
+@needs_docker
+def test_the_kits_verdicts_equal_dockers_for_every_fixture(hang_tree):
+    tree, audit, _ = hang_tree
+    outcome = audit.compare_with_docker()  # raises PluginError on any disagreement
+    assert outcome.status == "ok"
+    listed = {p["Path"]: p for p in audit.docker["plugins"]}
+    for f in pf.present(tree):
+        path = str(tree.path(f))
+        if f.verdict == "ignored":
+            assert path not in listed, f"docker lists {f.key}"
+        elif f.verdict == "shadowed":
+            winner = str(tree.root / f.message)
+            assert path in listed[winner]["ShadowedPaths"], f.key
+        elif f.verdict == "valid":
+            assert not listed[path].get("Err"), (f.key, listed[path])
+        else:
+            assert f.message in listed[path]["Err"], (f.key, listed[path]["Err"])
+
+
+@needs_docker
+def test_a_disagreement_fails_and_names_the_plugin(hang_tree):
+    tree, audit, _ = hang_tree
+    listed = json.loads(json.dumps(audit.docker["plugins"]))
+    hello = next(p for p in listed if p["Path"].endswith("docker-hello"))
+    hello["Err"] = "pretend docker refused it"
+    plugins_copy = [plugins.Plugin(**{k: v for k, v in p.to_dict().items() if k != "active"}) for p in audit.plugins]
+    lines = plugins.compare(plugins_copy, audit.ignored, listed)
+    assert lines == [f"{hello['Path']}: docker says invalid: pretend docker refused it, the kit says valid"]
+
+
+def test_search_order_is_dockers(tree):
+    audit = scan(tree)
+    order = [(d.path, d.origin) for d in audit.dirs]
+    assert order[:3] == [(str(tree.extra_dir), "cliPluginsExtraDirs"), (str(tree.gone_dir), "cliPluginsExtraDirs"),
+                         (str(tree.plugin_dir), "DOCKER_CONFIG")]
+    assert [d for d, _ in order[3:]] == list(plugins.SYSTEM_PLUGIN_DIRS)
+    assert audit.dirs[1].state == "missing"
+    twice = [p for p in audit.plugins if p.name == "twice"]
+    assert [p.directory for p in twice] == [str(tree.extra_dir), str(tree.plugin_dir)]
+    assert twice[0].shadows == [str(tree.plugin_dir / "docker-twice")]
+
+
+def test_docker_config_defaults_to_the_environment_then_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert plugins.config_dir("") == tmp_path
+    assert plugins.config_dir("/elsewhere") == Path("/elsewhere")
+    monkeypatch.delenv("DOCKER_CONFIG")
+    assert plugins.config_dir("") == Path.home() / ".docker"
+
+
+def test_inventory_records_files_owner_purpose_and_findings(tree, tmp_path):
+    audit = scan(tree)
+    by_name = {p.name: p for p in audit.active}
+    hello = by_name["hello"]
+    assert hello.sha256 == plugins.sha256_file(tree.plugin_dir / "docker-hello")
+    assert hello.size == (tree.plugin_dir / "docker-hello").stat().st_size
+    assert hello.mode == "0755" and hello.owner == plugins.user_name(os.geteuid())
+    assert hello.required == "not required" and by_name["buildx"].required == "required"
+    assert by_name["buildx"].purpose.startswith("Docker Buildx") and by_name["buildx"].status == "current"
+    assert hello.purpose == "a crafted test plugin" and hello.metadata["Vendor"] == pf.VENDOR
+    assert hello.last_use is None and "not run since it was written" in hello.last_use_note
+    assert by_name["open"].insecure and "chmod o-w" in by_name["open"].insecure[0]
+    if os.geteuid() == 0:
+        assert "neither root nor the current user" in by_name["foreign"].insecure[0]
+    assert not hello.insecure
+    dangling = by_name["dangling"]
+    assert dangling.kind == "symlink" and dangling.sha256 is None and "does not resolve" in dangling.notes[0]
+    assert by_name["linked"].link_target == str(tree.extra_dir / "docker-twice")
+    facts = audit.facts()
+    assert {"name", "path", "valid", "error"} <= set(facts["inventory"][0])
+    assert facts["plugins_insecure"] == len(audit.insecure) >= 1
+
+
+def test_hashing_does_not_count_as_use(tree):
+    path = tree.plugin_dir / "docker-hello"
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    plugins.sha256_file(path)
+    assert os.stat(path).st_atime == 1_000_000_000
+
+
+def test_last_use_says_how_far_to_trust_it():
+    st = os.stat_result((0o100755, 0, 0, 1, 0, 0, 10, 2_000_000_000, 1_000_000_000, 1_000_000_000))
+    assert plugins.last_use(st, plugins.Mount("/x", ("rw", "noatime"), "ext4"))[0] is None
+    assert "noatime" in plugins.last_use(st, plugins.Mount("/x", ("rw", "noatime"), "ext4"))[1]
+    when, note = plugins.last_use(st, plugins.Mount("/x", ("rw", "relatime"), "ext4"))
+    assert when == "2033-05-18T03:33:20Z" and "relatime" in note
+    when, note = plugins.last_use(st, plugins.Mount("/x", ("rw",), "ext4"))
+    assert when and note.startswith("access time")
+    assert plugins.mount_of("/proc/self") .point == "/proc"
+
+
+def test_inventory_files_json_and_markdown(tree, tmp_path):
+    audit = scan(tree)
+    outcome = audit.write_inventory(tmp_path / "inventory")
+    document = json.loads(Path(outcome.facts["inventory_json"]).read_text())
+    assert document["docker_config"] == str(tree.config_dir)
+    assert {p["path"] for p in document["plugins"]} == {p.path for p in audit.plugins}
+    table = Path(outcome.facts["inventory_markdown"]).read_text()
+    assert "| `hello` | valid | not required | a crafted test plugin |" in table
+    assert "**invalid**: plugin candidate \"Upper\" did not match" in table
+
+
+def test_findings_fail_the_verdict_with_a_fix_each(tree):
+    audit = scan(tree, required=("buildx", "compose"))
+    with pytest.raises(PluginError) as err:
+        audit.verdict()
+    text = str(err.value)
+    assert "required plugin compose is missing; fix: install it" in text
+    assert f"config.json lists {tree.gone_dir}, which does not exist" in text
+    assert "insecure:" in text and "invalid:" in text and "fix:" in text
+    assert audit.usage().facts["plugins_not_required"]
+
+
+@pytest.mark.parametrize("raw,valid,words", [
+    (b'{"SchemaVersion":"0.1.0","Vendor":"v"}', True, ""),
+    (b'  {"schemaversion":"0.1.0","VENDOR":"v"}\n', True, ""),  # Go folds key case
+    ('{"\u017fchemaVersion":"0.1.0","Vendor":"v"}'.encode(), True, ""),  # long s folds to s in Go
+    (b'{"SchemaVersion":"0.1.0","Vendor":"v","Vendor":""}', False, "vendor"),  # later keys win
+    (b'{"SchemaVersion":"0.1.0","Vendor":5,"Vendor":"v"}', False, "number"),  # a type error sticks
+    (b'{"SchemaVersion":"0.1.0","Vendor":"v","Version":null,"Hidden":"yes","Features":5}', True, ""),
+    (b'null', False, "SchemaVersion"),
+    (b'[]', False, "array"),
+    (b'"x"', False, "string"),
+    (b'{"SchemaVersion":"0.1.0","Vendor":"v"} x', False, "invalid metadata"),
+    (b'{"SchemaVersion":"0.1.0","Vendor":"v","X":NaN}', False, "invalid metadata"),
+    (b'\xef\xbb\xbf{"SchemaVersion":"0.1.0","Vendor":"v"}', False, "invalid metadata"),  # Go refuses a BOM
+    (b'{"SchemaVersion":"0.1.0","Vendor":"v\xff"}', True, ""),  # Go replaces bad UTF-8
+    (b'', False, "invalid metadata"),
+])
+def test_metadata_is_read_the_way_go_reads_it(raw, valid, words):
+    reason, error, _ = plugins.judge_metadata(raw)
+    assert (not reason) == valid, error
+    assert words.lower() in error.lower()
+
+
+def test_names_and_builtins():
+    assert plugins.judge_name("buildx") == ("", "")
+    assert plugins.judge_name("")[0] == "name"
+    assert plugins.judge_name("a1")[0] == ""
+    assert plugins.judge_name("1a")[0] == "name"
+    assert plugins.judge_name("x\n")[0] == "name"  # Go's $ does not match before a newline
+    assert plugins.judge_name("bake")[1] == 'plugin "bake" duplicates builtin command'
+
+
+@needs_docker
+def test_builtin_table_covers_the_installed_dockers_commands(tmp_path):
+    env = dict(os.environ, DOCKER_CONFIG=str(tmp_path))
+    out = subprocess.run([DOCKER, "--help"], env=env, capture_output=True, text=True, timeout=60).stdout
+    section, commands = "", set()
+    for line in out.splitlines():
+        if line and not line.startswith(" "):
+            section = line
+        elif "Commands" in section and line.startswith("  ") and line.split():
+            word = line.split()[0]
+            if not word.endswith("*"):  # plugins are starred
+                commands.add(word)
+    assert commands and commands <= plugins.BUILTIN_COMMANDS, sorted(commands - plugins.BUILTIN_COMMANDS)
+
+
+def test_config_json_that_is_not_json_is_reported_never_rewritten(tmp_path):
+    tree = pf.build(tmp_path / "tree", ["hello", "buildx"], config='{"cliPluginsExtraDirs": ["/x",\n')
+    before = tree.config_json.read_bytes()
+    audit = scan(tree)
+    assert "is not JSON" in audit.config.error
+    assert [d.origin for d in audit.dirs][0] == "DOCKER_CONFIG"  # like docker: no extra dirs at all
+    assert any("config.json" in f and "by hand" in f for f in audit.findings())
+    assert tree.config_json.read_bytes() == before
+    if DOCKER:
+        assert audit.compare_with_docker().status == "ok"
+
+
+@pytest.mark.parametrize("text,error", [
+    ("[]", "not an object"), ('{"cliPluginsExtraDirs": "/one/dir"}', "not a list"), ("", ""), ("null", ""),
+])
+def test_config_json_shapes(tmp_path, text, error):
+    (tmp_path / "config.json").write_text(text)
+    cfg = plugins.read_config(tmp_path)
+    assert (error in cfg.error) if error else not cfg.error
+    assert cfg.extra_dirs == []
