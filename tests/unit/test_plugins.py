@@ -1,4 +1,4 @@
-"""The Docker CLI plugin audit on a tree of crafted plugins: real files,
+"""The Docker CLI plugin audit and quarantine on a tree of crafted plugins: real files,
 real processes, and the real `docker` CLI as the oracle for every verdict."""
 
 from __future__ import annotations
@@ -7,12 +7,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from runbook_checks import plugins
+from runbook_checks import params, plugins, quarantine
 from runbook_checks.errors import PluginError
 
 from .. import plugin_fixtures as pf
@@ -25,6 +27,10 @@ HANG = TIMEOUT + 2  # the hanging plugin: docker waits it out, we do not
 
 def scan(tree: pf.Tree, required=("buildx",), timeout=TIMEOUT) -> plugins.Audit:
     return plugins.Audit(tree.config_dir, list(required), timeout).scan()
+
+
+def cleanup(audit, qdir: Path, apply: bool, not_required=False, backups: Path | None = None) -> quarantine.Cleanup:
+    return quarantine.Cleanup(audit, qdir, backups or qdir.parent / "backups", not_required, apply)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +249,11 @@ def test_config_json_that_is_not_json_is_reported_never_rewritten(tmp_path):
     assert "is not JSON" in audit.config.error
     assert [d.origin for d in audit.dirs][0] == "DOCKER_CONFIG"  # like docker: no extra dirs at all
     assert any("config.json" in f and "by hand" in f for f in audit.findings())
+    job = cleanup(audit, tmp_path / "q", apply=True)
+    with pytest.raises(PluginError, match="never rewritten"):
+        job.prune_config()
     assert tree.config_json.read_bytes() == before
+    assert not (tmp_path / "backups").exists()
     if DOCKER:
         assert audit.compare_with_docker().status == "ok"
 
@@ -256,3 +266,220 @@ def test_config_json_shapes(tmp_path, text, error):
     cfg = plugins.read_config(tmp_path)
     assert (error in cfg.error) if error else not cfg.error
     assert cfg.extra_dirs == []
+
+
+# --------------------------------------------------------------------------------------
+# quarantine and restore
+# --------------------------------------------------------------------------------------
+def test_check_mode_changes_nothing(tree, tmp_path):
+    before = pf.tree_state(tmp_path)
+    audit = scan(tree)
+    job = cleanup(audit, tmp_path / "q", apply=False)
+    moved = job.quarantine()
+    assert moved.status == "changed" and "would move" in moved.message
+    assert str(tree.plugin_dir / "docker-noexec") in moved.diff
+    pruned = job.prune_config()
+    assert pruned.status == "changed" and f'-\t\t"{tree.gone_dir}"' in pruned.diff
+    assert job.stability().status == "skipped"
+    assert pf.tree_state(tmp_path) == before
+    assert not (tmp_path / "q").exists() and not (tmp_path / "backups").exists()
+
+
+def test_clean_moves_invalid_plugins_and_is_idempotent(tree, tmp_path):
+    qdir = tmp_path / "q"
+    audit = scan(tree)
+    invalid = {p.path for p in audit.invalid}
+    job = cleanup(audit, qdir, apply=True)
+    first = job.quarantine()
+    assert first.status == "changed"
+    assert {e["original_path"] for e in first.facts["quarantined"]} == invalid
+    assert not any(os.path.lexists(p) for p in invalid)
+    assert job.prune_config().status == "changed"
+    config = json.loads(tree.config_json.read_text())
+    assert config == {"auths": {}, "cliPluginsExtraDirs": [str(tree.extra_dir)]}
+    assert oct(tree.config_json.stat().st_mode & 0o777) == "0o600"
+    assert len(list((tmp_path / "backups").glob("config.json.*"))) == 1
+    if DOCKER:
+        job.audit.docker = {"binary": DOCKER}
+    assert job.stability().status == "ok"
+    manifest = json.loads((qdir / "manifest.json").read_text())["entries"]
+    assert {"original_path", "mode", "owner", "sha256", "reason", "time"} <= set(manifest[0])
+
+    state = pf.tree_state(tmp_path)
+    again = cleanup(scan(tree), qdir, apply=True)
+    assert again.quarantine().status == "ok"
+    assert again.prune_config().status == "ok"
+    assert pf.tree_state(tmp_path) == state
+
+
+def test_clean_then_restore_round_trips_every_plugin(tmp_path):
+    """Everything moves (nothing required, clean_not_required), then comes back
+    byte-identical with its mode, owner, link target and mtime."""
+    tree = pf.build(tmp_path / "tree")
+    before = pf.tree_state(tree.root)
+    audit = scan(tree, required=())
+    job = cleanup(audit, tmp_path / "q", apply=True, not_required=True)
+    moved = job.quarantine()
+    assert len(moved.facts["quarantined"]) == len(audit.plugins)
+    left = {rel for rel, st in pf.tree_state(tree.root).items() if st[0] in ("file", "link")}
+    assert left == {"config/config.json", "config/cli-plugins/README"}
+    done = quarantine.restore(tmp_path / "q", everything=True)
+    assert len(done) == len(audit.plugins)
+    assert pf.tree_state(tree.root) == before
+    assert not quarantine.Quarantine(tmp_path / "q").pending()
+    with pytest.raises(PluginError, match="no quarantined plugin named 'hello'"):
+        quarantine.restore(tmp_path / "q", "hello")
+
+
+def test_restore_one_by_name_and_never_over_a_reinstall(tree, tmp_path):
+    audit = scan(tree)
+    cleanup(audit, tmp_path / "q", apply=True).quarantine()
+    noexec = tree.plugin_dir / "docker-noexec"
+    pf.write(noexec, "#!/bin/sh\n# a reinstall\n")
+    with pytest.raises(PluginError, match="exists again") as err:
+        quarantine.restore(tmp_path / "q", "noexec")
+    assert "move" in err.value.fix
+    assert noexec.read_text() == "#!/bin/sh\n# a reinstall\n"
+    noexec.unlink()
+    assert quarantine.restore(tmp_path / "q", "noexec")[0].startswith("noexec:")
+    assert oct(noexec.stat().st_mode & 0o777) == "0o644"
+    assert "exitthree" in " ".join(quarantine.listing(tmp_path / "q"))
+
+
+def test_a_name_collision_in_quarantine_keeps_both(tree, tmp_path):
+    qdir = tmp_path / "q"
+    first = cleanup(scan(tree), qdir, apply=True).quarantine()
+    garbage = tree.plugin_dir / "docker-garbage"
+    pf.write(garbage, pf.script("still not json, second edition"))
+    second = cleanup(scan(tree), qdir, apply=True).quarantine()
+    assert [e["stored"] for e in second.facts["quarantined"]] == ["docker-garbage.2"]
+    stored = {e["stored"]: e for e in first.facts["quarantined"] + second.facts["quarantined"]}
+    assert "still not json, second edition" in (qdir / "docker-garbage.2").read_text()
+    assert plugins.sha256_file(qdir / "docker-garbage") == stored["docker-garbage"]["sha256"]
+    done = quarantine.restore(qdir, "garbage")
+    assert "second edition" in garbage.read_text()
+    assert any("older copy docker-garbage" in line for line in done)
+    assert (qdir / "docker-garbage").exists()
+
+
+def test_quarantine_across_filesystems(tree):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tree.root).st_dev:
+        pytest.skip(f"/dev/shm is not a separate filesystem from {tree.root}: no cross-filesystem move to test")
+    before = pf.tree_state(tree.root)
+    qdir = Path(tempfile.mkdtemp(prefix="bkq-", dir=shm)) / "cli-plugins"
+    try:
+        audit = scan(tree, required=())
+        moved = cleanup(audit, qdir, apply=True, not_required=True).quarantine()
+        assert {e["moved_by"] for e in moved.facts["quarantined"]} == {"copy"}
+        assert not list(qdir.glob(".*partial*"))
+        quarantine.restore(qdir, everything=True)
+        assert pf.tree_state(tree.root) == before
+    finally:
+        shutil.rmtree(qdir.parent)
+
+
+def test_unwritable_plugin_directory_moves_nothing():
+    """As a user who may read the plugins but not move them: refused before any move."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (and setpriv) to act as another user")
+    base = Path(tempfile.mkdtemp(prefix="bkpl-", dir="/tmp"))  # pytest's tmp dirs are 0700
+    try:
+        os.chmod(base, 0o755)
+        tree = pf.build(base / "tree", ["hello", "exitthree", "garbage"])
+        before = pf.tree_state(base)
+        code = (
+            "from pathlib import Path; from runbook_checks import plugins, quarantine\n"
+            f"a = plugins.Audit(Path({str(tree.config_dir)!r}), [], 2).scan()\n"
+            f"c = quarantine.Cleanup(a, Path('/tmp/bkq-nobody-{os.getpid()}'), Path('/tmp'), False, True)\n"
+            "try:\n    c.quarantine()\nexcept Exception as e:\n    print(e)\n")
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                              code], capture_output=True, text=True, cwd=params.PROJECT_ROOT, timeout=60)
+        assert "nothing was moved" in out.stdout and "docker-exitthree" in out.stdout, out.stdout + out.stderr
+        assert pf.tree_state(base) == before
+    finally:
+        shutil.rmtree(base)
+
+
+def test_protected_hardlinks_fall_back_to_rename():
+    """A user may move a root-owned plugin out of their own directory, but the kernel
+    (fs.protected_hardlinks) refuses to hard-link it: the move renames instead."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root (and setpriv) to act as another user")
+    if Path("/proc/sys/fs/protected_hardlinks").read_text().strip() != "1":
+        pytest.skip("fs.protected_hardlinks is off: hard links are never refused here")
+    base = Path(tempfile.mkdtemp(prefix="bkpl-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        tree = pf.build(base / "tree", ["hello", "exitthree"])
+        for path in [base / "tree", *(base / "tree").rglob("*")]:
+            os.chown(path, 65534, 65534, follow_symlinks=False)
+        os.chown(tree.plugin_dir / "docker-exitthree", 0, 0)  # root's file in nobody's directory
+        before = pf.tree_state(base / "tree")
+        code = (
+            "import json; from pathlib import Path; from runbook_checks import plugins, quarantine\n"
+            f"a = plugins.Audit(Path({str(tree.config_dir)!r}), [], 2).scan()\n"
+            f"q = Path({str(base / 'q')!r})\n"
+            "out = quarantine.Cleanup(a, q, q.parent / 'b', False, True).quarantine()\n"
+            "print(json.dumps([e['moved_by'] for e in out.facts['quarantined']]))\n"
+            "print(quarantine.restore(q, 'exitthree'))\n")
+        os.chown(base, 65534, 65534)
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                              code], capture_output=True, text=True, cwd=params.PROJECT_ROOT, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert json.loads(out.stdout.splitlines()[0]) == ["rename"]
+        after = pf.tree_state(base / "tree")
+        assert after == before  # back, still root's, as nobody could not have changed the owner
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_plugin_that_vanishes_mid_clean_stops_it_and_says_what_moved(tree, tmp_path):
+    audit = scan(tree)
+    job = cleanup(audit, tmp_path / "q", apply=True)
+    plan = [m.plugin.path for m in job.plan()]
+    Path(plan[1]).unlink()  # uninstalled between the scan and the move
+    with pytest.raises(PluginError) as err:
+        job.quarantine()
+    text = str(err.value)
+    assert f"could not quarantine {plan[1]}" in text and f"{plan[0]} -> " in text
+    assert [e.original_path for e in quarantine.Quarantine(tmp_path / "q").pending()] == [plan[0]]
+    assert os.path.lexists(plan[2])  # nothing after the failure moved
+
+
+def test_the_quarantine_must_not_be_a_plugin_directory(tree):
+    job = cleanup(scan(tree), tree.extra_dir, apply=True)
+    with pytest.raises(PluginError, match="docker searches"):
+        job.quarantine()
+
+
+def test_an_unreadable_manifest_is_never_overwritten(tree, tmp_path):
+    qdir = tmp_path / "q"
+    qdir.mkdir()
+    (qdir / "manifest.json").write_text("{broken")
+    with pytest.raises(PluginError, match="will not write over it"):
+        cleanup(scan(tree), qdir, apply=True).quarantine()
+    assert (qdir / "manifest.json").read_text() == "{broken"
+    assert (tree.plugin_dir / "docker-exitthree").exists()
+
+
+@needs_docker
+def test_stability_fails_while_docker_warns_or_a_required_plugin_is_missing(tmp_path):
+    tree = pf.build(tmp_path / "tree", ["hello", "exitthree"])
+    audit = scan(tree, required=("buildx",))
+    audit.docker = {"binary": DOCKER}
+    with pytest.raises(PluginError) as err:
+        cleanup(audit, tmp_path / "q", apply=True).stability()
+    text = str(err.value)
+    assert 'docker still warns: WARNING: Plugin "' in text and "docker-exitthree" in text
+    assert "required plugin buildx is missing; fix: invoke runbook plugins-configure" in text
+
+
+def test_default_quarantine_dir_follows_the_layout(tmp_path):
+    from runbook_checks import layout
+
+    flat = layout.for_params({"profile": "ci", "state_dir": str(tmp_path)})
+    fhs = layout.for_params({"profile": "production", "state_dir": str(tmp_path)})
+    assert quarantine.resolve_dir("", flat) == tmp_path / "quarantine/cli-plugins"
+    assert quarantine.resolve_dir("", fhs) == tmp_path / "var/lib/buildkit-ops/quarantine/cli-plugins"
+    assert quarantine.resolve_dir("/q", flat) == Path("/q")
