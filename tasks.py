@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from runbook_checks import runner, stack
+from runbook_checks import layout, params, quarantine, runner, stack
 from runbook_checks.errors import KitError
 from runbook_checks.results import print_recap
 
@@ -112,8 +113,67 @@ def docs_serve(c):
     c.run(f"{sys.executable} -m mkdocs serve -a 127.0.0.1:8000", pty=False)
 
 
+@task(iterable=["set_"], help={
+    "set_": "override a parameter: --set key=value (for example docker_config=/home/ci/.docker)",
+})
+def plugins_audit(c, set_=None):
+    """Audit the Docker CLI plugins: the plugins-audit runbook, lab profile, check mode.
+
+    Prints the recap and where the inventory (JSON and Markdown) went. Exits 1 when the
+    audit has findings (invalid, insecure, a required plugin missing) or docker disagrees."""
+    try:
+        result = runner.run("plugins-audit", "lab", "check", tuple(set_ or ()))
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    _show(result)
+    facts = result.report.facts
+    if facts.get("inventory_json"):
+        _console().print(f"inventory: {facts['inventory_json']}\n           {facts['inventory_markdown']}",
+                         soft_wrap=True)
+    if result.report.status == "failed":
+        raise Exit("the plugin audit failed: read its last step above", code=1)
+
+
+def _lab_quarantine_dir() -> Path:
+    values = params.load_profile("lab")
+    lab = layout.for_params({"profile": "lab", "state_dir": values.get("state_dir") or ""})
+    return quarantine.resolve_dir(values.get("quarantine_dir") or "", lab)
+
+
+@task(positional=["name"], help={
+    "name": "the plugin to put back (for example buildx), --all for every quarantined plugin,"
+            " or --list to show what the quarantine holds",
+    "quarantine_dir": "the quarantine to restore from; default: the lab profile's quarantine_dir",
+})
+def plugins_restore(c, name, quarantine_dir=""):
+    """Put quarantined Docker CLI plugins back, byte-identical, with their mode.
+
+    As root, their owner too. A file that is in the original place again is never replaced:
+    the restore of that plugin fails and says so."""
+    if name in ("-h", "--help"):
+        return c.run(f"{sys.executable} -m invoke --help plugins.restore", pty=False)
+    directory = Path(quarantine_dir).expanduser() if quarantine_dir else _lab_quarantine_dir()
+    try:
+        if name in LIST_WORDS:
+            lines = quarantine.listing(directory) or [f"the quarantine {directory} is empty"]
+        elif name == "--all":
+            lines = quarantine.restore(directory, everything=True)
+        else:
+            lines = quarantine.restore(directory, name)
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    for line in lines:
+        print(line)
+
+
 docs = Collection("docs")
 docs.add_task(docs_build, "build")
 docs.add_task(docs_serve, "serve")
 
-ns = Collection(runbook, up, down, status, docs)
+maint = Collection("maint")
+maint.add_task(plugins_audit, "plugins-audit")
+
+plugins = Collection("plugins")
+plugins.add_task(plugins_restore, "restore")
+
+ns = Collection(runbook, up, down, status, docs, maint, plugins)

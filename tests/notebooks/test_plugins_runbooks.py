@@ -1,15 +1,19 @@
 """plugins-audit and plugins-clean executed by papermill with the ci profile on a tree of
 crafted plugins: check changes nothing, apply converges, apply again changes nothing, the
-audit's facts carry the inventory."""
+audit's facts carry the inventory; then `invoke plugins.restore` and
+`invoke maint.plugins-audit` as an operator runs them."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from runbook_checks import runner
+from runbook_checks import params, runner
 
 from .. import plugin_fixtures as pf
 from ..conftest import short_tmpdir
@@ -90,3 +94,23 @@ def test_audit_after_clean_passes_and_is_idempotent(lab):
         assert result.report.status == "ok", result.report.to_json()
         assert result.report.summary["changed"] == 0
     assert {p["name"] for p in result.report.facts["inventory"]} == {"buildx", "hello", "twice"}
+
+
+def invoke(*args, env):
+    return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True,
+                          cwd=params.PROJECT_ROOT, env=env, timeout=300)
+
+
+def test_restore_and_maint_audit_from_invoke(lab, tmp_path):
+    tree, state, _ = lab
+    env = dict(os.environ, BUILDKIT_OPS_RUNS_DIR=str(tmp_path), BUILDKIT_OPS_STATE_DIR=str(state), COLUMNS="200")
+    listing = invoke("plugins.restore", "--list", env=env)  # the lab profile's quarantine: $STATE/quarantine
+    assert listing.returncode == 0 and "exitthree" in listing.stdout, listing.stdout + listing.stderr
+    missing = invoke("plugins.restore", "nosuch", env=env)
+    assert missing.returncode == 2 and "no quarantined plugin named 'nosuch'" in missing.stderr
+    restored = invoke("plugins.restore", "--all", "--quarantine-dir", str(state / "quarantine/cli-plugins"), env=env)
+    assert restored.returncode == 0 and "exitthree" in restored.stdout, restored.stdout + restored.stderr
+    assert (tree.plugin_dir / "docker-exitthree").exists() and (tree.plugin_dir / "docker-Upper").exists()
+    audit = invoke("maint.plugins-audit", "--set", f"docker_config={tree.config_dir}", env=env)
+    assert audit.returncode == 1, audit.stdout + audit.stderr  # the restored plugins are findings again
+    assert "inventory:" in audit.stdout and str(tmp_path / "plugins-audit" / "inventory") in audit.stdout
