@@ -455,38 +455,42 @@ class Cleanup:
         return Outcome.changed(f"removed {what}; backup {backup}", diff, config_backup=str(backup))
 
     def stability(self) -> Outcome:
-        """Step: after the change, docker prints no plugin warning and the required plugins
-        answer their metadata command. Skipped in check mode while something would change."""
+        """Step: after the change, docker prints no plugin warning and every required plugin
+        that answered its metadata command before still does. One that was already missing
+        or broken is named, not failed: the audit reports it and plugins-configure fixes
+        it. Skipped in check mode while something would change."""
         if not self.apply and (self.moves or self._config_would_change()):
             return Outcome.skipped("check mode: nothing was moved; apply runs this check on the result")
         after = Audit(self.audit.config_dir, self.audit.required, self.audit.timeout).scan()
         problems = []
         docker = self.audit.docker.get("binary")
-        warnings: list[str] = []
         if docker:
-            warnings = docker_plugin_warnings(docker, after.env)
-            problems += [f"docker still warns: {w}" for w in warnings]
+            problems += [f"docker still warns: {w}" for w in docker_plugin_warnings(docker, after.env)]
             problems += [f"the kit and docker disagree: {d}"
                          for d in compare(after.plugins, after.ignored, docker_verdicts(docker, after.env))]
-        answering = []
+        answering, absent = [], []
         for name in after.required:
-            plugin = after.by_name(name)
-            if plugin is None:
-                problems.append(f"required plugin {name} is missing;"
-                                " fix: invoke runbook plugins-configure --mode apply")
-            elif not plugin.valid:
-                problems.append(f"required plugin {name} does not answer: {plugin.error}; fix: reinstall it"
-                                " (plugins-configure)")
-            else:
-                meta = plugin.metadata or {}
+            before, now = self.audit.by_name(name), after.by_name(name)
+            if now is not None and now.valid:
+                meta = now.metadata or {}
                 answering.append(f"{name} ({meta.get('Vendor')} {meta.get('Version', '')}".strip() + ")")
+            elif before is not None and before.valid:
+                problems.append(f"required plugin {name} answered before the clean and does not now"
+                                f" ({now.error if now else 'gone'}); fix: invoke plugins.restore {name}")
+            else:
+                was = f"invalid ({before.error})" if before else "missing"
+                absent.append(f"{name} ({was} before the clean too)")
         if problems:
             raise PluginError("not stable after cleaning:\n  " + "\n  ".join(problems),
                               "apply the fix named for each; `invoke plugins.restore NAME` puts a quarantined"
                               " plugin back")
         said = "docker info prints no plugin warning" if docker else "docker is not on PATH (no warning check)"
-        return Outcome.ok(f"{said}; required plugins answer: {', '.join(answering) or 'none required'}",
-                          inventory_after=after.inventory())
+        message = f"{said}; required plugins answer: {', '.join(answering) or 'none'}"
+        if absent:
+            message += (f"\nnot working, as before: {', '.join(absent)}; fix: invoke runbook plugins-configure"
+                        " --mode apply")
+        return Outcome.ok(message, inventory_after=after.inventory(),
+                          required_not_working=[a.split(" ")[0] for a in absent])
 
     def _config_would_change(self) -> bool:
         cfg = self.audit.config

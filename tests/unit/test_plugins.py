@@ -464,15 +464,31 @@ def test_an_unreadable_manifest_is_never_overwritten(tree, tmp_path):
 
 
 @needs_docker
-def test_stability_fails_while_docker_warns_or_a_required_plugin_is_missing(tmp_path):
+def test_stability_fails_while_docker_warns(tmp_path):
     tree = pf.build(tmp_path / "tree", ["hello", "exitthree"])
-    audit = scan(tree, required=("buildx",))
+    audit = scan(tree, required=())
     audit.docker = {"binary": DOCKER}
     with pytest.raises(PluginError) as err:
         cleanup(audit, tmp_path / "q", apply=True).stability()
-    text = str(err.value)
-    assert 'docker still warns: WARNING: Plugin "' in text and "docker-exitthree" in text
-    assert "required plugin buildx is missing; fix: invoke runbook plugins-configure" in text
+    assert 'docker still warns: WARNING: Plugin "' in str(err.value) and "docker-exitthree" in str(err.value)
+
+
+def test_stability_fails_when_a_required_plugin_stops_answering(tmp_path):
+    tree = pf.build(tmp_path / "tree", ["buildx", "hello"])
+    audit = scan(tree, required=("buildx",))
+    os.chmod(tree.plugin_dir / "docker-buildx", 0o644)  # broken after the audit saw it working
+    with pytest.raises(PluginError) as err:
+        cleanup(audit, tmp_path / "q", apply=True).stability()
+    assert "required plugin buildx answered before the clean and does not now" in str(err.value)
+    assert "invoke plugins.restore buildx" in str(err.value)
+
+
+def test_stability_names_a_required_plugin_that_was_never_there(tmp_path):
+    tree = pf.build(tmp_path / "tree", ["hello"])
+    audit = scan(tree, required=("buildx",))
+    outcome = cleanup(audit, tmp_path / "q", apply=True).stability()
+    assert outcome.status == "ok" and outcome.facts["required_not_working"] == ["buildx"]
+    assert "buildx (missing before the clean too); fix: invoke runbook plugins-configure" in outcome.message
 
 
 def test_default_quarantine_dir_follows_the_layout(tmp_path):
