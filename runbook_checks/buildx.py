@@ -14,6 +14,7 @@ from pathlib import Path
 from . import files, images
 from .errors import InstallError, KitError
 from .layout import Layout
+from .plugins import config_dir
 from .results import Outcome
 
 BUILDX_VERSION = "v0.38.2"
@@ -21,21 +22,16 @@ BUILDX_VERSION = "v0.38.2"
 MODULE = "github.com/docker/buildx"
 
 
-def docker_config_dir(docker_config: str = "") -> Path:
-    """$DOCKER_CONFIG, else ~/.docker (what the Docker CLI reads)."""
-    return Path(docker_config or os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker").expanduser()
-
-
 def plugin_dir(layout: Layout, docker_config: str = "") -> Path:
     """Production installs for every user (/usr/local/lib/docker/cli-plugins under the
     state dir); lab and ci install into the Docker config directory's cli-plugins."""
     if layout.style == "fhs":
         return layout.state_dir / "usr/local/lib/docker/cli-plugins"
-    return docker_config_dir(docker_config) / "cli-plugins"
+    return config_dir(docker_config) / "cli-plugins"
 
 
 def docker_env(docker_config: str = "") -> dict[str, str]:
-    return dict(os.environ, DOCKER_CONFIG=str(docker_config_dir(docker_config)))
+    return dict(os.environ, DOCKER_CONFIG=str(config_dir(docker_config)))
 
 
 def plugin_version(path: Path) -> str | None:

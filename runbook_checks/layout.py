@@ -47,6 +47,13 @@ class Layout:
         return self.log_dir / "buildkitd.log"
 
     @property
+    def quarantine_dir(self) -> Path:
+        """Where plugins-clean moves Docker CLI plugins (never deletes them)."""
+        if self.style == "fhs":
+            return self.state_dir / "var/lib/buildkit-ops/quarantine/cli-plugins"
+        return self.state_dir / "quarantine/cli-plugins"
+
+    @property
     def supervisor_conf(self) -> Path:
         return self.config_path.parent / "supervisord.conf"
 

@@ -29,15 +29,8 @@ from .results import Outcome
 MANIFEST = "manifest.json"
 
 
-def default_dir(layout: Layout) -> Path:
-    """<state_dir>/quarantine/cli-plugins (flat); /var/lib/buildkit-ops/quarantine/cli-plugins (fhs)."""
-    if layout.style == "fhs":
-        return layout.state_dir / "var/lib/buildkit-ops/quarantine/cli-plugins"
-    return layout.state_dir / "quarantine" / "cli-plugins"
-
-
 def resolve_dir(quarantine_dir: str, layout: Layout) -> Path:
-    return Path(quarantine_dir).expanduser() if quarantine_dir else default_dir(layout)
+    return Path(quarantine_dir).expanduser() if quarantine_dir else layout.quarantine_dir
 
 
 def _count(n: int, one: str, many: str) -> str:

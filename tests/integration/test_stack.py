@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,11 +28,15 @@ def invoke(*args, env, timeout=900):
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     state = short_tmpdir("bklab-")
-    env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(state),
+    env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(state), DOCKER_CONFIG=str(tmp_path_factory.mktemp("docker")),
                BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
     sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}"]
     up = invoke("up", *sets, env=env)
     env["KIT_TEST_SETS"] = " ".join(sets)
+    if up.returncode == 0 and shutil.which("docker"):
+        # the lab's Docker CLI (here a private DOCKER_CONFIG) gets buildx and the builder
+        buildx = invoke("runbook", "plugins-configure", "--mode", "apply", env=env)
+        assert buildx.returncode == 0, buildx.stdout[-3000:]
     yield state, env, up
     stop_and_remove(state, "lab")
 
