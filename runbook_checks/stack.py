@@ -8,7 +8,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import layout as layout_mod, runner
 from .config import read_debug_port
@@ -79,9 +78,12 @@ def mounts_under(path: Path) -> list[str]:
     return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
 
 
-def down(purge: bool = False, state_dir: str = "") -> list[str]:
-    """Stop the daemon and the state directory's supervisord; with purge, remove the state."""
-    layout = _layout(state_dir)
+def down(purge: bool = False, state_dir: str = "", profile: str = "lab") -> list[str]:
+    """Stop the daemon and the state directory's supervisord; with purge, unmount what
+    the daemon left mounted under it and remove the state directory."""
+    layout = layout_mod.for_params({"profile": profile, "state_dir": state_dir})
+    if purge and layout.state_dir in (Path("/"), Path.home()):
+        raise KitError(f"refusing to purge {layout.state_dir}", "purge only a lab state directory")
     done = []
     supervisor = Supervisor(layout)
     if supervisor.supervisord_up():
@@ -90,12 +92,6 @@ def down(purge: bool = False, state_dir: str = "") -> list[str]:
     if purge and layout.state_dir.exists():
         for point in mounts_under(layout.state_dir):
             subprocess.run(["umount", "-l", point], check=False)
-        if layout.state_dir == Path("/") or layout.state_dir == Path.home():
-            raise KitError(f"refusing to purge {layout.state_dir}", "purge only a lab state directory")
         shutil.rmtree(layout.state_dir)
         done.append(f"removed {layout.state_dir}")
     return done or ["nothing was running"]
-
-
-def as_dict(st: Status) -> dict[str, Any]:
-    return dict(st.__dict__)

@@ -4,13 +4,12 @@ are stopped at the end of the session."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from runbook_checks import layout as layout_mod, runner, service
+from runbook_checks import layout as layout_mod, runner, stack
 
 
 def short_tmpdir(prefix: str) -> Path:
@@ -19,14 +18,7 @@ def short_tmpdir(prefix: str) -> Path:
 
 
 def stop_and_remove(state_dir: Path, profile: str = "ci") -> None:
-    lay = layout_mod.for_params({"profile": profile, "state_dir": str(state_dir)})
-    service.Supervisor(lay).stop()
-    from runbook_checks.stack import mounts_under
-    import subprocess
-
-    for point in mounts_under(state_dir):
-        subprocess.run(["umount", "-l", point], check=False)
-    shutil.rmtree(state_dir, ignore_errors=True)
+    stack.down(purge=True, state_dir=str(state_dir), profile=profile)
 
 
 @pytest.fixture(scope="session")
