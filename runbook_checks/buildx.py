@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import files, images
 from .errors import InstallError, KitError
+from .install import binary_version
 from .layout import Layout
 from .plugins import config_dir
 from .results import Outcome
@@ -35,14 +36,7 @@ def docker_env(docker_config: str = "") -> dict[str, str]:
 
 
 def plugin_version(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    try:
-        out = subprocess.run([str(path), "version"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"\s(v\d+\.\d+\.\d+\S*)", out)
-    return match.group(1) if match else None
+    return binary_version(path, "version")
 
 
 def debian_candidate() -> str | None:

@@ -45,12 +45,12 @@ def release_url(version: str, mirror: str = "") -> str:
     return f"{base}/{version}/buildkit-{version}.linux-{arch()}.tar.gz"
 
 
-def binary_version(path: Path) -> str | None:
-    """The version `buildkitd --version` / `buildctl --version` reports, or None."""
+def binary_version(path: Path, flag: str = "--version") -> str | None:
+    """The vX.Y.Z a binary reports (`buildkitd --version`, `docker-buildx version`), or None."""
     if not path.exists():
         return None
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([str(path), flag], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"\s(v\d+\.\d+\.\d+\S*)", out)
