@@ -47,6 +47,7 @@ class BuildkitdConfig:
     gc_policy: list[GcRule] = field(default_factory=list)
     insecure_entitlements: list[str] = field(default_factory=list)
     registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
+    http_registries: list[str] = field(default_factory=list)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
@@ -60,6 +61,7 @@ class BuildkitdConfig:
             snapshotter=sem.snapshotter, max_parallelism=sem.max_parallelism, gc=sem.gc,
             gc_policy=rules, insecure_entitlements=list(sem.insecure_entitlements),
             registry_mirrors=dict(sem.registry_mirrors),
+            http_registries=[f"127.0.0.1:{sem.registry_port}"] if sem.registry_port else [],
         )
 
     def to_toml(self) -> str:
@@ -99,11 +101,15 @@ class BuildkitdConfig:
         containerd.add("enabled", False)
         worker.add("containerd", containerd)
         doc.add("worker", worker)
-        if self.registry_mirrors:
+        hosts = sorted(set(self.registry_mirrors) | set(self.http_registries))
+        if hosts:
             registry = tomlkit.table(is_super_table=True)
-            for host, mirrors in sorted(self.registry_mirrors.items()):
+            for host in hosts:
                 entry = tomlkit.table()
-                entry.add("mirrors", mirrors)
+                if host in self.registry_mirrors:
+                    entry.add("mirrors", self.registry_mirrors[host])
+                if host in self.http_registries:  # the lab's local registry speaks plain HTTP
+                    entry.add("http", True)
                 registry.add(host, entry)
             doc.add("registry", registry)
         return HEADER + tomlkit.dumps(doc)

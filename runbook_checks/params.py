@@ -133,6 +133,7 @@ class Semantics(BaseModel):
     tasks_max: int = Field(4096, ge=1)
     ready_timeout: int = Field(60, ge=1)
     exporter_port: int = Field(0, ge=0, le=65535)
+    registry_port: int = Field(0, ge=0, le=65535)
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
     docker_config: str = ""
     required_plugins: list[str] = Field(default_factory=lambda: ["buildx"])

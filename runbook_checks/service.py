@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import files
+from . import files, registry as registry_mod
 from .config import latest_backup
 from .errors import ConfigError, ServiceError
 from .layout import Layout
@@ -137,10 +137,11 @@ def verify_units(unit_dir: Path, names: list[str]) -> None:
 # --------------------------------------------------------------------------------------
 # supervisord (lab, ci, any host without systemd as PID 1)
 # --------------------------------------------------------------------------------------
-def render_supervisor_conf(layout: Layout, exporter_port: int = 0) -> str:
-    """One supervisord per state directory: buildkitd, and the kit's exporter when
-    `exporter_port` is set."""
+def render_supervisor_conf(layout: Layout, exporter_port: int = 0, registry_port: int = 0) -> str:
+    """One supervisord per state directory: buildkitd, the kit's exporter when
+    `exporter_port` is set, and the local OCI registry when `registry_port` is set."""
     s = layout
+    registry = registry_mod.supervisor_program(layout, registry_port) if registry_port else ""
     exporter = "" if not exporter_port else textwrap.dedent(f"""
         [program:exporter]
         command={sys.executable} -m runbook_checks.exporter --listen 127.0.0.1:{exporter_port} --runs-dir {runs_dir()}
@@ -186,7 +187,7 @@ def render_supervisor_conf(layout: Layout, exporter_port: int = 0) -> str:
         stdout_logfile={s.log_path}
         stdout_logfile_maxbytes=20MB
         stdout_logfile_backups=3
-        """) + exporter
+        """) + exporter + registry
 
 
 _LOG_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
@@ -494,10 +495,19 @@ def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
 
 
 def write_service_definition(layout: Layout, manager_name: str, limits: Limits, tcp_address: str,
-                             apply: bool, exporter_port: int = 0) -> Outcome:
-    """supervisord.conf, or buildkit.service + buildkit.socket verified by systemd-analyze."""
+                             apply: bool, exporter_port: int = 0, registry_port: int = 0) -> Outcome:
+    """supervisord.conf (plus the registry's config when `registry_port` is set), or
+    buildkit.service + buildkit.socket verified by systemd-analyze."""
     if manager_name == "supervisor":
-        wanted = {layout.supervisor_conf: render_supervisor_conf(layout, exporter_port)}
+        wanted = {layout.supervisor_conf: render_supervisor_conf(layout, exporter_port, registry_port)}
+        if registry_port:
+            wanted[registry_mod.config_path(layout)] = registry_mod.render_config(registry_mod.storage_dir(layout),
+                                                                                 registry_port)
+    elif registry_port:
+        raise ServiceError(f"registry_port={registry_port}: the local registry runs under supervisord only"
+                           " (the lab stack), not as a systemd unit",
+                           "set registry_port=0 for systemd, or run an organisation registry and point the"
+                           " cache at it")
     else:
         units = render_units(layout, limits, tcp_address, host_bin_dir(layout))
         wanted = {layout.unit_dir / n: t for n, t in units.items()}
@@ -512,6 +522,8 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
     for path, text in stale.items():
         files.backup(path, layout.backup_dir)
         files.atomic_write(path, text)
+    if registry_port:
+        registry_mod.storage_dir(layout).mkdir(parents=True, exist_ok=True)
     return Outcome.changed(f"wrote {', '.join(str(p) for p in stale)}", diff, service_manager=manager_name)
 
 

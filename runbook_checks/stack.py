@@ -26,12 +26,14 @@ class Status:
     metrics_url: str
     log_path: str
     exporter_url: str = ""
+    registry_url: str = ""
     reports: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [("state directory", self.state_dir), ("buildkitd", f"{self.state} (pid {self.pid})" if self.pid else self.state),
                 ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path),
-                ("kit exporter", self.exporter_url or "(not configured)")]
+                ("kit exporter", self.exporter_url or "(not configured)"),
+                ("registry", self.registry_url or "(not configured)")]
         rows += [(f"report: {name}", path) for name, path in self.reports.items()]
         return rows
 
@@ -46,9 +48,11 @@ def status(state_dir: str = "") -> Status:
     port = read_debug_port(layout.config_path)
     conf = layout.supervisor_conf.read_text() if layout.supervisor_conf.exists() else ""
     exporter = re.search(r"runbook_checks\.exporter --listen (\S+)", conf)
+    registry = re.search(r'REGISTRY_HTTP_ADDR="([^"]+)"', conf)
     return Status(str(layout.state_dir), info["state"], info["pid"], layout.address,
                   f"http://127.0.0.1:{port}/metrics" if port else "(not configured)", str(layout.log_path),
                   f"http://{exporter.group(1)}/metrics" if exporter else "",
+                  f"http://{registry.group(1)}/v2/" if registry else "",
                   {name: str(path) for name, path in runner.latest_reports().items()})
 
 

@@ -63,6 +63,8 @@ BUILDKIT_DEFAULTS = {
     "worker.oci.gcpolicy": "4 rules sized from the disk (below)",
     "worker.containerd.enabled": "on when `/run/containerd/containerd.sock` answers",
     'registry."HOST".mirrors': "none",
+    'registry."HOST".http': "unset: HTTPS, except that `localhost` and loopback addresses are reached over"
+                            " plain HTTP (util/resolver/resolver.go, fillInsecureOpts)",
 }
 
 # (TOML key, the kit parameter behind it, how the kit fills it in). check_settings() warns
@@ -83,6 +85,8 @@ SETTINGS = [
     ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.config.DEFAULT_GC_POLICY`"),
     ("worker.containerd.enabled", "(fixed)", "standalone BuildKit: no containerd worker"),
     ('registry."HOST".mirrors', "`registry_mirrors`", "one table per registry host; written only when set"),
+    ('registry."HOST".http', "`registry_port`", "`true` for the lab's local registry `127.0.0.1:registry_port`,"
+                                                " which serves plain HTTP; written only when `registry_port` is set"),
 ]
 
 
@@ -162,7 +166,8 @@ class Kit:
         from runbook_checks import config, layout
 
         values = dict(self.params.resolve("configure", "production", "check"),
-                      insecure_entitlements=["network.host"], registry_mirrors={"docker.io": ["mirror:5000"]})
+                      insecure_entitlements=["network.host"], registry_mirrors={"docker.io": ["mirror:5000"]},
+                      registry_port=15000)
         lay = layout.for_params({"profile": "production", "state_dir": PLACEHOLDER_STATE})
         written = set(flat_keys(tomlkit.parse(config.BuildkitdConfig.from_params(values, lay, 1).to_toml()).unwrap()))
         documented = {key for key, _, _ in SETTINGS}
@@ -329,6 +334,10 @@ def show_setting(key: str, values: dict, cfg) -> str:
         if not cfg.registry_mirrors:
             return "not written"
         return "<br>".join(f"`{h}`: {code(toml_value(m))}" for h, m in cfg.registry_mirrors.items())
+    if key == 'registry."HOST".http':
+        if not cfg.http_registries:
+            return "not written"
+        return "<br>".join(f"`{h}`: `true`" for h in cfg.http_registries)
     raise PluginError(f"no formatter for buildkitd.toml key {key!r}")
 
 

@@ -30,7 +30,8 @@ def lab(tmp_path_factory):
     state = short_tmpdir("bklab-")
     env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(state), DOCKER_CONFIG=str(tmp_path_factory.mktemp("docker")),
                BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
-    sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}"]
+    sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}",
+            "--set", f"registry_port={service.free_port()}"]
     up = invoke("up", *sets, env=env)
     env["KIT_TEST_SETS"] = " ".join(sets)
     if up.returncode == 0 and shutil.which("docker"):

@@ -1,0 +1,54 @@
+"""The local registry's config, supervisord program and buildkitd.toml entry, rendered
+(the registry itself runs in tests/integration/test_cache.py)."""
+
+
+import pytest
+import yaml
+
+from runbook_checks import layout as layout_mod, registry, service
+from runbook_checks.errors import ServiceError
+
+from .test_config import render
+
+
+def lay(tmp_path, profile="ci"):
+    return layout_mod.for_params({"profile": profile, "state_dir": str(tmp_path)})
+
+
+def test_config_listens_on_loopback_with_deletes_on(tmp_path):
+    doc = yaml.safe_load(registry.render_config(tmp_path / "registry", 15000))
+    assert doc["http"]["addr"] == "127.0.0.1:15000"
+    assert doc["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "registry")
+    assert doc["storage"]["delete"] == {"enabled": True}
+
+
+def test_supervisor_program_only_when_a_port_is_set(tmp_path):
+    layout = lay(tmp_path)
+    assert "[program:registry]" not in service.render_supervisor_conf(layout, 0, 0)
+    text = service.render_supervisor_conf(layout, 0, 15000)
+    assert f"command=/usr/bin/docker-registry serve {tmp_path}/etc/registry.yml" in text
+    assert 'REGISTRY_HTTP_ADDR="127.0.0.1:15000"' in text
+
+
+def test_service_definition_writes_the_registry_config(tmp_path):
+    layout = lay(tmp_path)
+    out = service.write_service_definition(layout, "supervisor", service.Limits(), "", True, 0, 15001)
+    assert out.status == "changed" and "registry.yml" in out.message
+    assert (tmp_path / "registry").is_dir()
+    assert "127.0.0.1:15001" in registry.config_path(layout).read_text()
+    again = service.write_service_definition(layout, "supervisor", service.Limits(), "", True, 0, 15001)
+    assert again.status == "ok"
+
+
+def test_systemd_has_no_registry_program(tmp_path):
+    with pytest.raises(ServiceError, match="supervisord only"):
+        service.write_service_definition(lay(tmp_path, "production"), "systemd", service.Limits(), "", False, 0, 15000)
+
+
+def test_buildkitd_reaches_the_local_registry_over_http(tmp_path):
+    cfg, doc = render(tmp_path, "lab")
+    assert doc["registry"]["127.0.0.1:15000"] == {"http": True}
+    _, doc = render(tmp_path, "ci")
+    assert "registry" not in doc
+    _, doc = render(tmp_path, "ci", registry_port=15002, registry_mirrors={"127.0.0.1:15002": ["127.0.0.1:15003"]})
+    assert doc["registry"]["127.0.0.1:15002"] == {"mirrors": ["127.0.0.1:15003"], "http": True}
