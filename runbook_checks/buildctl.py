@@ -18,6 +18,7 @@ class BuildResult:
 
     vertices: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)  # --metadata-file: image digest, ...
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -60,7 +61,11 @@ class Buildctl:
         return self.json("debug", "workers")
 
     def build(self, context: Path, *, build_args: dict[str, str] | None = None, output: str = "",
+              export_cache: list[str] | tuple[str, ...] = (), import_cache: list[str] | tuple[str, ...] = (),
               timeout: float = 600) -> BuildResult:
+        """`buildctl build` of context/Dockerfile; `export_cache` / `import_cache` take
+        the option strings of runbook_checks.cache (one flag each)."""
+        import tempfile
         import time
 
         args = ["build", "--frontend", "dockerfile.v0", "--local", f"context={context}",
@@ -69,8 +74,15 @@ class Buildctl:
             args += ["--opt", f"build-arg:{key}={value}"]
         if output:
             args += ["--output", output]
+        for spec in export_cache:
+            args += ["--export-cache", spec]
+        for spec in import_cache:
+            args += ["--import-cache", spec]
         start = time.monotonic()
-        proc = self.run(*args, timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="bk-meta-") as tmp:
+            meta_path = Path(tmp) / "metadata.json"
+            proc = self.run(*args, "--metadata-file", str(meta_path), timeout=timeout)
+            metadata = json.loads(meta_path.read_text() or "{}") if meta_path.exists() else {}
         vertices: dict[str, dict[str, Any]] = {}
         for line in proc.stderr.splitlines():
             try:
@@ -79,4 +91,4 @@ class Buildctl:
                 continue
             for vertex in status.get("vertexes") or []:
                 vertices.setdefault(vertex["digest"], {}).update(vertex)
-        return BuildResult(list(vertices.values()), round(time.monotonic() - start, 3))
+        return BuildResult(list(vertices.values()), round(time.monotonic() - start, 3), metadata)

@@ -1,14 +1,19 @@
 """Base images built locally (no image is pulled from the internet): a busybox-static
 root filesystem that a Dockerfile stage `FROM scratch` + `COPY rootfs/ /` turns into a
-base image."""
+base image, in a build context or pushed to the lab's local registry."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
+from .buildctl import Buildctl
 from .errors import KitError
+from .layout import Layout
+from .results import Outcome
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -49,3 +54,79 @@ def context_with_base(dest: Path, dockerfile_body: str) -> Path:
     busybox_rootfs(dest / "rootfs")
     (dest / "Dockerfile").write_text(BASE_STAGE + dockerfile_body)
     return dest
+
+
+# --------------------------------------------------------------------------------------
+# the busybox base in the local registry
+# --------------------------------------------------------------------------------------
+BASE_REPOSITORY = "kit/busybox"
+BASE_TAG = "latest"
+BASE_DOCKERFILE = "FROM scratch\nCOPY rootfs/ /\n"
+# A fixed timestamp for the base's files and config, so the same busybox gives the same
+# image digest on every push (and a second seeding changes nothing).
+BASE_EPOCH = "0"
+
+
+def base_ref(registry_port: int) -> str:
+    return f"127.0.0.1:{registry_port}/{BASE_REPOSITORY}:{BASE_TAG}"
+
+
+def push_busybox_base(layout: Layout, registry_port: int, apply: bool = True) -> Outcome:
+    """Build the busybox-static base (FROM scratch + rootfs) on the layout's buildkitd and
+    push it to the local registry as 127.0.0.1:PORT/kit/busybox:latest. buildkitd reaches
+    127.0.0.1 over plain HTTP (the configure runbook also writes `http = true` for it)."""
+    from . import registry
+
+    if not registry_port:
+        raise KitError("registry_port is 0: there is no local registry to push the base image to",
+                       "set registry_port (lab: 15000) and apply the install and configure runbooks")
+    if not registry.answers(registry_port):
+        raise registry.RegistryError(f"the local registry does not answer on http://127.0.0.1:{registry_port}/v2/",
+                                     "apply the configure runbook with registry_port set; read log/registry.log")
+    ref = base_ref(registry_port)
+    before = registry.manifest_digest(registry_port, BASE_REPOSITORY, BASE_TAG)
+    if not apply:
+        if before:
+            return Outcome.ok(f"{ref} is in the registry ({before})", base_image=ref)
+        return Outcome.changed(f"would build the busybox base and push it as {ref}", base_image=ref)
+    with tempfile.TemporaryDirectory(prefix="bk-base-") as tmp:
+        ctx = Path(tmp)
+        busybox_rootfs(ctx / "rootfs")
+        (ctx / "Dockerfile").write_text(BASE_DOCKERFILE)
+        result = Buildctl.for_layout(layout).build(
+            ctx, build_args={"SOURCE_DATE_EPOCH": BASE_EPOCH},
+            output=f"type=image,name={ref},push=true,rewrite-timestamp=true")
+    digest = result.metadata.get("containerimage.digest", "")
+    if digest and digest == before:
+        return Outcome.ok(f"{ref} is up to date ({digest})", base_image=ref, base_digest=digest)
+    was = f" (was {before})" if before else ""
+    return Outcome.changed(f"pushed {ref} {digest}{was}", base_image=ref, base_digest=digest)
+
+
+FROM_BASE_DOCKERFILE = """FROM {ref}
+ARG NONCE
+RUN echo "$NONCE" > /nonce && echo "built on the local registry's base" > /etc/motd
+RUN mkdir -p /app && cat /etc/motd > /app/one && echo two >> /app/one
+RUN test "$(wc -l < /app/one)" = 2 && busybox --help >/dev/null
+"""
+
+
+def build_from_registry_base(layout: Layout, registry_port: int) -> Outcome:
+    """A Dockerfile `FROM 127.0.0.1:PORT/kit/busybox:latest` with RUN steps builds (the RUN
+    steps really run: a fresh nonce keeps them out of the cache)."""
+    ref = base_ref(registry_port)
+    with tempfile.TemporaryDirectory(prefix="bk-from-") as tmp:
+        ctx = Path(tmp)
+        (ctx / "Dockerfile").write_text(FROM_BASE_DOCKERFILE.format(ref=ref))
+        try:
+            result = Buildctl.for_layout(layout).build(ctx, build_args={"NONCE": uuid.uuid4().hex})
+        except KitError as exc:
+            raise KitError(f"a build FROM {ref} failed: {exc.problem}",
+                           "seed the base first (images.push_busybox_base) and check the registry answers") from None
+    runs = [v for v in result.steps if " RUN " in v["name"]]
+    ran = [v for v in runs if not v.get("cached")]
+    if len(runs) != 3 or len(ran) != 3:
+        raise KitError(f"the build FROM {ref} ran {len(ran)} of {len(runs)} RUN steps, expected 3 of 3",
+                       "this is a kit bug: report it with the build's output")
+    return Outcome.ok(f"built FROM {ref}: {len(result.steps)} steps, 3 RUN steps ran, in {result.seconds:.1f}s",
+                      base_build_seconds=result.seconds)

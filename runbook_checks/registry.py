@@ -128,3 +128,26 @@ def tags(port: int, repository: str) -> list[str]:
     except (urllib.error.URLError, OSError) as exc:
         raise RegistryError(f"the registry at {address(port)} did not answer: {exc}",
                             "start it: apply the configure runbook with registry_port set") from None
+
+
+MANIFEST_TYPES = ", ".join((
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"))
+
+
+def manifest_digest(port: int, repository: str, tag: str) -> str:
+    """The digest the registry serves for repository:tag, or "" when the tag is absent."""
+    req = urllib.request.Request(f"http://{address(port)}/v2/{repository}/manifests/{tag}", method="HEAD",
+                                 headers={"Accept": MANIFEST_TYPES})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.headers.get("Docker-Content-Digest", "")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return ""
+        raise RegistryError(f"the registry at {address(port)} refused {repository}:{tag}: {exc}",
+                            "read the registry's log") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RegistryError(f"the registry at {address(port)} did not answer: {exc}",
+                            "start it: apply the configure runbook with registry_port set") from None

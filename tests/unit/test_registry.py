@@ -1,7 +1,6 @@
 """The local registry's config, supervisord program and buildkitd.toml entry, rendered
 (the registry itself runs in tests/integration/test_cache.py)."""
 
-
 import pytest
 import yaml
 

@@ -1,0 +1,66 @@
+"""The local registry under a state directory's supervisord, and the busybox base pushed
+to it and built from."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from runbook_checks import images, layout as layout_mod, registry, service
+
+from ..conftest import apply, short_tmpdir, stop_and_remove
+
+
+def fresh_builder(prefix: str, runs_base, *sets: str):
+    """A new buildkitd with an empty root, installed and configured by the runbooks."""
+    state = short_tmpdir(prefix)
+    for name in ("install", "configure"):
+        result = apply(name, state, *sets, base=runs_base)
+        assert result.report.status != "failed", result.report.to_json()
+    return layout_mod.for_params({"profile": "ci", "state_dir": str(state)})
+
+
+@pytest.fixture(scope="module")
+def registry_builder(runs_base):
+    """A fresh ci builder whose supervisord also runs the local registry on a free port:
+    registry_port passed to install and configure, as `invoke up` passes it for the lab."""
+    port = service.free_port()
+    state = None
+    try:
+        layout = fresh_builder("bkreg-", runs_base, f"registry_port={port}")
+        state = layout.state_dir
+        registry.wait_ready(port, log=registry.log_path(layout))
+        yield layout, port
+    finally:
+        if state:
+            stop_and_remove(state)
+
+
+@pytest.fixture(scope="module")
+def base_image(ci_daemon, registry_builder):
+    _, port = registry_builder
+    images.push_busybox_base(ci_daemon, port)
+    return images.base_ref(port)
+
+
+def test_the_registry_runs_beside_buildkitd(registry_builder):
+    layout, port = registry_builder
+    assert registry.answers(port)
+    info = service.Supervisor(layout)._rpc().getProcessInfo("registry")
+    assert info["statename"] in ("STARTING", "RUNNING")  # startsecs=2: RUNNING after 2 s up
+    assert f"127.0.0.1:{port}" in registry.config_path(layout).read_text()
+    assert registry.storage_dir(layout) == layout.state_dir / "registry" and registry.storage_dir(layout).is_dir()
+    doc = tomllib.loads(layout.config_path.read_text())
+    assert doc["registry"][f"127.0.0.1:{port}"] == {"http": True}
+
+
+def test_the_busybox_base_is_pushed_once_and_builds_from(ci_daemon, registry_builder, base_image):
+    _, port = registry_builder
+    assert registry.tags(port, images.BASE_REPOSITORY) == ["latest"]
+    again = images.push_busybox_base(ci_daemon, port)
+    assert again.status == "ok", again.message  # same busybox, same digest
+    assert images.push_busybox_base(ci_daemon, port, apply=False).status == "ok"
+    out = images.build_from_registry_base(ci_daemon, port)
+    assert out.status == "ok" and "3 RUN steps ran" in out.message
+
