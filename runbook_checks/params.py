@@ -28,6 +28,11 @@ PROFILES = ("lab", "ci", "production")
 # --------------------------------------------------------------------------------------
 # Sizes and durations, as buildkitd.toml accepts them
 # --------------------------------------------------------------------------------------
+# An image reference with an explicit registry host (localhost, a dotted name, or any name
+# with a port): HOST[:PORT]/PATH[:TAG], no digest; the kit never guesses docker.io. Cache refs (cache_ref) are checked against it.
+IMAGE_REF = re.compile(r"^(?P<host>(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::\d{1,5})?"
+                       r"|[A-Za-z0-9-]+:\d{1,5})/(?P<path>[a-z0-9]+(?:[._-][a-z0-9]+)*"
+                       r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$")
 _DURATION = re.compile(r"^\s*(?:(\d+)w)?\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
 
@@ -134,6 +139,13 @@ class Semantics(BaseModel):
     ready_timeout: int = Field(60, ge=1)
     exporter_port: int = Field(0, ge=0, le=65535)
     registry_port: int = Field(0, ge=0, le=65535)
+    # remote build cache (runbook_checks.cache)
+    cache_backend: Literal["local", "registry", "inline"] = "registry"
+    cache_ref: str = ""
+    cache_dir: str = ""
+    cache_mode: Literal["min", "max"] = "max"
+    cache_compression: Literal["gzip", "zstd"] = "gzip"
+    cache_ignore_error: bool = False
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
     docker_config: str = ""
     required_plugins: list[str] = Field(default_factory=lambda: ["buildx"])
@@ -150,6 +162,20 @@ class Semantics(BaseModel):
         for name in v:
             if not re.match(r"^[a-z][a-z0-9]*$", name):
                 raise ValueError(f"{name!r} is not a Docker CLI plugin name (lowercase letters and digits)")
+        return v
+
+    @field_validator("cache_ref")
+    @classmethod
+    def _cache_ref(cls, v: str) -> str:
+        if v and not IMAGE_REF.match(v):
+            raise ValueError(f"{v!r} is not an image reference HOST[:PORT]/PATH[:TAG], e.g. 127.0.0.1:15000/kit/cache:main")
+        return v
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_dir(cls, v: str) -> str:
+        if v and (not v.startswith("/") or "," in v):
+            raise ValueError(f"{v!r} is not an absolute directory without commas (buildctl splits options on commas)")
         return v
 
     @field_validator("buildkit_version")

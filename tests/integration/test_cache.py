@@ -1,5 +1,6 @@
-"""The local registry under a state directory's supervisord, and the busybox base pushed
-to it and built from."""
+"""The local registry under a state directory's supervisord, the busybox base pushed to
+it, and remote cache that works: the ci daemon exports, a fresh buildkitd (new state
+directory, empty root) imports and rebuilds with every step CACHED."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import tomllib
 
 import pytest
 
-from runbook_checks import images, layout as layout_mod, registry, service
+from runbook_checks import cache, images, layout as layout_mod, registry, service
 
 from ..conftest import apply, short_tmpdir, stop_and_remove
 
@@ -64,3 +65,30 @@ def test_the_busybox_base_is_pushed_once_and_builds_from(ci_daemon, registry_bui
     out = images.build_from_registry_base(ci_daemon, port)
     assert out.status == "ok" and "3 RUN steps ran" in out.message
 
+
+def test_registry_cache_into_a_fresh_builder(ci_daemon, registry_builder, base_image):
+    fresh, port = registry_builder  # it has built nothing yet: its root is empty
+    backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/cache:verify", mode="max")
+    out = cache.prove_fresh_import(ci_daemon, fresh, backend, base_image)
+    assert out.facts["cached_steps"] == out.facts["total_steps"] == 4, out.message
+    assert "verify" in registry.tags(port, "kit/cache")
+
+
+def test_local_cache_into_a_fresh_builder(ci_daemon, base_image, runs_base, tmp_path):
+    fresh = fresh_builder("bkloc-", runs_base)
+    try:
+        backend = cache.CacheBackend("local", str(tmp_path / "cache"), mode="max", compression="zstd")
+        out = cache.prove_fresh_import(ci_daemon, fresh, backend, base_image)
+        assert out.facts["cached_steps"] == out.facts["total_steps"] == 4, out.message
+        assert (tmp_path / "cache" / "index.json").exists()
+    finally:
+        stop_and_remove(fresh.state_dir)
+
+
+def test_export_to_a_registry_that_is_down(ci_daemon, base_image, tmp_path):
+    down = f"127.0.0.1:{service.free_port()}/kit/cache:down"  # nothing listens there
+    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
+    kept = cache.export_cache(ci_daemon, cache.CacheBackend("registry", down, ignore_error=True), ctx, args)
+    assert cache.work_steps(kept), "the build went on despite the failed export"
+    with pytest.raises(cache.CacheError, match="cache_ignore_error"):
+        cache.export_cache(ci_daemon, cache.CacheBackend("registry", down), ctx, {"NONCE": "other"})

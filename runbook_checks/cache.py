@@ -1,0 +1,202 @@
+"""Remote build cache backends for buildctl: the `--export-cache` / `--import-cache`
+options of the local-directory, registry and inline backends (mode, compression,
+ignore-error), validated before any build; and the proof that a cache works: export
+from one builder, import into a fresh one, every step CACHED."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .buildctl import Buildctl, BuildResult
+from .errors import KitError, ParameterError
+from .layout import Layout
+from .params import IMAGE_REF
+from .results import Outcome
+
+BACKENDS = ("local", "registry", "inline")
+MODES = ("min", "max")
+COMPRESSIONS = ("gzip", "zstd")
+
+
+
+class CacheError(KitError):
+    """A cache export or import failed, or did not give the builds it should."""
+
+
+@dataclass(frozen=True)
+class CacheBackend:
+    """Where a build's cache goes and how: `target` is a directory (local) or an image
+    reference (registry: the cache manifest's ref; inline: the image that carries it)."""
+
+    kind: str
+    target: str
+    mode: str = "max"
+    compression: str = "gzip"
+    ignore_error: bool = False
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def export_option(self) -> str:
+        """The value of `buildctl build --export-cache`."""
+        if self.kind == "inline":
+            return "type=inline" + (",ignore-error=true" if self.ignore_error else "")
+        where = f"dest={self.target}" if self.kind == "local" else f"ref={self.target}"
+        attrs = [f"type={self.kind}", where, f"mode={self.mode}", f"compression={self.compression}"]
+        if self.compression == "zstd":
+            attrs.append("force-compression=true")  # layers already in gzip are recompressed too
+        if self.ignore_error:
+            attrs.append("ignore-error=true")
+        return ",".join(attrs)
+
+    def import_option(self) -> str:
+        """The value of `buildctl build --import-cache` (inline cache is read from the image)."""
+        if self.kind == "local":
+            return f"type=local,src={self.target}"
+        return f"type=registry,ref={self.target}"
+
+    def output_option(self) -> str:
+        """The build's `--output`: the inline backend needs the image pushed (its cache
+        rides in the image config); the others discard the result."""
+        if self.kind == "inline":
+            return f"type=image,name={self.target},push=true,compression={self.compression}"
+        return ""
+
+
+def validate(backend: CacheBackend) -> None:
+    """Clear errors, naming the parameter, before any build runs."""
+    if backend.kind not in BACKENDS:
+        raise ParameterError(f"cache_backend: {backend.kind!r} is not a cache backend",
+                             f"use one of: {', '.join(BACKENDS)}")
+    if backend.mode not in MODES:
+        raise ParameterError(f"cache_mode: {backend.mode!r} is not a cache mode",
+                             "use min (the final image's layers) or max (every intermediate step)")
+    if backend.compression not in COMPRESSIONS:
+        raise ParameterError(f"cache_compression: {backend.compression!r} is not a compression",
+                             f"use one of: {', '.join(COMPRESSIONS)}")
+    if backend.kind == "local":
+        if not backend.target or not Path(backend.target).is_absolute():
+            raise ParameterError(f"cache_dir: {backend.target!r} is not an absolute directory",
+                                 "give the local cache an absolute path, e.g. /var/cache/buildkit-export")
+        if "," in backend.target:
+            raise ParameterError(f"cache_dir: {backend.target!r} contains a comma",
+                                 "buildctl splits cache options on commas: choose a path without one")
+        return
+    match = IMAGE_REF.match(backend.target or "")
+    if not match:
+        raise ParameterError(f"cache_ref: {backend.target!r} is not an image reference with a registry host",
+                             "write it as HOST[:PORT]/PATH[:TAG], e.g. 127.0.0.1:15000/kit/cache:main")
+    if backend.kind == "inline" and backend.mode == "max":
+        raise ParameterError("cache_mode: max is not possible with the inline backend (the image carries only"
+                             " the cache of its own layers)",
+                             "use cache_mode=min with inline, or the registry backend for mode=max")
+
+
+def backend_from_params(kind: str, ref: str, directory: str, mode: str, compression: str, ignore_error: bool,
+                        registry_port: int, layout: Layout) -> CacheBackend:
+    """The backend a runbook's parameters select. Empty ref: the local registry's
+    kit/cache:<kind> (needs registry_port); empty directory: <state_dir>/cache-export."""
+    if kind == "local":
+        target = directory or str(layout.state_dir / "cache-export")
+    else:
+        target = ref
+        if not target:
+            if not registry_port:
+                raise ParameterError(f"cache_backend={kind} needs cache_ref, or registry_port for the local registry",
+                                     "set cache_ref=HOST[:PORT]/PATH[:TAG], or registry_port (lab: 15000)")
+            target = f"127.0.0.1:{registry_port}/kit/cache:{kind}"
+    return CacheBackend(kind, target, mode, compression, ignore_error)
+
+
+# --------------------------------------------------------------------------------------
+# the proof: export from one builder, import into a fresh one
+# --------------------------------------------------------------------------------------
+PROOF_DOCKERFILE = """FROM {base}
+ARG NONCE
+RUN echo "$NONCE" > /nonce && echo "cache proof" > /etc/motd
+RUN mkdir -p /app && for i in 1 2 3; do echo "line $i $(cat /nonce)" >> /app/data; done
+COPY input.txt /app/input.txt
+RUN wc -l /app/data /app/input.txt > /app/count && sha256sum /app/* > /app/sums
+"""
+
+
+def proof_context(dest: Path, base: str, nonce: str = "") -> tuple[Path, dict[str, str]]:
+    """A small multi-step build FROM `base`; a new nonce makes every step new to any cache."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "Dockerfile").write_text(PROOF_DOCKERFILE.format(base=base))
+    (dest / "input.txt").write_text("cache proof input\n")
+    return dest, {"NONCE": nonce or uuid.uuid4().hex}
+
+
+# "[2/5] RUN ...", "[stage-1 3/4] COPY ...": the Dockerfile's own instructions.
+DOCKERFILE_STEP = re.compile(r"^\[(?:[\w.-]+ )?\d+/\d+\] (?P<instruction>[A-Z]+)\b")
+
+
+def work_steps(result: BuildResult) -> list[dict]:
+    """The Dockerfile instructions that do work (RUN, COPY, ADD, ...). FROM is left out:
+    a builder resolves the base image's metadata, and pulls its layers only for a step
+    that has to run; the cache's vertices ("importing cache manifest ...") are not steps."""
+    steps = []
+    for v in result.vertices:
+        match = DOCKERFILE_STEP.match(v["name"])
+        if match and match.group("instruction") != "FROM":
+            steps.append(v)
+    return steps
+
+
+def uncached(result: BuildResult) -> list[str]:
+    return [v["name"] for v in work_steps(result) if not v.get("cached")]
+
+
+def export_cache(layout: Layout, backend: CacheBackend, context: Path, build_args: dict[str, str]) -> BuildResult:
+    """Build on `layout`'s daemon and export its cache to the backend."""
+    try:
+        return Buildctl.for_layout(layout).build(context, build_args=build_args, output=backend.output_option(),
+                                                 export_cache=[backend.export_option()])
+    except KitError as exc:
+        raise CacheError(f"the build exporting its cache to {backend.kind} {backend.target} failed: {exc.problem}",
+                         "check that the backend is reachable (registry: its /v2/ answers; local: the directory"
+                         " is writable), or set cache_ignore_error=true to keep builds going") from None
+
+
+def import_and_rebuild(layout: Layout, backend: CacheBackend, context: Path, build_args: dict[str, str]) -> BuildResult:
+    """Build on `layout`'s daemon importing the backend's cache; every step must be CACHED."""
+    try:
+        result = Buildctl.for_layout(layout).build(context, build_args=build_args,
+                                                   import_cache=[backend.import_option()])
+    except KitError as exc:
+        raise CacheError(f"the build importing the cache from {backend.kind} {backend.target} failed: {exc.problem}",
+                         "check that the backend is reachable from this builder") from None
+    missed = uncached(result)
+    if missed:
+        raise CacheError(f"the builder importing from {backend.kind} {backend.target} re-ran {len(missed)} of"
+                         f" {len(work_steps(result))} steps: {missed}",
+                         "export with cache_mode=max (min keeps only the final image's layers), and check that"
+                         " the export step reported no ignored error")
+    return result
+
+
+def prove_fresh_import(source: Layout, fresh: Layout, backend: CacheBackend, base: str) -> Outcome:
+    """Export a new build's cache from `source`, then rebuild it on `fresh` (a builder that
+    never ran it) importing the cache: every step CACHED."""
+    with tempfile.TemporaryDirectory(prefix="bk-cache-") as tmp:
+        ctx, args = proof_context(Path(tmp), base)
+        first = export_cache(source, backend, ctx, args)
+        if not uncached(first):
+            raise CacheError("the exporting build was already all CACHED, so it proves nothing",
+                             "this is a kit bug (the nonce should make it new): report it")
+        second = import_and_rebuild(fresh, backend, ctx, args)
+    total = len(work_steps(second))
+    if total < 4:
+        raise CacheError(f"the proof build has {total} steps, expected 4", "this is a kit bug: report it")
+    return Outcome.ok(f"{backend.kind} cache: built {len(work_steps(first))} steps in {first.seconds:.1f}s on"
+                      f" {source.state_dir}; fresh builder {fresh.state_dir} rebuilt {total}/{total} CACHED"
+                      f" in {second.seconds:.1f}s",
+                      cache_backend=backend.kind, cache_export=backend.export_option(),
+                      export_seconds=first.seconds, import_seconds=second.seconds,
+                      cached_steps=total, total_steps=total)
+

@@ -1,0 +1,57 @@
+"""Cache backend options as buildctl takes them, and the errors for bad ones."""
+
+import pytest
+
+from runbook_checks import cache, layout as layout_mod, params
+from runbook_checks.errors import ParameterError
+
+
+def test_registry_options():
+    b = cache.CacheBackend("registry", "127.0.0.1:15000/kit/cache:main", "max", "zstd", ignore_error=True)
+    assert b.export_option() == ("type=registry,ref=127.0.0.1:15000/kit/cache:main,mode=max,compression=zstd,"
+                                 "force-compression=true,ignore-error=true")
+    assert b.import_option() == "type=registry,ref=127.0.0.1:15000/kit/cache:main"
+    assert b.output_option() == ""
+
+
+def test_local_options():
+    b = cache.CacheBackend("local", "/srv/cache", "min")
+    assert b.export_option() == "type=local,dest=/srv/cache,mode=min,compression=gzip"
+    assert b.import_option() == "type=local,src=/srv/cache"
+
+
+def test_inline_rides_in_the_pushed_image():
+    b = cache.CacheBackend("inline", "127.0.0.1:15000/app:main", "min")
+    assert b.export_option() == "type=inline"
+    assert b.import_option() == "type=registry,ref=127.0.0.1:15000/app:main"
+    assert b.output_option() == "type=image,name=127.0.0.1:15000/app:main,push=true,compression=gzip"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("s3", "127.0.0.1:1/a"), "cache_backend: 's3' is not a cache backend"),
+    (("registry", "127.0.0.1:1/a", "all"), "cache_mode: 'all'"),
+    (("registry", "127.0.0.1:1/a", "max", "lz4"), "cache_compression: 'lz4'"),
+    (("registry", "kit/cache"), "cache_ref: 'kit/cache' is not an image reference with a registry host"),
+    (("local", "relative/dir"), "cache_dir: 'relative/dir' is not an absolute directory"),
+    (("local", "/a,b"), "contains a comma"),
+    (("inline", "127.0.0.1:1/a", "max"), "max is not possible with the inline backend"),
+])
+def test_bad_backends_are_refused_before_any_build(args, message):
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(")):
+        cache.CacheBackend(*args)
+
+
+def test_backend_from_parameters(tmp_path):
+    lay = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)})
+    b = cache.backend_from_params("registry", "", "", "max", "gzip", False, 15000, lay)
+    assert b.target == "127.0.0.1:15000/kit/cache:registry"
+    assert cache.backend_from_params("local", "", "", "max", "gzip", False, 0, lay).target == str(tmp_path / "cache-export")
+    with pytest.raises(ParameterError, match="needs cache_ref, or registry_port"):
+        cache.backend_from_params("registry", "", "", "max", "gzip", False, 0, lay)
+
+
+@pytest.mark.parametrize("key,value", [("cache_ref", "cache:latest"), ("cache_dir", "rel"), ("cache_mode", "all"),
+                                        ("cache_compression", "lz4"), ("cache_backend", "s3")])
+def test_semantics_name_the_cache_parameter(key, value):
+    with pytest.raises(ParameterError, match=key):
+        params.validate({key: value})
