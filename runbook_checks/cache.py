@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import layout as layout_mod
 from .buildctl import Buildctl, BuildResult
 from .errors import KitError, ParameterError
 from .layout import Layout
-from .params import IMAGE_REF
+from .params import IMAGE_REF, Semantics
 from .results import Outcome
 
 BACKENDS = ("local", "registry", "inline")
@@ -200,3 +202,62 @@ def prove_fresh_import(source: Layout, fresh: Layout, backend: CacheBackend, bas
                       export_seconds=first.seconds, import_seconds=second.seconds,
                       cached_steps=total, total_steps=total)
 
+
+# --------------------------------------------------------------------------------------
+# the cache runbook's steps
+# --------------------------------------------------------------------------------------
+def backend_for(params: Semantics, layout: Layout) -> CacheBackend:
+    """The backend a runbook's validated parameters select."""
+    p = params
+    return backend_from_params(p.cache_backend, p.cache_ref, p.cache_dir, p.cache_mode, p.cache_compression,
+                               p.cache_ignore_error, p.registry_port, layout)
+
+
+def select_backend(params: Semantics, layout: Layout) -> Outcome:
+    """Validate the cache parameters and show the options buildctl will get."""
+    backend = backend_for(params, layout)
+    shown = f"--export-cache {backend.export_option()} --import-cache {backend.import_option()}"
+    if backend.output_option():
+        shown += f" --output {backend.output_option()}"
+    return Outcome.ok(shown, cache_backend=backend.kind, cache_target=backend.target,
+                      cache_export=backend.export_option(), cache_import=backend.import_option())
+
+
+@contextmanager
+def fresh_builder(source: Layout, timeout: float = 60):
+    """A new buildkitd with an empty root in a temporary state directory, on the source
+    layout's binaries (linked, not copied), under its own supervisord; stopped and
+    removed on exit."""
+    from . import service, stack
+    from .config import BuildkitdConfig, write_config
+
+    state = Path(tempfile.mkdtemp(prefix="bkfresh-", dir="/tmp"))
+    try:
+        fresh = layout_mod.for_params({"profile": "ci", "state_dir": str(state)})
+        fresh.bin_dir.mkdir(parents=True)
+        for binary in sorted(source.bin_dir.iterdir()):
+            if binary.is_file():
+                (fresh.bin_dir / binary.name).symlink_to(binary.resolve())
+        desired = BuildkitdConfig.from_params({"profile": "ci"}, fresh, service.free_port())
+        write_config(fresh, desired, apply=True)
+        service.write_service_definition(fresh, "supervisor", service.Limits(), "", apply=True)
+        manager = service.Supervisor(fresh)
+        manager.start()
+        service.wait_ready(fresh, manager, timeout)
+        yield fresh
+    finally:
+        stack.down(purge=True, state_dir=str(state), profile="ci")
+
+
+def prove_with_fresh_builder(layout: Layout, params: Semantics, apply: bool) -> Outcome:
+    """Export a new build's cache from this daemon to the selected backend, start a fresh
+    builder (empty root), import the cache there and rebuild: every step CACHED. The build
+    is FROM the local registry's busybox base. Check mode runs no build."""
+    from .images import base_ref
+
+    backend = backend_for(params, layout)
+    if not apply:
+        return Outcome.skipped(f"check mode runs no build; apply exports to {backend.kind} {backend.target} and"
+                               " rebuilds on a fresh builder importing it")
+    with fresh_builder(layout) as fresh:
+        return prove_fresh_import(layout, fresh, backend, base_ref(params.registry_port))

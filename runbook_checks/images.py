@@ -80,10 +80,14 @@ def push_busybox_base(layout: Layout, registry_port: int, apply: bool = True) ->
     if not registry_port:
         raise KitError("registry_port is 0: there is no local registry to push the base image to",
                        "set registry_port (lab: 15000) and apply the install and configure runbooks")
+    ref = base_ref(registry_port)
     if not registry.answers(registry_port):
+        if not apply:
+            return Outcome.changed(f"would build the busybox base and push it as {ref}; the registry does not"
+                                   f" answer on 127.0.0.1:{registry_port} now, and apply needs it (the configure"
+                                   " runbook starts it)", base_image=ref)
         raise registry.RegistryError(f"the local registry does not answer on http://127.0.0.1:{registry_port}/v2/",
                                      "apply the configure runbook with registry_port set; read log/registry.log")
-    ref = base_ref(registry_port)
     before = registry.manifest_digest(registry_port, BASE_REPOSITORY, BASE_TAG)
     if not apply:
         if before:

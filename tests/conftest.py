@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import layout as layout_mod, runner, stack
+from runbook_checks import layout as layout_mod, registry, runner, service, stack
 
 
 def short_tmpdir(prefix: str) -> Path:
@@ -44,3 +44,30 @@ def ci_daemon(runs_base):
         yield layout_mod.for_params({"profile": "ci", "state_dir": str(state_dir)})
     finally:
         stop_and_remove(state_dir)
+
+
+def fresh_builder(prefix: str, runs_base, *sets: str):
+    """A new buildkitd with an empty root, installed and configured by the runbooks (the
+    caller removes it with stop_and_remove; a failed start removes it here)."""
+    state = short_tmpdir(prefix)
+    try:
+        for name in ("install", "configure"):
+            result = apply(name, state, *sets, base=runs_base)
+            assert result.report.status != "failed", result.report.to_json()
+    except BaseException:
+        stop_and_remove(state)
+        raise
+    return layout_mod.for_params({"profile": "ci", "state_dir": str(state)})
+
+
+@pytest.fixture(scope="session")
+def registry_builder(runs_base):
+    """A fresh ci builder whose supervisord also runs the local registry on a free port:
+    registry_port passed to install and configure, as `invoke up` passes it for the lab."""
+    port = service.free_port()
+    layout = fresh_builder("bkreg-", runs_base, f"registry_port={port}")
+    try:
+        registry.wait_ready(port, log=registry.log_path(layout))
+        yield layout, port
+    finally:
+        stop_and_remove(layout.state_dir)

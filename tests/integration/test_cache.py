@@ -8,34 +8,9 @@ import tomllib
 
 import pytest
 
-from runbook_checks import cache, images, layout as layout_mod, registry, service
+from runbook_checks import cache, images, registry, service
 
-from ..conftest import apply, short_tmpdir, stop_and_remove
-
-
-def fresh_builder(prefix: str, runs_base, *sets: str):
-    """A new buildkitd with an empty root, installed and configured by the runbooks."""
-    state = short_tmpdir(prefix)
-    for name in ("install", "configure"):
-        result = apply(name, state, *sets, base=runs_base)
-        assert result.report.status != "failed", result.report.to_json()
-    return layout_mod.for_params({"profile": "ci", "state_dir": str(state)})
-
-
-@pytest.fixture(scope="module")
-def registry_builder(runs_base):
-    """A fresh ci builder whose supervisord also runs the local registry on a free port:
-    registry_port passed to install and configure, as `invoke up` passes it for the lab."""
-    port = service.free_port()
-    state = None
-    try:
-        layout = fresh_builder("bkreg-", runs_base, f"registry_port={port}")
-        state = layout.state_dir
-        registry.wait_ready(port, log=registry.log_path(layout))
-        yield layout, port
-    finally:
-        if state:
-            stop_and_remove(state)
+from ..conftest import fresh_builder, stop_and_remove
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,40 @@
+"""The cache runbook executed by papermill (ci profile) against the ci daemon, with the
+local registry of the session's registry builder: check runs no build, apply proves the
+registry and local backends through a fresh builder, apply again changes nothing."""
+
+from __future__ import annotations
+
+from runbook_checks import runner
+
+
+def run(mode, state, port, runs_base, *sets):
+    return runner.run("cache", "ci", mode, (f"state_dir={state}", f"registry_port={port}", *sets), base=runs_base,
+                      progress=False)
+
+
+def test_check_validates_and_builds_nothing(ci_daemon, registry_builder, runs_base):
+    _, port = registry_builder
+    result = run("check", ci_daemon.state_dir, port, runs_base)
+    steps = {s.name: s for s in result.report.steps}
+    assert result.report.summary["failed"] == 0, result.report.to_json()
+    assert f"type=registry,ref=127.0.0.1:{port}/kit/cache:registry,mode=max" in steps["cache backend"].message
+    assert steps["export, then import into a fresh builder"].status == "skipped"
+
+
+def test_apply_proves_registry_then_local_and_the_second_run_changes_nothing(ci_daemon, registry_builder, runs_base, tmp_path):
+    _, port = registry_builder
+    first = run("apply", ci_daemon.state_dir, port, runs_base)
+    assert first.report.summary["failed"] == 0, first.report.to_json()
+    assert first.report.facts["cached_steps"] == first.report.facts["total_steps"] == 4
+    local = run("apply", ci_daemon.state_dir, port, runs_base, "cache_backend=local", f"cache_dir={tmp_path}/c",
+                "cache_compression=zstd")
+    assert local.report.status == "ok", local.report.to_json()  # the base was pushed by the first run
+    assert local.report.facts["cache_export"].startswith(f"type=local,dest={tmp_path}/c,mode=max,compression=zstd")
+
+
+def test_bad_cache_parameters_fail_before_any_build(ci_daemon, registry_builder, runs_base):
+    _, port = registry_builder
+    result = run("apply", ci_daemon.state_dir, port, runs_base, "cache_backend=inline")
+    assert result.report.status == "failed"
+    assert result.report.steps[-1].name == "cache backend"
+    assert "max is not possible with the inline backend" in result.report.steps[-1].message
