@@ -4,13 +4,14 @@ directory, empty root) imports and rebuilds with every step CACHED."""
 
 from __future__ import annotations
 
+import socket
 import tomllib
 
 import pytest
 
 from runbook_checks import cache, images, registry, service
 
-from ..conftest import fresh_builder, stop_and_remove
+from ..conftest import apply, fresh_builder, stop_and_remove
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,18 @@ def test_export_to_a_registry_that_is_down(ci_daemon, base_image, tmp_path):
     assert cache.work_steps(kept), "the build went on despite the failed export"
     with pytest.raises(cache.CacheError, match="cache_ignore_error"):
         cache.export_cache(ci_daemon, cache.CacheBackend("registry", down), ctx, {"NONCE": "other"})
+
+
+def test_a_registry_port_taken_by_another_process_fails_configure(ci_daemon, runs_base):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = apply("configure", ci_daemon.state_dir, f"registry_port={port}", base=runs_base)
+    failed = result.report.steps[-1]
+    assert result.report.status == "failed" and failed.name == "local registry", result.report.to_json()
+    assert "address already in use" in failed.message and "registry_port=N" in failed.message
+    assert service.daemon_answers(ci_daemon)  # buildkitd itself is untouched by the registry's failure
+    back = apply("configure", ci_daemon.state_dir, base=runs_base)  # the ci profile: no registry
+    assert back.report.summary["failed"] == 0 and back.report.steps[-1].status == "skipped", back.report.to_json()
+    assert "[program:registry]" not in ci_daemon.supervisor_conf.read_text()

@@ -51,3 +51,16 @@ def test_buildkitd_reaches_the_local_registry_over_http(tmp_path):
     assert "registry" not in doc
     _, doc = render(tmp_path, "ci", registry_port=15002, registry_mirrors={"127.0.0.1:15002": ["127.0.0.1:15003"]})
     assert doc["registry"]["127.0.0.1:15002"] == {"mirrors": ["127.0.0.1:15003"], "http": True}
+
+
+def test_last_error_quotes_the_registry(tmp_path):
+    log = tmp_path / "registry.log"
+    log.write_text('time="2026-11-27T12:00:00Z" level=info msg="listening on 127.0.0.1:1"\n'
+                   'time="2026-11-27T12:00:01Z" level=fatal msg="listen tcp 127.0.0.1:1: bind: address already in use"\n')
+    assert registry.last_error(log) == "listen tcp 127.0.0.1:1: bind: address already in use"
+    assert registry.last_error(tmp_path / "none.log").startswith("(no log at")
+
+
+def test_converge_skips_without_a_port(tmp_path):
+    out = registry.converge(lay(tmp_path), service.Supervisor(lay(tmp_path)), 0, apply=True)
+    assert out.status == "skipped"
