@@ -6,6 +6,7 @@ retention can remove tags and the garbage collector can reclaim their blobs)."""
 from __future__ import annotations
 
 import re
+import subprocess
 import textwrap
 import time
 import urllib.error
@@ -222,3 +223,60 @@ def last_error(log: Path) -> str:
             match = re.search(r'msg="([^"]*)"', line)
             return match.group(1) if match else line[-300:]
     return lines[-1][-300:] if lines else "(the registry wrote nothing)"
+
+
+# --------------------------------------------------------------------------------------
+# cleanup: delete tags, then let the registry's garbage collector reclaim their blobs
+# --------------------------------------------------------------------------------------
+def delete_tag(port: int, repository: str, tag: str) -> str:
+    """Delete the manifest repository:tag points at (deletes are enabled in the kit's
+    config); returns its digest, or "" when the tag was not there. Other tags of the same
+    digest go with it: that is how the registry API deletes."""
+    digest = manifest_digest(port, repository, tag)
+    if not digest:
+        return ""
+    req = urllib.request.Request(f"http://{address(port)}/v2/{repository}/manifests/{digest}", method="DELETE")
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            return digest
+    except urllib.error.HTTPError as exc:
+        raise RegistryError(f"the registry refused to delete {repository}:{tag} ({digest}): {exc}",
+                            "check storage.delete.enabled in the registry's config (the kit sets it)") from None
+
+
+def storage_bytes(layout: Layout) -> int:
+    root = storage_dir(layout)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) if root.exists() else 0
+
+
+def garbage_collect(layout: Layout, manager, port: int, timeout: float = 120) -> Outcome:
+    """`docker-registry garbage-collect --delete-untagged` with the registry stopped (the
+    collector must not race with pushes), then the registry started again; reports the
+    bytes its storage shrank by."""
+    from .service import Supervisor
+
+    if not port:
+        return Outcome.skipped("registry_port is 0: no local registry")
+    if not isinstance(manager, Supervisor) or not manager.supervisord_up():
+        raise RegistryError("the registry's supervisord is not running", "apply the configure runbook first")
+    before = storage_bytes(layout)
+    rpc = manager._rpc()
+    try:
+        rpc.stopProcess("registry")
+    except xmlrpc.client.Fault as exc:
+        if "NOT_RUNNING" not in exc.faultString:
+            raise RegistryError(f"supervisord could not stop the registry: {exc.faultString}",
+                                f"read {log_path(layout)}") from None
+    try:
+        proc = subprocess.run([str(binary()), "garbage-collect", "--delete-untagged", str(config_path(layout))],
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        rpc.startProcess("registry", False)
+    if proc.returncode:
+        raise RegistryError(f"garbage-collect failed: {(proc.stderr or proc.stdout).strip()[-500:]}",
+                            f"read {log_path(layout)}; the registry was started again")
+    wait_ready(port, log=log_path(layout))
+    freed = before - storage_bytes(layout)
+    if freed > 0:
+        return Outcome.changed(f"garbage-collect reclaimed {freed} bytes of {before}", registry_reclaimed_bytes=freed)
+    return Outcome.ok(f"garbage-collect found nothing to reclaim ({before} bytes in use)", registry_reclaimed_bytes=0)

@@ -4,6 +4,7 @@ directory, empty root) imports and rebuilds with every step CACHED."""
 
 from __future__ import annotations
 
+import os
 import socket
 import tomllib
 
@@ -83,3 +84,18 @@ def test_a_registry_port_taken_by_another_process_fails_configure(ci_daemon, run
     back = apply("configure", ci_daemon.state_dir, base=runs_base)  # the ci profile: no registry
     assert back.report.summary["failed"] == 0 and back.report.steps[-1].status == "skipped", back.report.to_json()
     assert "[program:registry]" not in ci_daemon.supervisor_conf.read_text()
+
+
+def test_deleted_cache_is_reclaimed_by_the_registry_gc(ci_daemon, registry_builder, base_image, tmp_path):
+    layout, port = registry_builder
+    backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/cache:gc", mode="max")
+    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
+    (ctx / "input.txt").write_bytes(os.urandom(2_000_000))  # blobs no other manifest shares
+    cache.export_cache(ci_daemon, backend, ctx, args)
+    manager = service.Supervisor(layout)
+    assert registry.delete_tag(port, "kit/cache", "gc")
+    assert "gc" not in registry.tags(port, "kit/cache")
+    out = registry.garbage_collect(layout, manager, port)
+    assert out.status == "changed" and out.facts["registry_reclaimed_bytes"] > 2_000_000, out.message
+    assert registry.answers(port) and registry.tags(port, images.BASE_REPOSITORY) == ["latest"]
+    assert registry.garbage_collect(layout, manager, port).status == "ok"  # nothing left to reclaim
