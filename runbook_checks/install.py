@@ -70,8 +70,11 @@ def _reachable(url: str, timeout: float) -> bool:
 
 
 def resolve_source(source: str, version: str, mirror: str = "", archive_path: str = "",
-                   timeout: float = PROBE_TIMEOUT) -> Outcome:
-    """Which source this run uses; `auto` probes the release host, then the Go toolchain."""
+                   timeout: float = PROBE_TIMEOUT, layout: Layout | None = None) -> Outcome:
+    """Which source this run uses; `auto` probes the release host, then the Go toolchain.
+    Nothing is probed when `layout` already holds both binaries at `version`."""
+    if layout is not None and all(binary_version(layout.bin_dir / name) == version for name in BINARIES):
+        return Outcome.ok(f"none needed: BuildKit {version} is already in {layout.bin_dir}", source_used="installed")
     if source == "archive":
         if not archive_path or not Path(archive_path).is_file():
             raise InstallError(f"source=archive but archive_path {archive_path!r} is not a file",

@@ -83,3 +83,20 @@ def test_unwritable_prefix(tmp_path):
     with pytest.raises((InstallError, Exception)) as err:
         install.check_prefix(layout)
     assert "not writable" in str(err.value) or "Not a directory" in str(err.value)
+
+
+def test_no_source_is_probed_when_the_binaries_are_in_place(tmp_path, monkeypatch):
+    """An installed host (or an air-gapped one) is not sent looking for a release host."""
+    import time
+
+    layout = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path / "s")})
+    import shutil
+
+    shutil.copy2(fake_buildkitd(layout.bin_dir, "v0.34.2"), layout.bin_dir / "buildctl")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no go either
+    start = time.monotonic()
+    out = install.resolve_source("auto", "v0.34.2", mirror="http://127.0.0.1:9", timeout=5, layout=layout)
+    assert out.status == "ok" and out.facts["source_used"] == "installed" and "none needed" in out.message
+    assert time.monotonic() - start < 2
+    with pytest.raises(InstallError, match="no source"):
+        install.resolve_source("auto", "v0.35.0", mirror="http://127.0.0.1:9", timeout=1, layout=layout)
