@@ -97,7 +97,11 @@ def status(c):
 @task(help={"purge": "also remove the lab state directory (binaries, config, cache, logs)"})
 def down(c, purge=False):
     """Stop the lab daemon (and its supervisord); --purge removes the lab state too."""
-    for line in stack.down(purge):
+    try:
+        lines = stack.down(purge)
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    for line in lines:
         print(line)
 
 

@@ -46,6 +46,10 @@ class Buildctl:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
             raise BuildctlError(f"{self.binary} does not exist", "run the install runbook first") from None
+        except subprocess.TimeoutExpired:
+            raise BuildctlError(f"buildctl {' '.join(args[:2])} did not finish within {timeout:.0f}s",
+                                "look for a stuck step with `buildctl debug histories`, or a daemon at its"
+                                " max-parallelism, and run again") from None
         if proc.returncode:
             raise BuildctlError(f"buildctl {' '.join(args[:2])} failed: {proc.stderr.strip()[-1500:]}",
                                 f"check that buildkitd is running and listening on {self.address}")

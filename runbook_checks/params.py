@@ -185,6 +185,16 @@ class Semantics(BaseModel):
             raise ValueError(f"{v!r} is not a BuildKit release tag like v0.34.2")
         return v
 
+    @field_validator("tcp_address")
+    @classmethod
+    def _tcp(cls, v: str) -> str:
+        # buildkitd's gRPC runs builds as root: without mutual TLS (which the kit does not
+        # render yet) it may listen on loopback only
+        if v and not re.fullmatch(r"tcp://(127\.0\.0\.1|\[::1\]):\d{1,5}", v):
+            raise ValueError(f"{v!r} is not tcp://127.0.0.1:PORT; without mutual TLS buildkitd's gRPC"
+                             " must stay on loopback")
+        return v
+
     @field_validator("history_max_age", mode="before")
     @classmethod
     def _age(cls, v: Any) -> int:

@@ -434,9 +434,11 @@ class Cleanup:
             data["cliPluginsExtraDirs"] = kept
         else:
             del data["cliPluginsExtraDirs"]
-        old = cfg.path.read_text(errors="replace")
         new = json.dumps(data, indent="\t", ensure_ascii=False) + "\n"  # docker writes it tab-indented
-        diff = files.unified_diff(old, new, cfg.path)
+        # the diff shows only the key that changes: config.json also holds registry credentials
+        # (auths), which must never reach a run record
+        diff = files.unified_diff(json.dumps({"cliPluginsExtraDirs": cfg.extra_dirs}, indent="\t") + "\n",
+                                  json.dumps({"cliPluginsExtraDirs": kept}, indent="\t") + "\n", cfg.path)
         what = f"{_count(len(gone), 'missing directory', 'missing directories')} from {cfg.path}: {', '.join(gone)}"
         if not self.apply:
             return Outcome.changed(f"would remove {what}", diff)

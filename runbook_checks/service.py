@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from . import files, registry as registry_mod
-from .config import latest_backup
 from .errors import ConfigError, ServiceError
 from .layout import Layout
 from .params import PROJECT_ROOT
@@ -537,11 +536,13 @@ def _settle(paths: list[Path], margin: float = 0.05) -> None:
         time.sleep(wait)
 
 
-def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False, timeout: float = 60) -> Outcome:
+def converge_daemon(layout: Layout, manager, apply: bool, rollback_to: str = "", timeout: float = 60) -> Outcome:
     """The daemon runs on what is on disk: start it if stopped; restart it if its config,
-    binary or service definition is newer than the process. With `rollback`, a daemon
-    that will not come up on a new config gets the previous file back, is brought up on
-    it, and the step fails with the daemon's own error."""
+    binary or service definition is newer than the process. With `rollback_to` (the
+    backup this run's config step made), a daemon that will not come up on the new
+    config gets that previous file back, is brought up on it, and the step fails with
+    the daemon's own error. Without it (nothing was rewritten) there is nothing to roll
+    back to, and the step fails with the daemon's error."""
     if not layout.config_path.exists():
         return Outcome.skipped(f"no {layout.config_path} yet (the configure runbook writes it)")
     if manager is None:
@@ -568,7 +569,7 @@ def converge_daemon(layout: Layout, manager, apply: bool, rollback: bool = False
         wait_ready(layout, manager, timeout)
     except ServiceError:
         error = daemon_error(layout.log_path, offset)
-        previous = latest_backup(layout) if rollback else None
+        previous = Path(rollback_to) if rollback_to else None
         if previous is None or previous.read_text() == layout.config_path.read_text():
             raise ServiceError(f"buildkitd did not come up: {error}", f"read {layout.log_path}") from None
         rejected = layout.config_path.with_name(layout.config_path.name + ".rejected")

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import layout as layout_mod, runner
 from .config import read_debug_port
 from .errors import KitError
+from .params import PROJECT_ROOT
 from .service import Supervisor
 
 UP_SEQUENCE = (("install", "apply"), ("configure", "apply"), ("verify", "check"))
@@ -82,12 +83,22 @@ def mounts_under(path: Path) -> list[str]:
     return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
 
 
+def purgeable(state_dir: Path) -> bool:
+    """Never remove /, a top-level directory (/var, /tmp), the checkout or a home
+    directory, or anything that contains them."""
+    state_dir = state_dir.resolve()
+    if len(state_dir.parts) < 3:
+        return False
+    return not any(p.resolve().is_relative_to(state_dir) for p in (PROJECT_ROOT, Path.home()))
+
+
 def down(purge: bool = False, state_dir: str = "", profile: str = "lab") -> list[str]:
     """Stop the daemon and the state directory's supervisord; with purge, unmount what
     the daemon left mounted under it and remove the state directory."""
     layout = layout_mod.for_params({"profile": profile, "state_dir": state_dir})
-    if purge and layout.state_dir in (Path("/"), Path.home()):
-        raise KitError(f"refusing to purge {layout.state_dir}", "purge only a lab state directory")
+    if purge and not purgeable(layout.state_dir):
+        raise KitError(f"refusing to purge {layout.state_dir}: it is a top-level directory or holds the checkout"
+                       " or a home directory", "point BUILDKIT_OPS_STATE_DIR (or state_dir) at the lab's own directory")
     done = []
     supervisor = Supervisor(layout)
     if supervisor.supervisord_up():

@@ -32,14 +32,16 @@ def lab(tmp_path_factory):
                BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
     sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}",
             "--set", f"registry_port={service.free_port()}"]
-    up = invoke("up", *sets, env=env)
     env["KIT_TEST_SETS"] = " ".join(sets)
-    if up.returncode == 0 and shutil.which("docker"):
-        # the lab's Docker CLI (here a private DOCKER_CONFIG) gets buildx and the builder
-        buildx = invoke("runbook", "plugins-configure", "--mode", "apply", env=env)
-        assert buildx.returncode == 0, buildx.stdout[-3000:]
-    yield state, env, up
-    stop_and_remove(state, "lab")
+    try:
+        up = invoke("up", *sets, env=env)
+        if up.returncode == 0 and shutil.which("docker"):
+            # the lab's Docker CLI (here a private DOCKER_CONFIG) gets buildx and the builder
+            buildx = invoke("runbook", "plugins-configure", "--mode", "apply", env=env)
+            assert buildx.returncode == 0, buildx.stdout[-3000:]
+        yield state, env, up
+    finally:
+        stop_and_remove(state, "lab")
 
 
 def test_up_brings_up_a_daemon_and_prints_where_it_is(lab):

@@ -125,3 +125,17 @@ def test_unwritable_config_dir_fails_with_fix(tmp_path):
                 config.write_config(lay(tmp_path), render(tmp_path)[0], apply=True)
         finally:
             tmp_path.chmod(0o700)
+
+
+def test_purge_refuses_what_it_must_never_remove(tmp_path):
+    from pathlib import Path
+
+    from runbook_checks import params, stack
+
+    for path in (Path("/"), Path("/var"), Path("/tmp"), params.PROJECT_ROOT, params.PROJECT_ROOT.parent, Path.home()):
+        assert not stack.purgeable(path), path
+    assert stack.purgeable(tmp_path / "lab")
+    from runbook_checks.errors import KitError
+
+    with pytest.raises(KitError, match="refusing to purge"):
+        stack.down(purge=True, state_dir=str(params.PROJECT_ROOT))

@@ -82,6 +82,8 @@ def test_unknown_parameter_names_it_and_lists_the_accepted_ones():
     ("log_level=loud", ["log_level", "'error'", "'debug'"]),
     ("buildkit_version=latest", ["buildkit_version", "v0.34.2"]),
     ("debug_port=70000", ["debug_port", "65535"]),
+    ("tcp_address=tcp://0.0.0.0:1234", ["tcp_address", "loopback"]),
+    ("tcp_address=tcp://127.0.0.1:1234\nExecStartPre=/bin/evil", ["tcp_address"]),
     ("gc_policy=[{max_used_space: 12 parsecs}]", ["gc_policy.max_used_space", "12 parsecs"]),
     ("novalue", ["key=value"]),
 ])

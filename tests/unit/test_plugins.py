@@ -499,3 +499,15 @@ def test_default_quarantine_dir_follows_the_layout(tmp_path):
     assert quarantine.resolve_dir("", flat) == tmp_path / "quarantine/cli-plugins"
     assert quarantine.resolve_dir("", fhs) == tmp_path / "var/lib/buildkit-ops/quarantine/cli-plugins"
     assert quarantine.resolve_dir("/q", flat) == Path("/q")
+
+
+def test_config_diff_never_shows_credentials(tree, tmp_path):
+    """config.json holds registry credentials: the pruning diff shows only the key it changes."""
+    config = json.loads(tree.config_json.read_text())
+    config["auths"] = {"registry.example:5000": {"auth": "c2VjcmV0dXNlcjpzM2NyM3Q="}}
+    tree.config_json.write_text(json.dumps(config, indent="\t") + "\n")
+    for apply in (False, True):
+        out = cleanup(scan(tree), tmp_path / "q", apply=apply).prune_config()
+        assert out.status == "changed" and f'-\t\t"{tree.gone_dir}"' in out.diff
+        assert "c2VjcmV0" not in out.diff + out.message and "auths" not in out.diff
+    assert json.loads(tree.config_json.read_text())["auths"] == config["auths"]
