@@ -329,6 +329,19 @@ def run_metadata(path: str, timeout: float, env: dict[str, str]) -> tuple[bytes 
     return out, "", "", seconds
 
 
+def run_docker(docker: str, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`docker ARGS` in a session of its own: on a timeout docker AND the plugins it is
+    waiting for are killed (docker has no timeout of its own), then TimeoutExpired."""
+    proc = subprocess.Popen([docker, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill the plugin and everything it started (a shell's `sleep` keeps stdout open)."""
     try:
@@ -790,8 +803,7 @@ def _md(text: str) -> str:
 def docker_verdicts(docker: str, env: dict[str, str], timeout: float = ORACLE_TIMEOUT) -> list[dict[str, Any]]:
     """`docker info --format '{{json .ClientInfo.Plugins}}'`: Name, Path, Err, ShadowedPaths."""
     try:
-        proc = subprocess.run([docker, "info", "--format", "{{json .ClientInfo.Plugins}}"], env=env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = run_docker(docker, ["info", "--format", "{{json .ClientInfo.Plugins}}"], env, timeout)
     except subprocess.TimeoutExpired:
         raise PluginError(f"docker info did not answer within {timeout:g}s: a plugin's metadata command hangs"
                           " and docker has no timeout",
@@ -845,8 +857,7 @@ def docker_plugin_warnings(docker: str, env: dict[str, str], timeout: float = OR
     """The `WARNING: Plugin ... is not valid` lines a plain `docker info` prints (its
     server part fails without an engine; that is not our business here)."""
     try:
-        proc = subprocess.run([docker, "info"], env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = run_docker(docker, ["info"], env, timeout)
     except subprocess.TimeoutExpired:
         raise PluginError(f"docker info did not answer within {timeout:g}s: a plugin's metadata command hangs",
                           "run the plugins-audit runbook: the plugin that timed out is in its inventory") from None

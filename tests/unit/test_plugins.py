@@ -511,3 +511,19 @@ def test_config_diff_never_shows_credentials(tree, tmp_path):
         assert out.status == "changed" and f'-\t\t"{tree.gone_dir}"' in out.diff
         assert "c2VjcmV0" not in out.diff + out.message and "auths" not in out.diff
     assert json.loads(tree.config_json.read_text())["auths"] == config["auths"]
+
+
+@pytest.mark.skipif(not DOCKER, reason="the docker CLI is not installed")
+def test_a_hanging_oracle_is_killed_with_its_plugins(tmp_path):
+    """docker waits for a hanging plugin for ever; on our timeout both go, nothing lingers."""
+    plugin_dir = tmp_path / "cfg/cli-plugins"
+    plugin_dir.mkdir(parents=True)
+    hang = plugin_dir / "docker-hangs"
+    hang.write_text("#!/bin/sh\nsleep 31.4159\n")
+    hang.chmod(0o755)
+    env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "cfg"))
+    with pytest.raises(PluginError, match="did not answer within 1s"):
+        plugins.docker_verdicts(DOCKER, env, timeout=1)
+    time.sleep(0.3)
+    left = subprocess.run(["pgrep", "-f", "sleep 31.4159"], capture_output=True, text=True).stdout.split()
+    assert left == []
