@@ -319,11 +319,12 @@ class Systemd:
 
     def __init__(self, layout: Layout):
         self.layout = layout
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess:
+        # checked on use, not on creation, so the failure is a recorded step of the runbook
         if not systemd_is_pid1():
             raise ServiceError("systemd is not PID 1 on this host, so buildkit.service cannot run here",
                                "use --set service_manager=supervisor (or auto) on hosts without systemd")
-
-    def _ctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
 
     def info(self) -> dict[str, Any]:

@@ -56,5 +56,5 @@ def test_systemd_manager_refuses_without_systemd(tmp_path):
     if service.systemd_is_pid1():
         pytest.skip("systemd is PID 1 here")
     with pytest.raises(ServiceError, match="service_manager=supervisor"):
-        service.manager_for(layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)}), "systemd")
+        service.manager_for(layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)}), "systemd").info()
     assert service.choose_manager("auto") == "supervisor"
