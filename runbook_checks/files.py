@@ -12,6 +12,11 @@ from pathlib import Path
 from .errors import KitError
 
 
+def stamp() -> str:
+    """A UTC timestamp for file names that sorts in time order, to the microsecond."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
 def read_text(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -41,8 +46,7 @@ def backup(path: Path, backup_dir: Path) -> Path | None:
     if not path.exists():
         return None
     backup_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = backup_dir / f"{path.name}.{stamp}"
+    target = backup_dir / f"{path.name}.{stamp()}"
     shutil.copy2(path, target)
     return target
 

@@ -294,4 +294,6 @@ def check_path(layout: Layout, version: str, path_env: str | None = None) -> Out
         if other != version:
             raise InstallError(f"{found} ({other or 'unknown version'}) comes before {layout.bin_dir} on PATH",
                                f"remove it (or its package), or put {layout.bin_dir} first on PATH")
+        return Outcome.ok(f"{found} comes before {layout.bin_dir} on PATH but is the same {version};"
+                          " remove it to keep one copy")
     return Outcome.ok(f"buildkitd on PATH is {layout.buildkitd}")

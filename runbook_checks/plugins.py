@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .errors import PluginError
 from .results import Outcome
 
@@ -702,7 +703,7 @@ class Audit:
     def write_inventory(self, folder: Path) -> Outcome:
         """Step: the inventory as JSON and as a Markdown table, a record beside the run's."""
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = files.stamp()
         json_path, md_path = folder / f"{stamp}.json", folder / f"{stamp}.md"
         json_path.write_text(json.dumps(self.document(), indent=2) + "\n")
         md_path.write_text(self.markdown())

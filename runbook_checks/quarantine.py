@@ -218,7 +218,7 @@ class Quarantine:
         is_link = stat.S_ISLNK(lst.st_mode)
         entries = self.entries()
         entry = Entry(
-            id=f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}-{len(entries) + 1}",
+            id=f"{files.stamp()}-{len(entries) + 1}",
             name=name, original_path=str(path), stored=self._free_name(path.name),
             kind="symlink" if is_link else "file", link_target=os.readlink(path) if is_link else None,
             mode=f"{stat.S_IMODE(lst.st_mode):04o}", uid=lst.st_uid, gid=lst.st_gid, owner=user_name(lst.st_uid),

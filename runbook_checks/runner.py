@@ -4,7 +4,6 @@ record under runs/NAME/."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import sys
@@ -46,7 +45,7 @@ def runs_dir() -> Path:
 def _stamp_paths(base: Path, name: str) -> tuple[Path, Path]:
     folder = base / name
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = files.stamp()
     return folder / f"{stamp}.ipynb", folder / f"{stamp}.json"
 
 

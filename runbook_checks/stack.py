@@ -58,7 +58,16 @@ def status(state_dir: str = "") -> Status:
 
 
 def up(sets: tuple[str, ...] = (), progress: bool = True, on_report=None) -> list[runner.RunResult]:
-    """install → configure → verify with the lab profile; stop at the first failure."""
+    """install → configure → verify with the lab profile; stop at the first failure.
+    A --set key that none of them declares is an error before anything runs."""
+    from .errors import ParameterError
+    from .params import declared_parameters, runbook_path
+
+    known = set().union(*(declared_parameters(runbook_path(name)) for name, _ in UP_SEQUENCE))
+    unknown = sorted({s.split("=", 1)[0] for s in sets} - known)
+    if unknown:
+        raise ParameterError(f"no runbook of `invoke up` has the parameter(s) {', '.join(unknown)}",
+                             f"their parameters are: {', '.join(sorted(known - {'mode', 'profile'}))}")
     results = []
     for name, mode in UP_SEQUENCE:
         result = runner.run(name, "lab", mode, [s for s in sets if _declares(name, s)], progress=progress)

@@ -139,3 +139,11 @@ def test_purge_refuses_what_it_must_never_remove(tmp_path):
 
     with pytest.raises(KitError, match="refusing to purge"):
         stack.down(purge=True, state_dir=str(params.PROJECT_ROOT))
+
+
+def test_up_refuses_an_unknown_set_before_anything_runs():
+    from runbook_checks import stack
+    from runbook_checks.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="debug_prot"):
+        stack.up(("debug_prot=1",))

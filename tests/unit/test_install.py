@@ -67,6 +67,9 @@ def test_a_different_buildkitd_earlier_on_path_is_refused(tmp_path):
     assert install.check_path(layout, "v0.34.2", f"{layout.bin_dir}{os.pathsep}{other.parent}").status == "ok"
     out = install.check_path(layout, "v0.34.2", str(other.parent))
     assert out.status == "ok" and "not used" in out.message
+    same = fake_buildkitd(tmp_path / "same", "v0.34.2")
+    out = install.check_path(layout, "v0.34.2", f"{same.parent}{os.pathsep}{layout.bin_dir}")
+    assert out.status == "ok" and "same v0.34.2" in out.message and str(same) in out.message
 
 
 def test_check_mode_installs_nothing(tmp_path):
