@@ -49,16 +49,9 @@ def debian_candidate() -> str | None:
 
 
 def _from_go(version: str, staging: Path) -> Path:
-    go = shutil.which("go")
-    if not go:
-        raise InstallError("buildx_source=go but no Go toolchain is on PATH",
-                           "install Go 1.21 or newer, or use buildx_source=debian where apt has docker-buildx")
-    env = dict(os.environ, GOBIN=str(staging), CGO_ENABLED="0")
-    proc = subprocess.run([go, "install", "-ldflags", f"-s -w -X {MODULE}/version.Version={version}",
-                           f"{MODULE}/cmd/buildx@{version}"], capture_output=True, text=True, env=env, timeout=1800)
-    if proc.returncode:
-        raise InstallError(f"go install {MODULE}/cmd/buildx@{version} failed: {proc.stderr.strip()[-1500:]}",
-                           "check that the Go module proxy is reachable and the version exists")
+    from .install import go_install
+
+    go_install(f"{MODULE}/cmd/buildx@{version}", staging, f"-s -w -X {MODULE}/version.Version={version}")
     return staging / "buildx"
 
 

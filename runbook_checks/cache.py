@@ -19,7 +19,7 @@ from .layout import Layout
 from .params import IMAGE_REF, Semantics
 from .results import Outcome
 
-BACKENDS = ("local", "registry", "inline")
+BACKENDS = ("local", "registry", "inline", "s3")
 MODES = ("min", "max")
 COMPRESSIONS = ("gzip", "zstd")
 
@@ -31,14 +31,18 @@ class CacheError(KitError):
 
 @dataclass(frozen=True)
 class CacheBackend:
-    """Where a build's cache goes and how: `target` is a directory (local) or an image
-    reference (registry: the cache manifest's ref; inline: the image that carries it)."""
+    """Where a build's cache goes and how: `target` is a directory (local), an image
+    reference (registry: the cache manifest's ref; inline: the image that carries it) or
+    a bucket (s3, with `prefix` and the server's `endpoint`; the credentials come from
+    buildkitd's environment, never from here)."""
 
     kind: str
     target: str
     mode: str = "max"
     compression: str = "gzip"
     ignore_error: bool = False
+    prefix: str = ""
+    endpoint: str = ""
 
     def __post_init__(self) -> None:
         validate(self)
@@ -47,7 +51,7 @@ class CacheBackend:
         """The value of `buildctl build --export-cache`."""
         if self.kind == "inline":
             return "type=inline" + (",ignore-error=true" if self.ignore_error else "")
-        where = f"dest={self.target}" if self.kind == "local" else f"ref={self.target}"
+        where = {"local": f"dest={self.target}", "registry": f"ref={self.target}", "s3": self._s3_where()}[self.kind]
         attrs = [f"type={self.kind}", where, f"mode={self.mode}", f"compression={self.compression}"]
         if self.compression == "zstd":
             attrs.append("force-compression=true")  # layers already in gzip are recompressed too
@@ -59,7 +63,19 @@ class CacheBackend:
         """The value of `buildctl build --import-cache` (inline cache is read from the image)."""
         if self.kind == "local":
             return f"type=local,src={self.target}"
+        if self.kind == "s3":
+            return f"type=s3,{self._s3_where()}"
         return f"type=registry,ref={self.target}"
+
+    def _s3_where(self) -> str:
+        from .s3 import REGION
+
+        attrs = [f"bucket={self.target}", f"region={REGION}", "name=kit"]
+        if self.prefix:
+            attrs.append(f"prefix={self.prefix.rstrip('/')}/")
+        if self.endpoint:
+            attrs += [f"endpoint_url={self.endpoint}", "use_path_style=true"]
+        return ",".join(attrs)
 
     def output_option(self) -> str:
         """The build's `--output`: the inline backend needs the image pushed (its cache
@@ -88,6 +104,15 @@ def validate(backend: CacheBackend) -> None:
             raise ParameterError(f"cache_dir: {backend.target!r} contains a comma",
                                  "buildctl splits cache options on commas: choose a path without one")
         return
+    if backend.kind == "s3":
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", backend.target or ""):
+            raise ParameterError(f"cache_bucket: {backend.target!r} is not an S3 bucket name",
+                                 "use 3-63 lowercase letters, digits, dots and hyphens, e.g. buildkit-cache")
+        if not re.fullmatch(r"[A-Za-z0-9._/-]*", backend.prefix) or not re.fullmatch(r"(https?://[^,\s]+)?",
+                                                                                      backend.endpoint):
+            raise ParameterError(f"cache_prefix {backend.prefix!r} or the S3 endpoint {backend.endpoint!r} holds a"
+                                 " character buildctl would split on", "use letters, digits, . _ / - only")
+        return
     match = IMAGE_REF.match(backend.target or "")
     if not match:
         raise ParameterError(f"cache_ref: {backend.target!r} is not an image reference with a registry host",
@@ -98,20 +123,30 @@ def validate(backend: CacheBackend) -> None:
                              "use cache_mode=min with inline, or the registry backend for mode=max")
 
 
-def backend_from_params(kind: str, ref: str, directory: str, mode: str, compression: str, ignore_error: bool,
-                        registry_port: int, layout: Layout) -> CacheBackend:
-    """The backend a runbook's parameters select. Empty ref: the local registry's
-    kit/cache:<kind> (needs registry_port); empty directory: <state_dir>/cache-export."""
+def backend_from_params(p: dict, layout: Layout) -> CacheBackend:
+    """The backend a runbook's parameters select. Empty cache_ref: the local registry's
+    kit/cache:<backend> (needs registry_port); empty cache_dir: <state_dir>/cache-export;
+    s3: cache_bucket/cache_prefix on the lab's S3 server (needs s3_port)."""
+    kind = p.get("cache_backend", "registry")
+    common = dict(mode=p.get("cache_mode", "max"), compression=p.get("cache_compression", "gzip"),
+                  ignore_error=p.get("cache_ignore_error", False))
     if kind == "local":
-        target = directory or str(layout.state_dir / "cache-export")
-    else:
-        target = ref
-        if not target:
-            if not registry_port:
-                raise ParameterError(f"cache_backend={kind} needs cache_ref, or registry_port for the local registry",
-                                     "set cache_ref=HOST[:PORT]/PATH[:TAG], or registry_port (lab: 15000)")
-            target = f"127.0.0.1:{registry_port}/kit/cache:{kind}"
-    return CacheBackend(kind, target, mode, compression, ignore_error)
+        return CacheBackend(kind, p.get("cache_dir") or str(layout.state_dir / "cache-export"), **common)
+    if kind == "s3":
+        if not p.get("s3_port"):
+            raise ParameterError("cache_backend=s3 needs s3_port (the lab's S3 server)",
+                                 "set s3_port (lab: 19000), and apply install and configure so the server runs")
+        from .s3 import endpoint
+
+        return CacheBackend(kind, p.get("cache_bucket", "buildkit-cache"), prefix=p.get("cache_prefix", ""),
+                            endpoint=endpoint(p["s3_port"]), **common)
+    target = p.get("cache_ref") or ""
+    if not target:
+        if not p.get("registry_port"):
+            raise ParameterError(f"cache_backend={kind} needs cache_ref, or registry_port for the local registry",
+                                 "set cache_ref=HOST[:PORT]/PATH[:TAG], or registry_port (lab: 15000)")
+        target = f"127.0.0.1:{p['registry_port']}/kit/cache:{kind}"
+    return CacheBackend(kind, target, **common)
 
 
 # --------------------------------------------------------------------------------------
@@ -208,9 +243,7 @@ def prove_fresh_import(source: Layout, fresh: Layout, backend: CacheBackend, bas
 # --------------------------------------------------------------------------------------
 def backend_for(params: Semantics, layout: Layout) -> CacheBackend:
     """The backend a runbook's validated parameters select."""
-    p = params
-    return backend_from_params(p.cache_backend, p.cache_ref, p.cache_dir, p.cache_mode, p.cache_compression,
-                               p.cache_ignore_error, p.registry_port, layout)
+    return backend_from_params(params.model_dump(), layout)
 
 
 def select_backend(params: Semantics, layout: Layout) -> Outcome:
@@ -223,8 +256,31 @@ def select_backend(params: Semantics, layout: Layout) -> Outcome:
                       cache_export=backend.export_option(), cache_import=backend.import_option())
 
 
+def ensure_backend(layout: Layout, params: Semantics, apply: bool) -> Outcome:
+    """Before any build: the backend answers. s3: the bucket exists (created on apply)
+    and the credentials file is accepted; registry: /v2/ answers; local: the directory
+    can be written."""
+    backend = backend_for(params, layout)
+    if backend.kind == "s3":
+        from . import s3
+
+        return s3.ensure_bucket(params.s3_port, s3.credentials_file(layout, params.model_dump()), backend.target, apply)
+    if backend.kind == "local":
+        from . import files
+
+        files.writable_dir(Path(backend.target))
+        return Outcome.ok(f"{backend.target} is writable")
+    from . import programs
+
+    host = backend.target.split("/", 1)[0]
+    if not programs.answers(f"http://{host}/v2/"):
+        raise CacheError(f"the registry {host} does not answer http://{host}/v2/",
+                         "start it (the lab's: apply configure with registry_port set), or fix cache_ref")
+    return Outcome.ok(f"the registry {host} answers")
+
+
 @contextmanager
-def fresh_builder(source: Layout, timeout: float = 60):
+def fresh_builder(source: Layout, timeout: float = 60, daemon_env: dict[str, str] | None = None):
     """A new buildkitd with an empty root in a temporary state directory, on the source
     layout's binaries (linked, not copied), under its own supervisord; stopped and
     removed on exit."""
@@ -240,7 +296,7 @@ def fresh_builder(source: Layout, timeout: float = 60):
                 (fresh.bin_dir / binary.name).symlink_to(binary.resolve())
         desired = BuildkitdConfig.from_params({"profile": "ci"}, fresh, service.free_port())
         write_config(fresh, desired, apply=True)
-        service.write_service_definition(fresh, "supervisor", service.Limits(), "", apply=True)
+        service.write_service_definition(fresh, "supervisor", service.Limits(), "", apply=True, daemon_env=daemon_env)
         manager = service.Supervisor(fresh)
         manager.start()
         service.wait_ready(fresh, manager, timeout)
@@ -259,5 +315,7 @@ def prove_with_fresh_builder(layout: Layout, params: Semantics, apply: bool) -> 
     if not apply:
         return Outcome.skipped(f"check mode runs no build; apply exports to {backend.kind} {backend.target} and"
                                " rebuilds on a fresh builder importing it")
-    with fresh_builder(layout) as fresh:
+    from .programs import daemon_environment, wanted
+
+    with fresh_builder(layout, daemon_env=daemon_environment(wanted(layout, params))) as fresh:
         return prove_fresh_import(layout, fresh, backend, base_ref(params.registry_port))

@@ -65,6 +65,20 @@ class PluginAuditCollector:
         yield stamp
 
 
+def program(layout, params: dict):
+    """The exporter beside buildkitd (runbook_checks.programs)."""
+    import sys
+
+    from .params import PROJECT_ROOT
+    from .programs import Program
+
+    port = params["exporter_port"]
+    return Program("exporter", f"{sys.executable} -m runbook_checks.exporter --listen 127.0.0.1:{port}"
+                   f" --runs-dir {runner.runs_dir()} --buildkit-addr {layout.address}",
+                   port, layout.log_dir / "exporter.log", f"http://127.0.0.1:{port}/metrics",
+                   directory=str(PROJECT_ROOT), error_patterns=("error", "traceback"))
+
+
 def registry(runs: Path) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(PluginAuditCollector(runs))
@@ -84,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:16061", help="HOST:PORT on loopback")
     parser.add_argument("--runs-dir", default="", help="where the run reports are (default: the kit's runs/)")
+    parser.add_argument("--buildkit-addr", action="append", default=[],
+                        help="a buildkitd address whose cache to report (repeat for several builders)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     server, _thread = serve(host or "127.0.0.1", int(port), Path(args.runs_dir) if args.runs_dir else runner.runs_dir())

@@ -152,6 +152,31 @@ def fetch_release(url: str, sha256: str, staging: Path) -> None:
     _extract(archive, staging)
 
 
+def go_install(package: str, gobin: Path, ldflags: str = "", timeout: float = 1800) -> None:
+    """`go install PACKAGE@VERSION` into `gobin` (static: CGO off), or a clear error."""
+    go = shutil.which("go")
+    if not go:
+        raise InstallError(f"installing {package} needs a Go toolchain, and none is on PATH",
+                           "install Go 1.21 or newer (./kit checks it), or turn this component off")
+    env = dict(os.environ, GOBIN=str(gobin), CGO_ENABLED="0")
+    gobin.mkdir(parents=True, exist_ok=True)
+    cmd = [go, "install"] + (["-ldflags", ldflags] if ldflags else []) + [package]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode:
+        raise InstallError(f"go install {package} failed: {proc.stderr.strip()[-1500:]}",
+                           "check that the Go module proxy is reachable (go env GOPROXY) and the version exists")
+
+
+def go_module_version(binary: Path, module: str) -> str:
+    """The version of `module` a Go binary was built from (`go version -m`), or ""."""
+    go = shutil.which("go")
+    if not go or not binary.exists():
+        return ""
+    out = subprocess.run([go, "version", "-m", str(binary)], capture_output=True, text=True).stdout
+    match = re.search(rf"^\s*mod\s+{re.escape(module)}\s+(\S+)", out, flags=re.M)
+    return match.group(1) if match else ""
+
+
 def build_with_go(version: str, staging: Path) -> None:
     """Build buildkitd and buildctl from the Go module proxy.
 

@@ -139,8 +139,12 @@ class Semantics(BaseModel):
     ready_timeout: int = Field(60, ge=1)
     exporter_port: int = Field(0, ge=0, le=65535)
     registry_port: int = Field(0, ge=0, le=65535)
+    s3_port: int = Field(0, ge=0, le=65535)
+    s3_credentials_file: str = ""
     # remote build cache (runbook_checks.cache)
-    cache_backend: Literal["local", "registry", "inline"] = "registry"
+    cache_backend: Literal["local", "registry", "inline", "s3"] = "registry"
+    cache_bucket: str = Field("buildkit-cache", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    cache_prefix: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$")
     cache_ref: str = ""
     cache_dir: str = ""
     cache_mode: Literal["min", "max"] = "max"
@@ -169,6 +173,13 @@ class Semantics(BaseModel):
     def _cache_ref(cls, v: str) -> str:
         if v and not IMAGE_REF.match(v):
             raise ValueError(f"{v!r} is not an image reference HOST[:PORT]/PATH[:TAG], e.g. 127.0.0.1:15000/kit/cache:main")
+        return v
+
+    @field_validator("s3_credentials_file")
+    @classmethod
+    def _creds_file(cls, v: str) -> str:
+        if v and not v.startswith("/"):
+            raise ValueError(f"{v!r} is not an absolute path of an AWS shared-credentials file")
         return v
 
     @field_validator("cache_dir")

@@ -73,26 +73,16 @@ def render_config(storage: Path, port: int) -> str:
         """)
 
 
-def supervisor_program(layout: Layout, port: int) -> str:
-    """The [program:registry] section. The listen address is repeated in the environment
-    (distribution reads REGISTRY_HTTP_ADDR over the file) so that a port change changes
-    the program's definition and supervisord restarts it."""
-    return textwrap.dedent(f"""
-        [program:registry]
-        command={binary()} serve {config_path(layout)}
-        environment=REGISTRY_HTTP_ADDR="127.0.0.1:{port}"
-        directory={layout.state_dir}
-        autostart=true
-        autorestart=true
-        startsecs=2
-        startretries=1
-        stopsignal=TERM
-        stopwaitsecs=20
-        redirect_stderr=true
-        stdout_logfile={log_path(layout)}
-        stdout_logfile_maxbytes=5MB
-        stdout_logfile_backups=2
-        """)
+def program(layout: Layout, params: dict) -> "Program":
+    """The registry beside buildkitd (runbook_checks.programs). The listen address is
+    repeated in the environment (distribution reads REGISTRY_HTTP_ADDR over the file)."""
+    from .programs import Program
+
+    port = params["registry_port"]
+    return Program("registry", f"{binary()} serve {config_path(layout)}", port, log_path(layout),
+                   f"http://{address(port)}/v2/", environment={"REGISTRY_HTTP_ADDR": address(port)},
+                   files={config_path(layout): render_config(storage_dir(layout), port)},
+                   dirs=(storage_dir(layout),), directory=str(layout.state_dir))
 
 
 def address(port: int) -> str:
@@ -156,73 +146,6 @@ def manifest_digest(port: int, repository: str, tag: str) -> str:
     except (urllib.error.URLError, OSError) as exc:
         raise RegistryError(f"the registry at {address(port)} did not answer: {exc}",
                             "start it: apply the configure runbook with registry_port set") from None
-
-
-def converge(layout: Layout, manager, port: int, apply: bool, timeout: float = 30) -> Outcome:
-    """The registry program serves 127.0.0.1:port: start it if supervisord gave up on it
-    (apply), and fail with the registry's own words when it will not come up (a port
-    taken by another process is the usual cause)."""
-    from .service import Supervisor
-
-    if not port:
-        return Outcome.skipped("registry_port is 0: no local registry")
-    if not isinstance(manager, Supervisor):
-        return Outcome.skipped("the local registry runs under supervisord only")
-    if not manager.supervisord_up():
-        if apply:
-            raise RegistryError(f"supervisord is not running under {layout.state_dir}, so the registry is not either",
-                                "apply the configure runbook (its daemon step starts supervisord)")
-        return Outcome.changed(f"would start the registry on 127.0.0.1:{port} with the daemon")
-    rpc = manager._rpc()
-    try:
-        info = rpc.getProcessInfo("registry")
-    except xmlrpc.client.Fault:
-        if not apply:
-            return Outcome.changed(f"would start the registry on 127.0.0.1:{port} (supervisord has no registry program yet)")
-        raise RegistryError("supervisord runs no registry program", "apply the configure runbook") from None
-    if not apply:  # one look, no waiting and no starting
-        if info["statename"] in ("RUNNING", "STARTING") and answers(port):
-            return Outcome.ok(f"registry pid {info['pid']} serves http://{address(port)}/v2/",
-                              registry_url=f"http://{address(port)}")
-        return Outcome.changed(f"would start the registry on 127.0.0.1:{port} (supervisord has it {info['statename']},"
-                               f" and 127.0.0.1:{port} does not answer)")
-    deadline = time.monotonic() + timeout
-    started = False
-    while True:
-        info = rpc.getProcessInfo("registry")
-        if info["statename"] in ("RUNNING", "STARTING") and answers(port):
-            what = "started" if started else "serves"
-            make = Outcome.changed if started else Outcome.ok
-            return make(f"registry pid {info['pid']} {what} http://{address(port)}/v2/",
-                        registry_url=f"http://{address(port)}")
-        if info["statename"] in ("FATAL", "EXITED", "STOPPED"):
-            if started:
-                break
-            started = True
-            try:
-                rpc.startProcess("registry", False)
-            except xmlrpc.client.Fault:  # it failed again at once: read why below
-                break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    raise RegistryError(f"the registry does not serve 127.0.0.1:{port}: {last_error(log_path(layout))}",
-                        f"if another process holds port {port}, choose another: --set registry_port=N;"
-                        f" read {log_path(layout)}")
-
-
-def last_error(log: Path) -> str:
-    """The registry's last error line (distribution logs `level=fatal`/`level=error`, or a
-    Go error on exit)."""
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except FileNotFoundError:
-        return f"(no log at {log})"
-    for line in reversed(lines):
-        if "level=fatal" in line or "level=error" in line or "address already in use" in line:
-            match = re.search(r'msg="([^"]*)"', line)
-            return match.group(1) if match else line[-300:]
-    return lines[-1][-300:] if lines else "(the registry wrote nothing)"
 
 
 # --------------------------------------------------------------------------------------

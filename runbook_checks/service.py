@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import files, registry as registry_mod
+from . import files
 from .errors import ConfigError, ServiceError
 from .layout import Layout
 from .params import PROJECT_ROOT
+from .programs import Program, check_ports_free, daemon_environment, render_sections
 from .results import Outcome
 
 RUNC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -136,23 +137,14 @@ def verify_units(unit_dir: Path, names: list[str]) -> None:
 # --------------------------------------------------------------------------------------
 # supervisord (lab, ci, any host without systemd as PID 1)
 # --------------------------------------------------------------------------------------
-def render_supervisor_conf(layout: Layout, exporter_port: int = 0, registry_port: int = 0) -> str:
-    """One supervisord per state directory: buildkitd, the kit's exporter when
-    `exporter_port` is set, and the local OCI registry when `registry_port` is set."""
+def render_supervisor_conf(layout: Layout, programs: list[Program] | tuple = (),
+                           daemon_env: dict[str, str] | None = None) -> str:
+    """One supervisord per state directory: buildkitd, and beside it the `programs`
+    (runbook_checks.programs: the kit's exporter, the local registry, the S3 server...).
+    buildkitd's environment gets what the programs ask for (or `daemon_env`)."""
     s = layout
-    registry = registry_mod.supervisor_program(layout, registry_port) if registry_port else ""
-    exporter = "" if not exporter_port else textwrap.dedent(f"""
-        [program:exporter]
-        command={sys.executable} -m runbook_checks.exporter --listen 127.0.0.1:{exporter_port} --runs-dir {runs_dir()}
-        directory={PROJECT_ROOT}
-        autostart=true
-        autorestart=true
-        startsecs=2
-        redirect_stderr=true
-        stdout_logfile={s.log_dir}/exporter.log
-        stdout_logfile_maxbytes=5MB
-        stdout_logfile_backups=2
-        """)
+    env = {"PATH": f"{s.bin_dir}:{RUNC_PATH}", **(daemon_environment(programs) if daemon_env is None else daemon_env)}
+    environment = ",".join(f'{k}="{v}"' for k, v in env.items())
     return textwrap.dedent(f"""\
         ; Managed by buildkit-ops (runbook: install). One supervisord per state directory.
         [unix_http_server]
@@ -173,7 +165,7 @@ def render_supervisor_conf(layout: Layout, exporter_port: int = 0, registry_port
 
         [program:buildkitd]
         command={s.buildkitd} --config {s.config_path}
-        environment=PATH="{s.bin_dir}:{RUNC_PATH}"
+        environment={environment}
         autostart=true
         autorestart=true
         startsecs=3
@@ -186,7 +178,7 @@ def render_supervisor_conf(layout: Layout, exporter_port: int = 0, registry_port
         stdout_logfile={s.log_path}
         stdout_logfile_maxbytes=20MB
         stdout_logfile_backups=3
-        """) + exporter + registry
+        """) + render_sections(programs)
 
 
 _LOG_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
@@ -495,19 +487,19 @@ def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
 
 
 def write_service_definition(layout: Layout, manager_name: str, limits: Limits, tcp_address: str,
-                             apply: bool, exporter_port: int = 0, registry_port: int = 0) -> Outcome:
-    """supervisord.conf (plus the registry's config when `registry_port` is set), or
+                             apply: bool, programs: list[Program] | tuple = (),
+                             daemon_env: dict[str, str] | None = None) -> Outcome:
+    """supervisord.conf with the `programs` beside buildkitd (and their config files), or
     buildkit.service + buildkit.socket verified by systemd-analyze."""
     if manager_name == "supervisor":
-        wanted = {layout.supervisor_conf: render_supervisor_conf(layout, exporter_port, registry_port)}
-        if registry_port:
-            wanted[registry_mod.config_path(layout)] = registry_mod.render_config(registry_mod.storage_dir(layout),
-                                                                                 registry_port)
-    elif registry_port:
-        raise ServiceError(f"registry_port={registry_port}: the local registry runs under supervisord only"
-                           " (the lab stack), not as a systemd unit",
-                           "set registry_port=0 for systemd, or run an organisation registry and point the"
-                           " cache at it")
+        wanted = {layout.supervisor_conf: render_supervisor_conf(layout, programs, daemon_env)}
+        for prog in programs:
+            wanted.update(prog.files)
+    elif programs:
+        names = ", ".join(p.name for p in programs)
+        raise ServiceError(f"{names}: these services run under supervisord only (the lab stack), not as systemd units",
+                           "set their *_port parameters to 0 for systemd, and point the kit at the organisation's"
+                           " registry, object store and monitoring")
     else:
         units = render_units(layout, limits, tcp_address, host_bin_dir(layout))
         wanted = {layout.unit_dir / n: t for n, t in units.items()}
@@ -516,14 +508,18 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
     if not stale:
         return Outcome.ok(f"{', '.join(str(p) for p in wanted)} up to date", service_manager=manager_name)
     diff = "".join(files.unified_diff(files.read_text(p), t, p) for p, t in stale.items())
+    if programs:
+        check_ports_free(programs, manager_for(layout, manager_name))
     if not apply:
         files.writable_dir(next(iter(stale)).parent)
         return Outcome.changed(f"would write {', '.join(str(p) for p in stale)}", diff, service_manager=manager_name)
     for path, text in stale.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         files.backup(path, layout.backup_dir)
         files.atomic_write(path, text)
-    if registry_port:
-        registry_mod.storage_dir(layout).mkdir(parents=True, exist_ok=True)
+    for prog in programs:
+        for d in prog.dirs:
+            d.mkdir(parents=True, exist_ok=True)
     return Outcome.changed(f"wrote {', '.join(str(p) for p in stale)}", diff, service_manager=manager_name)
 
 

@@ -46,6 +46,12 @@ class Session:
             return None
         return service.manager_for(self.layout, self.params.service_manager)
 
+    def programs(self) -> list:
+        """The services beside buildkitd its parameters ask for (runbook_checks.programs)."""
+        from .programs import wanted
+
+        return wanted(self.layout, self.params)
+
     def limits(self) -> service.Limits:
         p = self.params
         return service.Limits(p.cpu_quota, p.memory_max, p.io_weight, p.tasks_max)

@@ -13,6 +13,7 @@ from . import layout as layout_mod, runner
 from .config import read_debug_port
 from .errors import KitError
 from .params import PROJECT_ROOT
+from .programs import served_urls
 from .service import Supervisor
 
 UP_SEQUENCE = (("install", "apply"), ("configure", "apply"), ("verify", "check"))
@@ -26,15 +27,13 @@ class Status:
     address: str
     metrics_url: str
     log_path: str
-    exporter_url: str = ""
-    registry_url: str = ""
+    services: dict[str, str] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [("state directory", self.state_dir), ("buildkitd", f"{self.state} (pid {self.pid})" if self.pid else self.state),
-                ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path),
-                ("kit exporter", self.exporter_url or "(not configured)"),
-                ("registry", self.registry_url or "(not configured)")]
+                ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path)]
+        rows += [(name, url) for name, url in self.services.items()]
         rows += [(f"report: {name}", path) for name, path in self.reports.items()]
         return rows
 
@@ -48,12 +47,9 @@ def status(state_dir: str = "") -> Status:
     info = Supervisor(layout).info()
     port = read_debug_port(layout.config_path)
     conf = layout.supervisor_conf.read_text() if layout.supervisor_conf.exists() else ""
-    exporter = re.search(r"runbook_checks\.exporter --listen (\S+)", conf)
-    registry = re.search(r'REGISTRY_HTTP_ADDR="([^"]+)"', conf)
     return Status(str(layout.state_dir), info["state"], info["pid"], layout.address,
                   f"http://127.0.0.1:{port}/metrics" if port else "(not configured)", str(layout.log_path),
-                  f"http://{exporter.group(1)}/metrics" if exporter else "",
-                  f"http://{registry.group(1)}/v2/" if registry else "",
+                  served_urls(conf),
                   {name: str(path) for name, path in runner.latest_reports().items()})
 
 

@@ -78,8 +78,9 @@ def test_a_registry_port_taken_by_another_process_fails_configure(ci_daemon, run
         port = taken.getsockname()[1]
         result = apply("configure", ci_daemon.state_dir, f"registry_port={port}", base=runs_base)
     failed = result.report.steps[-1]
-    assert result.report.status == "failed" and failed.name == "local registry", result.report.to_json()
-    assert "address already in use" in failed.message and "registry_port=N" in failed.message
+    assert result.report.status == "failed" and failed.name == "service definition and resource limits", \
+        result.report.to_json()
+    assert f"127.0.0.1:{port} is taken by another process" in failed.message and "registry_port=N" in failed.message
     assert service.daemon_answers(ci_daemon)  # buildkitd itself is untouched by the registry's failure
     back = apply("configure", ci_daemon.state_dir, base=runs_base)  # the ci profile: no registry
     assert back.report.summary["failed"] == 0 and back.report.steps[-1].status == "skipped", back.report.to_json()

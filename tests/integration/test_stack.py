@@ -31,7 +31,7 @@ def lab(tmp_path_factory):
     env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(state), DOCKER_CONFIG=str(tmp_path_factory.mktemp("docker")),
                BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
     sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}",
-            "--set", f"registry_port={service.free_port()}"]
+            "--set", f"registry_port={service.free_port()}", "--set", f"s3_port={service.free_port()}"]
     env["KIT_TEST_SETS"] = " ".join(sets)
     try:
         up = invoke("up", *sets, env=env)
@@ -54,6 +54,8 @@ def test_up_brings_up_a_daemon_and_prints_where_it_is(lab):
     assert str(state / "log/buildkitd.log") in up.stdout
     for name in ("install", "configure", "verify"):
         assert f"report: {name}" in up.stdout
+    for name in ("exporter", "registry", "s3"):  # each service beside buildkitd, with its URL
+        assert re.search(rf"{name}\s*│\s*http://127\.0\.0\.1:\d+/", up.stdout), name
 
 
 def test_a_build_with_run_steps_against_the_printed_address(lab, tmp_path):
@@ -69,7 +71,7 @@ def test_a_build_with_run_steps_against_the_printed_address(lab, tmp_path):
 
 def test_the_kit_exporter_runs_beside_the_daemon(lab):
     _, _, up = lab
-    url = re.search(r"kit exporter\s*│\s*(http://127\.0\.0\.1:\d+/metrics)", up.stdout).group(1)
+    url = re.search(r"exporter\s*│\s*(http://127\.0\.0\.1:\d+/metrics)", up.stdout).group(1)
     deadline = time.monotonic() + 30
     while True:
         try:

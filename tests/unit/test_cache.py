@@ -28,7 +28,7 @@ def test_inline_rides_in_the_pushed_image():
 
 
 @pytest.mark.parametrize("args,message", [
-    (("s3", "127.0.0.1:1/a"), "cache_backend: 's3' is not a cache backend"),
+    (("gha", "127.0.0.1:1/a"), "cache_backend: 'gha' is not a cache backend"),
     (("registry", "127.0.0.1:1/a", "all"), "cache_mode: 'all'"),
     (("registry", "127.0.0.1:1/a", "max", "lz4"), "cache_compression: 'lz4'"),
     (("registry", "kit/cache"), "cache_ref: 'kit/cache' is not an image reference with a registry host"),
@@ -43,15 +43,26 @@ def test_bad_backends_are_refused_before_any_build(args, message):
 
 def test_backend_from_parameters(tmp_path):
     lay = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)})
-    b = cache.backend_from_params("registry", "", "", "max", "gzip", False, 15000, lay)
+    b = cache.backend_from_params({"cache_backend": "registry", "registry_port": 15000}, lay)
     assert b.target == "127.0.0.1:15000/kit/cache:registry"
-    assert cache.backend_from_params("local", "", "", "max", "gzip", False, 0, lay).target == str(tmp_path / "cache-export")
+    assert cache.backend_from_params({"cache_backend": "local"}, lay).target == str(tmp_path / "cache-export")
     with pytest.raises(ParameterError, match="needs cache_ref, or registry_port"):
-        cache.backend_from_params("registry", "", "", "max", "gzip", False, 0, lay)
+        cache.backend_from_params({"cache_backend": "registry"}, lay)
+    with pytest.raises(ParameterError, match="needs s3_port"):
+        cache.backend_from_params({"cache_backend": "s3"}, lay)
+    s3 = cache.backend_from_params({"cache_backend": "s3", "s3_port": 19000, "cache_prefix": "team-a",
+                                    "cache_ignore_error": True}, lay)
+    assert s3.export_option() == ("type=s3,bucket=buildkit-cache,region=us-east-1,name=kit,prefix=team-a/,"
+                                  "endpoint_url=http://127.0.0.1:19000,use_path_style=true,mode=max,"
+                                  "compression=gzip,ignore-error=true")
+    assert s3.import_option().startswith("type=s3,bucket=buildkit-cache,")
+    with pytest.raises(ParameterError, match="cache_bucket"):
+        cache.CacheBackend("s3", "Bad_Bucket")
 
 
 @pytest.mark.parametrize("key,value", [("cache_ref", "cache:latest"), ("cache_dir", "rel"), ("cache_mode", "all"),
-                                        ("cache_compression", "lz4"), ("cache_backend", "s3")])
+                                        ("cache_compression", "lz4"), ("cache_backend", "gha"),
+                                        ("cache_bucket", "A"), ("s3_credentials_file", "rel")])
 def test_semantics_name_the_cache_parameter(key, value):
     with pytest.raises(ParameterError, match=key):
         params.validate({key: value})

@@ -1,0 +1,227 @@
+"""The services that run beside buildkitd under the lab's supervisord (the kit's exporter,
+the local OCI registry, the S3 server, the monitoring stack...), one general mechanism:
+each service's module gives a `program(layout, params)` factory that returns a `Program`
+(command, port, config files, readiness URL); supervisord.conf gets one section per
+program whose port parameter is set; configure starts each one and waits until its
+readiness URL answers, or fails with the program's own last error line."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import socket
+import textwrap
+import time
+import urllib.error
+import urllib.request
+import xmlrpc.client
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import KitError
+from .layout import Layout
+from .results import Outcome
+
+# (port parameter, "module:factory"): a program runs when its port parameter is not 0.
+# A new service adds one line here and its port parameter to the install and configure
+# runbooks (and to params.Semantics).
+FACTORIES: tuple[tuple[str, str], ...] = (
+    ("exporter_port", "runbook_checks.exporter:program"),
+    ("registry_port", "runbook_checks.registry:program"),
+    ("s3_port", "runbook_checks.s3:program"),
+)
+
+
+class ProgramError(KitError):
+    """A service beside buildkitd is missing, misconfigured or does not answer."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervisord program on 127.0.0.1:`port`. `files` are its config files (written
+    with backups before it starts), `dirs` are created for it, `ready_url` answers 2xx
+    when it serves, `error_patterns` pick its last error line out of `log`;
+    `daemon_environment` is what buildkitd needs in its environment to use it."""
+
+    name: str
+    command: str
+    port: int
+    log: Path
+    ready_url: str
+    environment: dict[str, str] = field(default_factory=dict)
+    files: dict[Path, str] = field(default_factory=dict)
+    dirs: tuple[Path, ...] = ()
+    directory: str = ""
+    error_patterns: tuple[str, ...] = ("level=fatal", "level=error", "error", "address already in use")
+    stop_signal: str = "TERM"
+    daemon_environment: dict[str, str] = field(default_factory=dict)  # what buildkitd needs to use it
+
+    def section(self) -> str:
+        env = ",".join(f'{k}="{v}"' for k, v in self.environment.items())
+        lines = [f"[program:{self.name}]", f"; serves {self.ready_url}", f"command={self.command}"]
+        if env:
+            lines.append(f"environment={env}")
+        if self.directory:
+            lines.append(f"directory={self.directory}")
+        lines += ["autostart=true", "autorestart=true", "startsecs=2", "startretries=1",
+                  f"stopsignal={self.stop_signal}", "stopwaitsecs=20", "stopasgroup=true", "killasgroup=true",
+                  "redirect_stderr=true", f"stdout_logfile={self.log}", "stdout_logfile_maxbytes=5MB",
+                  "stdout_logfile_backups=2"]
+        return "\n" + "\n".join(lines) + "\n"
+
+
+def _factory(spec: str):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def wanted(layout: Layout, params: Any) -> list[Program]:
+    """The programs the parameters ask for (`params`: a Semantics model or a dict)."""
+    values = params if isinstance(params, dict) else params.model_dump()
+    return [_factory(spec)(layout, values) for key, spec in FACTORIES if values.get(key)]
+
+
+def served_urls(conf_text: str) -> dict[str, str]:
+    """{program: URL} from a written supervisord.conf (its `; serves URL` lines)."""
+    return dict(re.findall(r"^\[program:([^\]]+)\]\n; serves (\S+)", conf_text, flags=re.M))
+
+
+def answers(url: str, timeout: float = 2) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except urllib.error.HTTPError as exc:
+        return 200 <= exc.code < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def last_error(log: Path, patterns: tuple[str, ...]) -> str:
+    """The newest line of `log` that matches one of `patterns` (a `msg="..."` field is
+    taken alone), else its last line."""
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except FileNotFoundError:
+        return f"(no log at {log})"
+    for line in reversed(lines):
+        if any(p in line.lower() for p in patterns):
+            match = re.search(r'msg="([^"]*)"', line)
+            return match.group(1) if match else line[-300:]
+    return lines[-1][-300:] if lines else f"(the program wrote nothing to {log})"
+
+
+def check_ports_free(programs: list[Program], manager) -> None:
+    """Before anything is written: a program's port held by a process that is not that
+    program under this state directory's supervisord is an error naming the port."""
+    ours: dict[str, str] = {}
+    if manager is not None and getattr(manager, "supervisord_up", lambda: False)():
+        try:
+            ours = {p["name"]: p["statename"] for p in manager._rpc().getAllProcessInfo()}
+        except (OSError, xmlrpc.client.Fault):
+            ours = {}
+    for prog in programs:
+        if ours.get(prog.name) == "RUNNING":
+            continue
+        if port_taken(prog.port):
+            raise ProgramError(f"127.0.0.1:{prog.port} is taken by another process, so {prog.name} cannot listen there",
+                               f"free the port or choose another: --set {prog.name}_port=N"
+                               f" (see `ss -ltnp 'sport = :{prog.port}'`)")
+
+
+def converge(layout: Layout, manager, programs: list[Program], apply: bool, timeout: float = 30) -> Outcome:
+    """Every program serves its ready URL: started if supervisord gave up on it (apply);
+    a program that will not come up fails with its own last error line."""
+    from .service import Supervisor
+
+    if not programs:
+        return Outcome.skipped("no services beside buildkitd (every *_port parameter is 0)")
+    if not isinstance(manager, Supervisor):
+        return Outcome.skipped("services beside buildkitd run under supervisord only (the lab stack)")
+    names = ", ".join(p.name for p in programs)
+    if not manager.supervisord_up():
+        if apply:
+            raise ProgramError(f"supervisord is not running under {layout.state_dir}, so {names} are not either",
+                               "apply the configure runbook (its daemon step starts supervisord)")
+        return Outcome.changed(f"would start {names} with the daemon")
+    rpc = manager._rpc()
+    serving, started = {}, []
+    for prog in programs:
+        try:
+            info = rpc.getProcessInfo(prog.name)
+        except xmlrpc.client.Fault:
+            if not apply:
+                return Outcome.changed(f"would start {prog.name} (supervisord has no such program yet)")
+            raise ProgramError(f"supervisord runs no {prog.name} program", "apply the configure runbook") from None
+        if not apply:
+            if info["statename"] in ("RUNNING", "STARTING") and answers(prog.ready_url):
+                serving[prog.name] = prog.ready_url
+                continue
+            return Outcome.changed(f"would start {prog.name} (supervisord has it {info['statename']},"
+                                   f" {prog.ready_url} does not answer)")
+        if _wait_serving(rpc, prog, timeout):
+            started.append(prog.name)
+        serving[prog.name] = prog.ready_url
+    facts = {"services": serving}
+    listing = "; ".join(f"{n}: {u}" for n, u in serving.items())
+    if started:
+        return Outcome.changed(f"started {', '.join(started)} — {listing}", **facts)
+    return Outcome.ok(f"serving — {listing}", **facts)
+
+
+def _wait_serving(rpc, prog: Program, timeout: float) -> bool:
+    """Wait until `prog` answers; start it once if supervisord gave up. True if started."""
+    deadline = time.monotonic() + timeout
+    started = False
+    while True:
+        info = rpc.getProcessInfo(prog.name)
+        if info["statename"] in ("RUNNING", "STARTING") and answers(prog.ready_url):
+            return started
+        if info["statename"] in ("FATAL", "EXITED", "STOPPED"):
+            if started:
+                break
+            started = True
+            try:
+                rpc.startProcess(prog.name, False)
+            except xmlrpc.client.Fault:  # failed again at once: read why below
+                break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    raise ProgramError(f"{prog.name} does not serve {prog.ready_url}: {last_error(prog.log, prog.error_patterns)}",
+                       f"if another process holds port {prog.port}, choose another: --set {prog.name}_port=N;"
+                       f" read {prog.log}")
+
+
+def restart(manager, name: str, ready_url: str, timeout: float = 30) -> None:
+    """Stop and start one program (after its config changed) and wait until it answers."""
+    rpc = manager._rpc()
+    try:
+        rpc.stopProcess(name)
+    except xmlrpc.client.Fault as exc:
+        if "NOT_RUNNING" not in exc.faultString:
+            raise
+    rpc.startProcess(name, True)
+    deadline = time.monotonic() + timeout
+    while not answers(ready_url):
+        if time.monotonic() > deadline:
+            raise ProgramError(f"{name} did not answer {ready_url} within {timeout:.0f}s after a restart",
+                               "read its log under the state directory's log/")
+        time.sleep(0.2)
+
+
+def daemon_environment(programs: list[Program] | tuple) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for prog in programs:
+        env.update(prog.daemon_environment)
+    return env
+
+
+def render_sections(programs: list[Program]) -> str:
+    return "".join(textwrap.dedent(p.section()) for p in programs)

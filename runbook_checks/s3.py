@@ -1,0 +1,224 @@
+"""The lab's S3 server for the s3 cache backend: Versity's S3 gateway (versitygw, Apache
+2.0, built from the Go module proxy) over a directory of the state dir, on 127.0.0.1.
+
+Credentials live in files, never in parameters: an AWS shared-credentials file (0600)
+that the kit generates once, the gateway reads at start (through `python -m
+runbook_checks.s3 serve`, so the secret is in no command line) and buildkitd reads
+through AWS_SHARED_CREDENTIALS_FILE in its environment. boto3 creates the bucket, checks
+access before any build, and removes objects older than a retention age."""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import datetime as _dt
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import KitError
+from .layout import Layout
+from .results import Outcome
+
+VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
+VERSITYGW_VERSION = "v1.8.0"
+REGION = "us-east-1"
+
+
+class S3Error(KitError):
+    """The S3 server, bucket or credentials are missing or wrong."""
+
+
+def binary(layout: Layout) -> Path:
+    return layout.bin_dir / "versitygw"
+
+
+def data_dir(layout: Layout) -> Path:
+    return layout.state_dir / "s3"
+
+
+def default_credentials_file(layout: Layout) -> Path:
+    return layout.config_path.parent / "s3" / "credentials"
+
+
+def credentials_file(layout: Layout, params: dict) -> Path:
+    given = params.get("s3_credentials_file") or ""
+    return Path(given) if given else default_credentials_file(layout)
+
+
+def endpoint(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+# --------------------------------------------------------------------------------------
+# install: the gateway binary and the credentials file
+# --------------------------------------------------------------------------------------
+def ensure_binary(layout: Layout, port: int, apply: bool, version: str = VERSITYGW_VERSION) -> Outcome:
+    """versitygw VERSION in the layout's bin dir (go install from the module proxy)."""
+    from .install import go_install, go_module_version
+
+    if not port:
+        return Outcome.skipped("s3_port is 0: no S3 server")
+    target = binary(layout)
+    found = go_module_version(target, "github.com/versity/versitygw")
+    if found == version:
+        return Outcome.ok(f"{target} is versitygw {version}")
+    if not apply:
+        return Outcome.changed(f"would go install {VERSITYGW_MODULE}@{version} into {layout.bin_dir}"
+                               + (f" (found {found})" if found else ""))
+    go_install(f"{VERSITYGW_MODULE}@{version}", layout.bin_dir, "-s -w")
+    return Outcome.changed(f"installed versitygw {version} to {target}")
+
+
+def read_credentials(path: Path, profile: str = "default") -> tuple[str, str]:
+    """(access key id, secret) from an AWS shared-credentials file, or a clear error."""
+    if not path.is_file():
+        raise S3Error(f"the S3 credentials file {path} does not exist",
+                      "apply the install runbook (it generates the lab's), or point s3_credentials_file at an"
+                      " AWS shared-credentials file")
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path)
+        section = parser[profile]
+        return section["aws_access_key_id"].strip(), section["aws_secret_access_key"].strip()
+    except (configparser.Error, KeyError):
+        raise S3Error(f"{path} is not an AWS shared-credentials file with a [{profile}] section holding"
+                      " aws_access_key_id and aws_secret_access_key",
+                      f"write it as:\n[{profile}]\naws_access_key_id = ...\naws_secret_access_key = ...") from None
+
+
+def ensure_credentials(layout: Layout, params: dict, apply: bool) -> Outcome:
+    """The lab's credentials file: generated once (0600), never rewritten; a given
+    s3_credentials_file is only checked."""
+    if not params.get("s3_port"):
+        return Outcome.skipped("s3_port is 0: no S3 server")
+    path = credentials_file(layout, params)
+    if path.exists() or params.get("s3_credentials_file"):
+        read_credentials(path)
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise S3Error(f"{path} is readable by others (mode {mode:o})", f"chmod 600 {path}")
+        return Outcome.ok(f"S3 credentials in {path} (mode 600)")
+    if not apply:
+        return Outcome.changed(f"would generate S3 credentials into {path} (mode 600)")
+    from . import files
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = (f"[default]\naws_access_key_id = kit{secrets.token_hex(8)}\n"
+            f"aws_secret_access_key = {secrets.token_urlsafe(30)}\n")
+    files.atomic_write(path, text, mode=0o600)
+    return Outcome.changed(f"generated S3 credentials into {path} (mode 600)")
+
+
+# --------------------------------------------------------------------------------------
+# the supervisord program
+# --------------------------------------------------------------------------------------
+def program(layout: Layout, params: dict):
+    """The S3 gateway beside buildkitd (runbook_checks.programs); buildkitd is given the
+    credentials file through AWS_SHARED_CREDENTIALS_FILE."""
+    from .params import PROJECT_ROOT
+    from .programs import Program
+
+    port = params["s3_port"]
+    creds = credentials_file(layout, params)
+    return Program("s3", f"{sys.executable} -m runbook_checks.s3 serve --listen 127.0.0.1:{port}"
+                   f" --root {data_dir(layout)} --credentials {creds} --binary {binary(layout)}",
+                   port, layout.log_dir / "s3.log", f"{endpoint(port)}/health", dirs=(data_dir(layout),),
+                   directory=str(PROJECT_ROOT), daemon_environment={"AWS_SHARED_CREDENTIALS_FILE": str(creds)})
+
+
+def serve(argv: list[str]) -> None:
+    """Exec versitygw with the root credentials from the file in its environment."""
+    parser = argparse.ArgumentParser(prog="python -m runbook_checks.s3 serve")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--credentials", required=True)
+    parser.add_argument("--binary", required=True)
+    args = parser.parse_args(argv)
+    key, secret = read_credentials(Path(args.credentials))
+    env = dict(os.environ, ROOT_ACCESS_KEY_ID=key, ROOT_SECRET_ACCESS_KEY=secret)
+    os.execve(args.binary, [args.binary, "--port", args.listen, "--region", REGION, "--health", "/health",
+                            "posix", args.root], env)
+
+
+# --------------------------------------------------------------------------------------
+# client side: bucket, access check, retention (boto3)
+# --------------------------------------------------------------------------------------
+def client(port_or_endpoint: int | str, creds: Path):
+    import boto3
+    from botocore.config import Config
+
+    key, secret = read_credentials(creds)
+    url = endpoint(port_or_endpoint) if isinstance(port_or_endpoint, int) else port_or_endpoint
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret,
+                        region_name=REGION, config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                                                          connect_timeout=5, read_timeout=30))
+
+
+def _error_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "") or type(exc).__name__
+
+
+def ensure_bucket(port: int, creds: Path, bucket: str, apply: bool) -> Outcome:
+    """The bucket exists and these credentials reach it (HeadBucket); created on apply."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    s3 = client(port, creds)
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return Outcome.ok(f"bucket {bucket} on {endpoint(port)} answers these credentials")
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise S3Error(f"the S3 server at {endpoint(port)} refused the credentials in {creds} ({code})",
+                          "point s3_credentials_file at the server's credentials (the lab's: etc/s3/credentials)")\
+                from None
+        if code not in ("404", "NoSuchBucket", "NotFound"):
+            raise S3Error(f"HeadBucket {bucket} failed on {endpoint(port)}: {code}", "read the S3 server's log") from None
+    except BotoCoreError as exc:
+        raise S3Error(f"the S3 server at {endpoint(port)} does not answer: {exc}",
+                      "start it: apply the configure runbook with s3_port set") from None
+    if not apply:
+        return Outcome.changed(f"would create bucket {bucket} on {endpoint(port)}")
+    s3.create_bucket(Bucket=bucket)
+    return Outcome.changed(f"created bucket {bucket} on {endpoint(port)}")
+
+
+def objects(port: int, creds: Path, bucket: str, prefix: str = "") -> list[dict]:
+    """Every object under prefix: Key, Size, LastModified."""
+    s3 = client(port, creds)
+    out: list[dict] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out.extend(page.get("Contents", []))
+    return out
+
+
+def expire(port: int, creds: Path, bucket: str, prefix: str, older_than: int, apply: bool,
+           now: _dt.datetime | None = None) -> Outcome:
+    """Remove the objects under prefix last modified more than `older_than` seconds ago
+    (BuildKit's S3 cache never deletes: moby/buildkit#3686). BuildKit refreshes the
+    timestamp of blobs a build still uses (touch_refresh), so live blobs stay young."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    old = [o for o in objects(port, creds, bucket, prefix) if (now - o["LastModified"]).total_seconds() > older_than]
+    size = sum(o["Size"] for o in old)
+    if not old:
+        return Outcome.ok(f"no object under s3://{bucket}/{prefix} is older than {older_than}s",
+                          s3_removed_objects=0, s3_reclaimed_bytes=0)
+    if not apply:
+        return Outcome.changed(f"would remove {len(old)} objects ({size} bytes) older than {older_than}s"
+                               f" from s3://{bucket}/{prefix}", "\n".join(o["Key"] for o in old[:50]))
+    s3 = client(port, creds)
+    for i in range(0, len(old), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in old[i:i + 1000]]})
+    return Outcome.changed(f"removed {len(old)} objects ({size} bytes) older than {older_than}s from"
+                           f" s3://{bucket}/{prefix}", "\n".join(o["Key"] for o in old[:50]),
+                           s3_removed_objects=len(old), s3_reclaimed_bytes=size)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"]:
+        sys.exit("usage: python -m runbook_checks.s3 serve --listen 127.0.0.1:PORT --root DIR --credentials FILE"
+                 " --binary PATH")
+    serve(sys.argv[2:])
