@@ -19,6 +19,12 @@ class BuildResult:
     vertices: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)  # --metadata-file: image digest, ...
+    transfers: dict[str, int] = field(default_factory=dict)  # status id (a blob's digest...) -> total bytes
+
+    @property
+    def bytes_transferred(self) -> int:
+        """Bytes of the layer/blob transfers the progress reported (pulls, cache imports)."""
+        return sum(self.transfers.values())
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -64,6 +70,15 @@ class Buildctl:
     def workers(self) -> list[dict[str, Any]]:
         return self.json("debug", "workers")
 
+    def disk_usage(self) -> list[dict[str, Any]]:
+        """`buildctl du -v` records (ID, RecordType, Size, InUse, Shared, LastUsedAt, ...)."""
+        return self.json("du", "-v") or []  # an empty cache is `null`
+
+    def histories(self) -> list[dict[str, Any]]:
+        """The daemon's build history (`buildctl debug histories`), one record per build."""
+        out = self.run("debug", "histories", "--format", "{{json .}}").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
     def build(self, context: Path, *, build_args: dict[str, str] | None = None, output: str = "",
               export_cache: list[str] | tuple[str, ...] = (), import_cache: list[str] | tuple[str, ...] = (),
               timeout: float = 600) -> BuildResult:
@@ -88,6 +103,7 @@ class Buildctl:
             proc = self.run(*args, "--metadata-file", str(meta_path), timeout=timeout)
             metadata = json.loads(meta_path.read_text() or "{}") if meta_path.exists() else {}
         vertices: dict[str, dict[str, Any]] = {}
+        transfers: dict[str, int] = {}
         for line in proc.stderr.splitlines():
             try:
                 status = json.loads(line)
@@ -95,4 +111,7 @@ class Buildctl:
                 continue
             for vertex in status.get("vertexes") or []:
                 vertices.setdefault(vertex["digest"], {}).update(vertex)
-        return BuildResult(list(vertices.values()), round(time.monotonic() - start, 3), metadata)
+            for st in status.get("statuses") or []:
+                if st.get("total"):
+                    transfers[st["id"]] = max(transfers.get(st["id"], 0), int(st["total"]))
+        return BuildResult(list(vertices.values()), round(time.monotonic() - start, 3), metadata, transfers)

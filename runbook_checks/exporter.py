@@ -1,8 +1,10 @@
 """The kit's Prometheus exporter (prometheus-client, 127.0.0.1 only).
 
-It reads the kit's latest run reports on each scrape, so what it serves is what the
-runbooks last saw. Now: the Docker CLI plugin audit (totals, invalid, insecure), so an
-alert can fire on an invalid plugin. Run it with
+On each scrape it reads the kit's latest run reports (the Docker CLI plugin audit:
+totals, invalid, insecure, so an alert can fire on an invalid plugin) and asks each
+builder given with --buildkit-addr for its cache (`buildctl du`, `debug workers`,
+`debug histories`): disk usage, reclaimable bytes and records by record type, the GC
+limit, and the cached/total steps of the builds in its history. Run it with
 `python -m runbook_checks.exporter --listen 127.0.0.1:PORT [--runs-dir DIR]`; the lab's
 supervisord runs it beside buildkitd."""
 
@@ -74,24 +76,114 @@ def program(layout, params: dict):
 
     port = params["exporter_port"]
     return Program("exporter", f"{sys.executable} -m runbook_checks.exporter --listen 127.0.0.1:{port}"
-                   f" --runs-dir {runner.runs_dir()} --buildkit-addr {layout.address}",
+                   f" --runs-dir {runner.runs_dir()} --buildctl {layout.buildctl}"
+                   f" --buildkit-addr {params.get('builder_name') or 'buildkitd'}={layout.address}",
                    port, layout.log_dir / "exporter.log", f"http://127.0.0.1:{port}/metrics",
                    directory=str(PROJECT_ROOT), error_patterns=("error", "traceback"))
 
 
-def registry(runs: Path) -> CollectorRegistry:
+class CacheCollector:
+    """buildkit_cache_* per builder, read from buildctl on each scrape. Every number is
+    what buildctl reports at that moment: sizes from `du -v`, the GC limit from `debug
+    workers`, steps from the build history (which the daemon itself trims by
+    history_max_age / history_max_entries, so those are gauges over the kept history)."""
+
+    def __init__(self, buildctl: Path, builders: dict[str, str]):
+        self.buildctl = buildctl
+        self.builders = builders  # name -> address
+
+    def collect(self) -> Iterator[Metric]:
+        from .buildctl import Buildctl
+        from .errors import KitError
+
+        up = GaugeMetricFamily("buildkit_cache_builder_up", "1 if buildctl reached the builder on this scrape",
+                               labels=["builder"])
+        usage = GaugeMetricFamily("buildkit_cache_disk_usage_bytes", "Build cache size by record type (buildctl du)",
+                                  labels=["builder", "record_type"])
+        records = GaugeMetricFamily("buildkit_cache_records", "Build cache records by record type (buildctl du)",
+                                    labels=["builder", "record_type"])
+        reclaimable = GaugeMetricFamily("buildkit_cache_reclaimable_bytes",
+                                        "Cache bytes neither in use nor shared: what a prune may free",
+                                        labels=["builder"])
+        limit = GaugeMetricFamily("buildkit_cache_gc_max_used_space_bytes",
+                                  "The largest maxUsedSpace of the worker's GC policy (0: no limit)",
+                                  labels=["builder"])
+        builds = GaugeMetricFamily("buildkit_cache_history_builds", "Builds in the daemon's kept build history",
+                                   labels=["builder"])
+        steps = GaugeMetricFamily("buildkit_cache_history_steps",
+                                  "Steps of the builds in the kept history, by kind (total, cached, completed)",
+                                  labels=["builder", "kind"])
+        for name, address in self.builders.items():
+            client = Buildctl(self.buildctl, address, timeout=3)
+            try:
+                du = client.disk_usage()
+                workers = client.workers()
+                history = [h["record"] for h in client.histories() if h.get("record")]
+            except (KitError, ValueError):
+                up.add_metric([name], 0)
+                continue
+            up.add_metric([name], 1)
+            for kind, (size, count) in sorted(summarize_usage(du).items()):
+                usage.add_metric([name, kind], size)
+                records.add_metric([name, kind], count)
+            reclaimable.add_metric([name], reclaimable_bytes(du))
+            limit.add_metric([name], max_used_space(workers))
+            builds.add_metric([name], len(history))
+            for kind, value in history_steps(history).items():
+                steps.add_metric([name, kind], value)
+        yield from (up, usage, records, reclaimable, limit, builds, steps)
+
+
+def summarize_usage(du: list[dict]) -> dict[str, tuple[int, int]]:
+    """{record type: (bytes, records)} of `buildctl du -v` records."""
+    out: dict[str, tuple[int, int]] = {}
+    for rec in du:
+        kind = rec.get("recordType") or "unknown"
+        size, count = out.get(kind, (0, 0))
+        out[kind] = (size + int(rec.get("size") or 0), count + 1)
+    return out
+
+
+def reclaimable_bytes(du: list[dict]) -> int:
+    return sum(int(r.get("size") or 0) for r in du if not r.get("inUse") and not r.get("shared"))
+
+
+def max_used_space(workers: list[dict]) -> int:
+    return max((int(rule.get("maxUsedSpace") or 0) for w in workers for rule in (w.get("gcPolicy") or [])), default=0)
+
+
+def history_steps(history: list[dict]) -> dict[str, int]:
+    """Sum of the history records' step counters (absent counters are 0: protobuf JSON)."""
+    keys = {"total": "numTotalSteps", "cached": "numCachedSteps", "completed": "numCompletedSteps"}
+    return {kind: sum(int(r.get(key) or 0) for r in history) for kind, key in keys.items()}
+
+
+def parse_builders(values: list[str]) -> dict[str, str]:
+    """--buildkit-addr values: ADDRESS or NAME=ADDRESS (the name is the `builder` label)."""
+    out = {}
+    for value in values:
+        name, sep, address = value.partition("=")
+        if not sep:
+            name, address = value, value
+        out[name] = address
+    return out
+
+
+def registry(runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(PluginAuditCollector(runs))
+    if buildctl and builders:
+        reg.register(CacheCollector(buildctl, builders))
     return reg
 
 
-def serve(host: str, port: int, runs: Path):
+def serve(host: str, port: int, runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None):
     """Start serving /metrics; returns (server, thread) from prometheus-client."""
     from prometheus_client import start_http_server
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"the exporter listens on loopback only, not {host}")
-    return start_http_server(port, addr=host, registry=registry(runs))
+    return start_http_server(port, addr=host, registry=registry(runs, buildctl, builders))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,10 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", default="127.0.0.1:16061", help="HOST:PORT on loopback")
     parser.add_argument("--runs-dir", default="", help="where the run reports are (default: the kit's runs/)")
     parser.add_argument("--buildkit-addr", action="append", default=[],
-                        help="a buildkitd address whose cache to report (repeat for several builders)")
+                        help="[NAME=]ADDRESS of a buildkitd whose cache to report (repeat for several builders)")
+    parser.add_argument("--buildctl", default="", help="the buildctl binary that asks the builders")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    server, _thread = serve(host or "127.0.0.1", int(port), Path(args.runs_dir) if args.runs_dir else runner.runs_dir())
+    server, _thread = serve(host or "127.0.0.1", int(port), Path(args.runs_dir) if args.runs_dir else runner.runs_dir(),
+                            Path(args.buildctl) if args.buildctl else None, parse_builders(args.buildkit_addr))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -52,3 +52,14 @@ def test_serves_on_loopback_only(tmp_path):
         assert 'buildkit_ops_cli_plugins{validity="invalid"} 1.0' in text
     finally:
         server.shutdown()
+
+
+def test_builders_are_named_or_named_after_their_address():
+    assert exporter.parse_builders(["ci=unix:///a.sock", "unix:///b.sock"]) == {
+        "ci": "unix:///a.sock", "unix:///b.sock": "unix:///b.sock"}
+
+
+def test_history_steps_count_absent_counters_as_zero():
+    history = [{"numTotalSteps": 4, "numCompletedSteps": 4}, {"numTotalSteps": 4, "numCachedSteps": 3}]
+    assert exporter.history_steps(history) == {"total": 8, "cached": 3, "completed": 4}
+    assert exporter.max_used_space([{"gcPolicy": None}]) == 0
