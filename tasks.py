@@ -170,6 +170,55 @@ def plugins_restore(c, name, quarantine_dir=""):
         print(line)
 
 
+@task(help={
+    "workloads": "comma-separated workloads under workloads/ (default: all: small, go-app, py-app)",
+    "backends": "comma-separated cache backends for the fresh-builder scenarios (default: registry,s3,local)",
+    "state_dir": "the lab's state directory (default: the lab profile's, .lab)",
+    "registry_port": "its local registry's port (default: the lab profile's, 15000)",
+    "s3_port": "its S3 server's port (default: the lab profile's, 19000)",
+    "publish": "also copy the plot and the table into docs/guides/cache-benchmark.md",
+    "keep_caches": "keep what the run exported (registry tags, S3 prefix, local directories)",
+})
+def bench_cache(c, workloads="", backends="registry,s3,local", state_dir="", registry_port=0, s3_port=0,
+                publish=False, keep_caches=False):
+    """Measure the build cache: cold, warm, edit, and fresh builders importing each backend.
+
+    Needs the running lab (./kit up). Writes runs/bench/cache-<stamp>.json (a list of
+    records) and cache-<stamp>.png; prints a recap. Exits 1 when a fresh builder importing
+    the registry or S3 cache of a Debian workload is not 5x faster than cold, all CACHED."""
+    from runbook_checks import bench, files
+
+    lab = params.load_profile("lab")
+    target = bench.Target(layout.for_params({"profile": "lab", "state_dir": state_dir or lab.get("state_dir") or ""}),
+                          int(registry_port or lab["registry_port"]), int(s3_port or lab["s3_port"]))
+    names = tuple(b.strip() for b in backends.split(",") if b.strip())
+    stamp = files.stamp()
+    console = _console()
+    try:
+        unknown = [b for b in names if b not in bench.BACKENDS]
+        if unknown:
+            raise Exit(f"--backends: {', '.join(unknown)} is not a benchmark backend; use {', '.join(bench.BACKENDS)}",
+                       code=2)
+        chosen = bench.workloads([w.strip() for w in workloads.split(",") if w.strip()])
+        records = bench.run(target, chosen, stamp, names, say=lambda m: console.print(m, soft_wrap=True,
+                                                                                     highlight=False),
+                            keep_caches=keep_caches)
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    caption = f"run {stamp} on {bench.machine()}"
+    path = bench.write_results(records, runner.runs_dir(), stamp)
+    png = bench.plot(records, path.with_suffix(".png"), caption)
+    console.print(bench.recap_table(records, f"cache benchmark {stamp}"), width=110)
+    console.print(f"results: {path}\nplot:    {png}", soft_wrap=True)
+    if publish:
+        bench.publish(records, png, params.PROJECT_ROOT / "docs/guides/cache-benchmark.md", caption)
+        console.print("published to docs/guides/cache-benchmark.md")
+    debian = tuple(w.name for w in chosen if any("debian" in b for b in w.bases))
+    misses = bench.verdict(records, debian)
+    if misses:
+        raise Exit("below the goal (5x faster than cold, every step CACHED):\n  " + "\n  ".join(misses), code=1)
+
+
 docs = Collection("docs")
 docs.add_task(docs_build, "build")
 docs.add_task(docs_serve, "serve")
@@ -180,4 +229,7 @@ maint.add_task(plugins_audit, "plugins-audit")
 plugins = Collection("plugins")
 plugins.add_task(plugins_restore, "restore")
 
-ns = Collection(runbook, up, down, status, docs, maint, plugins)
+bench = Collection("bench")
+bench.add_task(bench_cache, "cache")
+
+ns = Collection(runbook, up, down, status, docs, maint, plugins, bench)
