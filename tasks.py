@@ -138,6 +138,29 @@ def plugins_audit(c, set_=None):
         raise Exit("the plugin audit failed: read its last step above", code=1)
 
 
+@task(iterable=["set_"], help={
+    "profile": "lab (default) or production (what buildkit-prune.timer runs)",
+    "mode": "apply (default) frees space; check lists what would go",
+    "set_": "override a parameter: --set prune_keep_storage=5GB",
+})
+def prune(c, profile="lab", mode="apply", set_=None):
+    """Prune the daemon's cache and expire remote cache: the prune runbook.
+
+    Prints each level's reclaimed bytes and a total; exits 1 when a step failed."""
+    try:
+        result = runner.run("prune", profile, mode, tuple(set_ or ()))
+    except KitError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    _show(result)
+    facts = result.report.facts
+    total = sum(int(facts.get(k) or 0) for k in ("reclaimed_bytes", "registry_reclaimed_bytes", "s3_reclaimed_bytes"))
+    verb = "reclaimed" if mode == "apply" else "would reclaim (daemon cache, eligible)"
+    shown = total if mode == "apply" else int(facts.get("eligible_bytes") or 0)
+    _console().print(f"{verb}: {shown / 1e6:.1f} MB")
+    if result.report.status == "failed":
+        raise Exit("the prune failed: read its last step above", code=1)
+
+
 def _lab_quarantine_dir() -> Path:
     values = params.load_profile("lab")
     lab = layout.for_params({"profile": "lab", "state_dir": values.get("state_dir") or ""})
@@ -225,6 +248,7 @@ docs.add_task(docs_serve, "serve")
 
 maint = Collection("maint")
 maint.add_task(plugins_audit, "plugins-audit")
+maint.add_task(prune, "prune")
 
 plugins = Collection("plugins")
 plugins.add_task(plugins_restore, "restore")

@@ -19,11 +19,19 @@ HEADER = "# Managed by buildkit-ops (runbook: configure). Local edits are replac
 
 # The kit's tiered GC policy when a profile gives none: short retention for cache mounts
 # and local/git sources, bounded space for everything else.
+# Tiered, and ordered from the most disposable records to the hard bound. A rule's
+# keepDuration exempts every record used within that time from the rule, limits
+# included: so the rule that bounds the cache's size carries no keepDuration (measured on
+# v0.34: with keepDuration 1h, a 20MB maxUsedSpace let the cache grow to 45MB; without,
+# GC brought it to 18MB about a minute after the builds).
 DEFAULT_GC_POLICY = [
+    # 1. context uploads, cache mounts and git checkouts unused for 48h
     {"filters": ["type==source.local", "type==exec.cachemount", "type==source.git.checkout"],
-     "keep_duration": "48h", "max_used_space": "2GB"},
-    {"all": True, "keep_duration": "30d", "reserved_space": "2GB", "max_used_space": "20GB",
-     "min_free_space": "5GB"},
+     "keep_duration": "48h"},
+    # 2. anything unused for 30 days
+    {"all": True, "keep_duration": "30d"},
+    # 3. the hard bound: the oldest-used records go until the cache fits
+    {"all": True, "reserved_space": "2GB", "max_used_space": "20GB", "min_free_space": "5GB"},
 ]
 
 # TOML key for each GcRule field (BuildKit ≥ 0.17 names).

@@ -150,6 +150,16 @@ class Semantics(BaseModel):
     cache_mode: Literal["min", "max"] = "max"
     cache_compression: Literal["gzip", "zstd"] = "gzip"
     cache_ignore_error: bool = False
+    # cleanup and retention (runbook_checks.prune)
+    prune_keep_duration: int = 172800
+    prune_keep_storage: int = 10_000_000_000
+    retention_repositories: list[str] = Field(default_factory=lambda: ["kit/cache"])
+    retention_keep_tags: int = Field(10, ge=0)
+    retention_max_age: int = 30 * 86400
+    s3_max_age: int = 14 * 86400
+    prune_schedule: str = Field("daily", pattern=r"^[A-Za-z0-9 :*,./~-]+$")
+    # cache warming and benchmark (runbook_checks.warm, runbook_checks.bench)
+    warm_contexts: list[str] = Field(default_factory=lambda: ["workloads/small", "workloads/go-app", "workloads/py-app"])
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
     docker_config: str = ""
     required_plugins: list[str] = Field(default_factory=lambda: ["buildx"])
@@ -159,6 +169,51 @@ class Semantics(BaseModel):
     buildx_version: str = ""
     buildx_source: Literal["auto", "go", "debian"] = "auto"
     builder_name: str = Field("buildkit-ops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # monitoring and alerting (runbook_checks.monitoring, alerting, dashboards)
+    prometheus_port: int = Field(0, ge=0, le=65535)
+    alertmanager_port: int = Field(0, ge=0, le=65535)
+    node_exporter_port: int = Field(0, ge=0, le=65535)
+    notify_sink_port: int = Field(0, ge=0, le=65535)
+    smtp_port: int = Field(0, ge=0, le=65535)
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "15s"
+    builder_down_for: str = "1m"
+    alert_for: str = "5m"
+    escalate_after: str = "30m"
+    failure_ratio_max: float = Field(0.2, gt=0, lt=1)
+    build_p95_max_seconds: float = Field(600.0, gt=0)
+    cache_hit_ratio_min: float = Field(0.5, gt=0, le=1)
+    cache_usage_max_ratio: float = Field(0.9, gt=0, lt=1)
+    disk_fill_hours: float = Field(4.0, gt=0, le=8760)
+    docs_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://\S+$")
+    webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    escalation_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    chat_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    email_to: str = Field("buildkit-oncall@localhost", pattern=r"^([^@\s,]+@[^@\s,]+)?$")
+    smtp_smarthost: str = Field("", pattern=r"^([A-Za-z0-9.-]+:\d{1,5})?$")
+    team_receivers: dict[str, str] = Field(default_factory=lambda: {"build": "chat", "platform": "email"})
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    critical_repeat_interval: str = "30m"
+    warning_repeat_interval: str = "4h"
+    dashboards_dir: str = ""
+    dashboard_range: str = "1h"
+
+    @field_validator("scrape_interval", "evaluation_interval", "builder_down_for", "alert_for", "escalate_after",
+                     "group_wait", "group_interval", "critical_repeat_interval", "warning_repeat_interval",
+                     "dashboard_range")
+    @classmethod
+    def _prom_duration(cls, v: str, info: Any) -> str:
+        if not re.fullmatch(r"[1-9]\d*(s|m|h|d|w)|0s", str(v)):
+            raise ValueError(f"{info.field_name}: {v!r} is not a Prometheus duration like 15s, 5m, 2h or 1d")
+        return v
+
+    @field_validator("dashboards_dir")
+    @classmethod
+    def _dashboards_dir(cls, v: str) -> str:
+        if v and not v.startswith("/"):
+            raise ValueError(f"{v!r} is not an absolute directory")
+        return v
 
     @field_validator("required_plugins")
     @classmethod
@@ -173,6 +228,35 @@ class Semantics(BaseModel):
     def _cache_ref(cls, v: str) -> str:
         if v and not IMAGE_REF.match(v):
             raise ValueError(f"{v!r} is not an image reference HOST[:PORT]/PATH[:TAG], e.g. 127.0.0.1:15000/kit/cache:main")
+        return v
+
+    @field_validator("prune_keep_duration", "retention_max_age", "s3_max_age", mode="before")
+    @classmethod
+    def _durations(cls, v: Any, info: Any) -> int:
+        return parse_duration(v, info.field_name)
+
+    @field_validator("prune_keep_storage", mode="before")
+    @classmethod
+    def _keep_storage(cls, v: Any) -> int:
+        size = parse_size(v, "prune_keep_storage")
+        if isinstance(size, str):
+            raise ValueError("buildctl prune takes bytes here, not a share of the disk: write e.g. 10GB")
+        return size
+
+    @field_validator("retention_repositories")
+    @classmethod
+    def _repos(cls, v: list[str]) -> list[str]:
+        for repo in v:
+            if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", repo):
+                raise ValueError(f"{repo!r} is not a repository path like kit/cache")
+        return v
+
+    @field_validator("warm_contexts")
+    @classmethod
+    def _warm_contexts(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            if not re.fullmatch(r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?", spec):
+                raise ValueError(f"{spec!r} is not a build context DIR or DIR#STAGE (letters, digits, . _ / -)")
         return v
 
     @field_validator("s3_credentials_file")

@@ -26,7 +26,11 @@ class RunResult:
 
 def _ipc_kernel_manager():
     """Kernels talk to papermill over unix sockets (IPC) instead of unencrypted TCP on
-    loopback, which ipykernel rightly warns about."""
+    loopback, which ipykernel rightly warns about. Each kernel's sockets live in a private
+    directory of their own: jupyter's default ("kernel-ipc-N" in the working directory)
+    lets two runs started at once pick the same socket and read each other's messages."""
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -34,6 +38,10 @@ def _ipc_kernel_manager():
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(Path(tempfile.mkdtemp(prefix="bk-kernel-")) / "k")
 
     return IPCKernelManager
 

@@ -62,12 +62,25 @@ def fresh_builder(prefix: str, runs_base, *sets: str):
 
 @pytest.fixture(scope="session")
 def registry_builder(runs_base):
-    """A fresh ci builder whose supervisord also runs the local registry on a free port:
-    registry_port passed to install and configure, as `invoke up` passes it for the lab."""
-    port = service.free_port()
-    layout = fresh_builder("bkreg-", runs_base, f"registry_port={port}")
+    """A fresh ci builder whose supervisord also runs the local registry and the S3
+    server on free ports: registry_port and s3_port passed to install and configure, as
+    `invoke up` passes them for the lab. Yields (layout, registry port); the S3 server's
+    port comes from the `s3_port` fixture."""
+    port, s3_port = service.free_port(), service.free_port()
+    layout = fresh_builder("bkreg-", runs_base, f"registry_port={port}", f"s3_port={s3_port}")
     try:
         registry.wait_ready(port, log=registry.log_path(layout))
         yield layout, port
     finally:
         stop_and_remove(layout.state_dir)
+
+
+@pytest.fixture(scope="session")
+def s3_port(registry_builder) -> int:
+    """The S3 server's port beside registry_builder (from its supervisord.conf)."""
+    from urllib.parse import urlparse
+
+    from runbook_checks import programs
+
+    layout, _ = registry_builder
+    return urlparse(programs.served_urls(layout.supervisor_conf.read_text())["s3"]).port

@@ -54,9 +54,11 @@ def test_rendering_table(tmp_path):
 def test_default_gc_policy_is_tiered(tmp_path):
     cfg, doc = render(tmp_path, "lab")
     rules = doc["worker"]["oci"]["gcpolicy"]
-    assert len(rules) == 2
+    assert len(rules) == 3
     assert "type==exec.cachemount" in rules[0]["filters"] and rules[0]["keepDuration"] == 48 * 3600
-    assert rules[1]["all"] is True and rules[1]["maxUsedSpace"] == 20 * 10**9
+    assert rules[1] == {"all": True, "keepDuration": 30 * 86400}
+    # the size bound has no keepDuration: it would exempt every recently used record
+    assert rules[2]["all"] is True and rules[2]["maxUsedSpace"] == 20 * 10**9 and "keepDuration" not in rules[2]
 
 
 def test_production_paths(tmp_path):

@@ -1,0 +1,126 @@
+"""Size limits, cleanup and retention on real daemons: GC keeps the cache under a small
+maxUsedSpace, the prune runbook frees and reports bytes, expired registry tags go and
+the registry's garbage collector reclaims their blobs, old S3 objects are removed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+
+from runbook_checks import cache, prune, registry, s3
+from runbook_checks.buildctl import Buildctl
+
+from ..conftest import apply, fresh_builder, stop_and_remove
+from .test_cache import base_image  # noqa: F401  (the busybox base in registry_builder's registry)
+
+
+def blob_context(path, size: int):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "Dockerfile").write_text("FROM scratch\nCOPY blob /blob\n")
+    (path / "blob").write_bytes(os.urandom(size))
+    return path
+
+
+def du_total(client: Buildctl) -> int:
+    return sum(r["size"] for r in client.disk_usage())
+
+
+def test_gc_keeps_the_cache_under_a_small_max_used_space(runs_base, tmp_path):
+    rule = [{"all": True, "max_used_space": "20MB"}]
+    layout = fresh_builder("bkgc-", runs_base)
+    try:
+        reconfigured = apply("configure", layout.state_dir, f"gc_policy={json.dumps(rule)}", base=runs_base)
+        assert reconfigured.report.status != "failed", reconfigured.report.to_json()
+        client = Buildctl.for_layout(layout)
+        assert client.workers()[0]["gcPolicy"][0]["maxUsedSpace"] == 20_000_000  # in force, as configured
+        for i in range(4):  # 36MB of layers against a 20MB limit
+            client.build(blob_context(tmp_path / f"c{i}", 9_000_000))
+        deadline = time.monotonic() + 150  # the daemon's GC runs after builds, at most once a minute
+        while du_total(client) > 20_000_000:
+            assert time.monotonic() < deadline, f"GC left {du_total(client)} bytes, over the 20MB limit"
+            time.sleep(3)
+        assert du_total(client) > 0  # it removed the oldest-used records, not everything
+    finally:
+        stop_and_remove(layout.state_dir)
+
+
+def steps(result) -> dict:
+    return {s.name: s for s in result.report.steps}
+
+
+def test_prune_runbook_frees_and_reports_bytes(ci_daemon, runs_base, tmp_path):
+    client = Buildctl.for_layout(ci_daemon)
+    client.build(blob_context(tmp_path / "ctx", 3_000_000))
+    before = du_total(client)
+    sets = ("prune_keep_duration=0", "prune_keep_storage=0", "registry_port=0", "s3_port=0")
+    first = apply("prune", ci_daemon.state_dir, *sets, base=runs_base)
+    assert first.report.status != "failed", first.report.to_json()
+    assert first.report.facts["reclaimed_bytes"] >= 3_000_000
+    assert du_total(client) < before - 3_000_000
+    again = apply("prune", ci_daemon.state_dir, *sets, base=runs_base)
+    s = steps(again)
+    assert s["daemon cache prune"].status == "ok" and again.report.facts["reclaimed_bytes"] == 0
+    assert s["registry cache retention"].status == s["S3 cache retention"].status == "skipped"
+    assert s["scheduled prune (systemd timer)"].status == "skipped"
+
+
+def test_prune_check_mode_deletes_nothing(ci_daemon, runs_base, tmp_path):
+    from runbook_checks import runner
+
+    client = Buildctl.for_layout(ci_daemon)
+    client.build(blob_context(tmp_path / "ctx", 1_000_000))
+    before = client.disk_usage()
+    result = runner.run("prune", "ci", "check", (f"state_dir={ci_daemon.state_dir}", "prune_keep_duration=0",
+                                                 "registry_port=0", "s3_port=0"), base=runs_base, progress=False)
+    assert result.report.status != "failed", result.report.to_json()
+    assert result.report.facts["eligible_bytes"] >= 1_000_000
+    assert client.disk_usage() == before
+
+
+def test_registry_retention_deletes_old_tags_and_reclaims_blobs(ci_daemon, registry_builder, base_image,
+                                                               runs_base, tmp_path):
+    layout, port = registry_builder
+    for i in range(4):
+        backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:t{i}")
+        ctx, args = cache.proof_context(tmp_path / f"c{i}", base_image)  # t3's ctx and args are kept below
+        (ctx / "input.txt").write_bytes(os.urandom(1_000_000))  # each tag has blobs of its own
+        cache.export_cache(ci_daemon, backend, ctx, args)
+        time.sleep(0.05)
+    sets = (f"registry_port={port}", "retention_repositories=[\"kit/retain\"]", "retention_keep_tags=2",
+            "s3_port=0", "prune_keep_storage=10GB")
+    from runbook_checks import runner
+
+    check = runner.run("prune", "ci", "check", (f"state_dir={layout.state_dir}", *sets), base=runs_base,
+                       progress=False)
+    assert steps(check)["registry cache retention"].status == "changed"
+    assert check.report.facts["deleted_tags"] == ["kit/retain:t0", "kit/retain:t1"]
+    assert sorted(registry.tags(port, "kit/retain")) == ["t0", "t1", "t2", "t3"]  # check mode deleted nothing
+    done = apply("prune", layout.state_dir, *sets, base=runs_base)
+    assert steps(done)["registry cache retention"].status == "changed", done.report.to_json()
+    assert done.report.facts["registry_reclaimed_bytes"] > 2_000_000
+    assert sorted(registry.tags(port, "kit/retain")) == ["t2", "t3"]
+    assert steps(apply("prune", layout.state_dir, *sets, base=runs_base))["registry cache retention"].status == "ok"
+    # what is left still imports: t3's cache rebuilds t3's context with every step CACHED
+    kept = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:t3")
+    assert cache.import_and_rebuild(layout, kept, ctx, args)
+
+
+def test_s3_objects_older_than_the_age_are_removed(registry_builder, s3_port, base_image, tmp_path):
+    layout, _ = registry_builder
+    creds = s3.credentials_file(layout, {})
+    s3.ensure_bucket(s3_port, creds, "retain", apply=True)
+    backend = cache.CacheBackend("s3", "retain", prefix="team-a", endpoint=s3.endpoint(s3_port))
+    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
+    cache.export_cache(layout, backend, ctx, args)  # this daemon has the credentials file in its environment
+    stored = s3.objects(s3_port, creds, "retain", "team-a/")
+    assert stored and any(o["Key"].startswith("team-a/manifests/") for o in stored)
+    assert s3.expire(s3_port, creds, "retain", "team-a/", 2 * 86400, apply=True).status == "ok"  # all young
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    plan = s3.expire(s3_port, creds, "retain", "team-a/", 2 * 86400, apply=False, now=later)
+    assert plan.status == "changed" and len(s3.objects(s3_port, creds, "retain", "team-a/")) == len(stored)
+    out = s3.expire(s3_port, creds, "retain", "team-a/", 2 * 86400, apply=True, now=later)
+    assert out.facts["s3_removed_objects"] == len(stored)
+    assert out.facts["s3_reclaimed_bytes"] == sum(o["Size"] for o in stored)
+    assert s3.objects(s3_port, creds, "retain", "team-a/") == []

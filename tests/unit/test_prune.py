@@ -1,0 +1,58 @@
+"""Retention rules, prune candidates and the production timer, without a daemon."""
+
+import datetime as dt
+
+import pytest
+
+from runbook_checks import layout as layout_mod, params, prune
+from runbook_checks.errors import ParameterError
+
+
+def test_tags_beyond_the_newest_n_or_older_than_d_expire():
+    now = 1_000_000.0
+    times = {"a": now - 10, "b": now - 20, "c": now - 30, "old": now - 90_000}
+    assert prune.expired_tags(times, keep_tags=2, max_age=0, now=now) == ["old", "c"]
+    assert prune.expired_tags(times, keep_tags=10, max_age=86400, now=now) == ["old"]
+    assert prune.expired_tags(times, keep_tags=0, max_age=0, now=now) == []
+
+
+def test_prune_candidates_are_unused_and_old_enough():
+    now = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
+    du = [{"inUse": True, "lastUsedAt": "2026-11-20T00:00:00Z", "size": 1},
+          {"inUse": False, "lastUsedAt": "2026-11-27T11:59:00.123456789Z", "size": 2},
+          {"inUse": False, "lastUsedAt": "2026-11-25T00:00:00.5+00:00", "size": 4}]
+    assert [r["size"] for r in prune.candidates(du, 3600, now)] == [4]
+    assert [r["size"] for r in prune.candidates(du, 0, now)] == [2, 4]
+    with pytest.raises(prune.PruneError, match="cannot read"):
+        prune.when("yesterday")
+
+
+def test_prune_parameters_are_checked():
+    p = params.validate({"prune_keep_duration": "2d", "prune_keep_storage": "5GB", "s3_max_age": "3d"})
+    assert (p.prune_keep_duration, p.prune_keep_storage, p.s3_max_age) == (172800, 5 * 10**9, 259200)
+    for bad in ({"prune_keep_storage": "10%"}, {"retention_repositories": ["Kit Cache"]},
+                {"retention_max_age": "soon"}, {"prune_schedule": "daily; rm -rf /"}):
+        with pytest.raises(ParameterError, match=next(iter(bad))):
+            params.validate(bad)
+
+
+def test_s3_retention_refuses_an_age_shorter_than_touch_refresh(tmp_path):
+    lay = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)})
+    p = params.validate({"s3_port": 19000, "s3_max_age": "12h"})
+    with pytest.raises(ParameterError, match="touch_refresh"):
+        prune.s3_retention(lay, p, apply=False)
+    assert prune.s3_retention(lay, params.validate({}), apply=True).status == "skipped"
+
+
+def test_the_production_timer_verifies_and_is_idempotent(tmp_path):
+    lay = layout_mod.for_params({"profile": "production", "state_dir": str(tmp_path)})
+    check = prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=False)
+    assert check.status == "changed" and not (lay.unit_dir / "buildkit-prune.timer").exists()
+    assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "changed"
+    timer = (lay.unit_dir / "buildkit-prune.timer").read_text()
+    assert "OnCalendar=*-*-* 03:30:00" in timer and "Persistent=true" in timer
+    assert "maint.prune --profile production" in (lay.unit_dir / "buildkit-prune.service").read_text()
+    assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "ok"
+    with pytest.raises(prune.PruneError, match="prune_schedule"):
+        prune.write_timer(lay, "systemd", "every tuesday-ish", apply=True)
+    assert prune.write_timer(lay, "supervisor", "daily", apply=True).status == "skipped"
