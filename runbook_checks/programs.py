@@ -30,6 +30,10 @@ FACTORIES: tuple[tuple[str, str], ...] = (
     ("exporter_port", "runbook_checks.exporter:program"),
     ("registry_port", "runbook_checks.registry:program"),
     ("s3_port", "runbook_checks.s3:program"),
+    ("prometheus_port", "runbook_checks.monitoring:program"),
+    ("node_exporter_port", "runbook_checks.monitoring:node_exporter_program"),
+    ("alertmanager_port", "runbook_checks.alerting:program"),
+    ("notify_sink_port", "runbook_checks.alerting:sink_program"),
 )
 
 

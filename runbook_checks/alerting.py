@@ -1,0 +1,517 @@
+"""Alertmanager for the lab stack (Debian's `prometheus-alertmanager`, 127.0.0.1 only,
+clustering off) and the kit's notification sink.
+
+The generated alertmanager.yml routes by severity and team, repeats critical alerts
+sooner, sends a warning that is still firing after `escalate_after` (the rules'
+BuildkitAlertEscalated) to a second receiver, and lets a builder that is down inhibit
+its other alerts. Channels: a webhook, email through an SMTP server, and a chat-style
+webhook (Alertmanager's Slack payload, posted to any URL). In the lab all three land in
+the notification sink (`python -m runbook_checks.alerting sink`: HTTP webhooks and an
+aiosmtpd SMTP server writing one JSON line per notification), so a test alert can be
+followed to its delivery.
+
+Like Prometheus' files, the configuration replaces the running one only after `amtool
+check-config` passes on a scratch copy, and a refused reload puts the old file back."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import files
+from .errors import KitError
+from .layout import Layout
+from .monitoring import ESCALATION_ALERT, minutes, replace_config, url
+from .results import Outcome
+
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+AMTOOL = Path("/usr/bin/amtool")
+TEST_ALERT = "KitTestAlert"
+
+
+class AlertingError(KitError):
+    """Alertmanager, its routes or a notification channel are missing, invalid or down."""
+
+
+# --------------------------------------------------------------------------------------
+# where things go
+# --------------------------------------------------------------------------------------
+def config_dir(layout: Layout) -> Path:
+    return layout.config_path.parent / "alertmanager"
+
+
+def config_path(layout: Layout) -> Path:
+    return config_dir(layout) / "alertmanager.yml"
+
+
+def bootstrap_path(layout: Layout) -> Path:
+    return config_dir(layout) / "alertmanager.bootstrap.yml"
+
+
+def data_dir(layout: Layout) -> Path:
+    return layout.state_dir / "alertmanager"
+
+
+def spool(layout: Layout) -> Path:
+    return layout.state_dir / "notifications"
+
+
+# --------------------------------------------------------------------------------------
+# supervisord programs
+# --------------------------------------------------------------------------------------
+def program(layout: Layout, params: dict):
+    """Alertmanager beside buildkitd: 127.0.0.1 only, no cluster listener (it would bind
+    0.0.0.0:9094), data under <state_dir>/alertmanager."""
+    from .params import PROJECT_ROOT
+    from .programs import Program
+
+    port = params["alertmanager_port"]
+    flags = (f"--web.listen-address=127.0.0.1:{port} --storage.path={data_dir(layout)} --cluster.listen-address="
+             f" --web.external-url={url(port)}")
+    return Program("alertmanager", f"{sys.executable} -m runbook_checks.monitoring serve --binary {ALERTMANAGER}"
+                   f" --config {config_path(layout)} --bootstrap {bootstrap_path(layout)} -- {flags}",
+                   port, layout.log_dir / "alertmanager.log", f"{url(port)}/-/ready",
+                   files={bootstrap_path(layout): BOOTSTRAP}, dirs=(data_dir(layout),), directory=str(PROJECT_ROOT),
+                   error_patterns=("level=error", "err=", "address already in use"))
+
+
+def sink_program(layout: Layout, params: dict):
+    """The notification sink: webhooks on notify_sink_port, SMTP on smtp_port (if set)."""
+    from .params import PROJECT_ROOT
+    from .programs import Program
+
+    port = params["notify_sink_port"]
+    smtp = f" --smtp 127.0.0.1:{params['smtp_port']}" if params.get("smtp_port") else ""
+    return Program("notify_sink", f"{sys.executable} -m runbook_checks.alerting sink --http 127.0.0.1:{port}{smtp}"
+                   f" --spool {spool(layout)}", port, layout.log_dir / "notify_sink.log", f"{url(port)}/-/ready",
+                   dirs=(spool(layout),), directory=str(PROJECT_ROOT),
+                   error_patterns=("error", "traceback", "address already in use"))
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Receivers share channel lists: write them out in full, not as YAML anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+BOOTSTRAP = ("# Managed by buildkit-ops (install/configure): Alertmanager starts on this file until the\n"
+             "# alerting runbook writes alertmanager.yml beside it. It routes every alert nowhere.\n"
+             "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n")
+
+
+# --------------------------------------------------------------------------------------
+# the configuration
+# --------------------------------------------------------------------------------------
+def channels(params: dict) -> dict[str, Any]:
+    """Where each channel sends: explicit URLs win, else the lab's notification sink."""
+    sink = params.get("notify_sink_port") or 0
+    base = url(sink) if sink else ""
+    smarthost = params.get("smtp_smarthost") or (f"127.0.0.1:{params['smtp_port']}" if params.get("smtp_port") else "")
+    return {"webhook": params.get("webhook_url") or (f"{base}/hook/webhook" if base else ""),
+            "escalation": params.get("escalation_webhook_url") or (f"{base}/hook/escalation" if base else ""),
+            "chat": params.get("chat_webhook_url") or (f"{base}/chat" if base else ""),
+            "smarthost": smarthost, "email_to": params.get("email_to") or ""}
+
+
+def receivers(params: dict) -> dict[str, dict[str, Any]]:
+    """The receivers the channels allow: webhook, email, chat, oncall (all of them) and
+    escalation (the second line)."""
+    ch = channels(params)
+    hook = [{"url": ch["webhook"], "send_resolved": True}] if ch["webhook"] else []
+    mail = ([{"to": ch["email_to"], "from": "alertmanager@buildkit-ops.localhost", "smarthost": ch["smarthost"],
+              "require_tls": False, "send_resolved": True}] if ch["smarthost"] and ch["email_to"] else [])
+    chat = ([{"api_url": ch["chat"], "channel": "#buildkit", "send_resolved": True,
+              "title": '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} on {{ .CommonLabels.builder }}',
+              "text": "{{ range .Alerts }}{{ .Annotations.summary }}: {{ .Annotations.description }}"
+                      " ({{ .Annotations.runbook_url }})\n{{ end }}"}] if ch["chat"] else [])
+    escalation = [{"url": ch["escalation"], "send_resolved": True}] if ch["escalation"] else []
+    out: dict[str, dict[str, Any]] = {}
+    for name, parts in (("webhook", {"webhook_configs": hook}), ("email", {"email_configs": mail}),
+                        ("chat", {"slack_configs": chat}),
+                        ("oncall", {"webhook_configs": hook, "email_configs": mail, "slack_configs": chat}),
+                        ("escalation", {"webhook_configs": escalation, "email_configs": mail})):
+        kept = {k: v for k, v in parts.items() if v}
+        if kept:
+            out[name] = {"name": name, **kept}
+    return out
+
+
+def check_routes(params: dict) -> dict[str, dict[str, Any]]:
+    """The receivers, after checking that every route names one: a team routed to an
+    unknown receiver is an error before anything is written."""
+    known = receivers(params)
+    for team, receiver in (params.get("team_receivers") or {}).items():
+        if receiver not in known:
+            raise AlertingError(
+                f"team_receivers routes team {team!r} to the receiver {receiver!r}, which does not exist"
+                f" (receivers with a channel here: {', '.join(known) or 'none'})",
+                f"route {team} to one of {', '.join(known) or '(set webhook_url or notify_sink_port first)'}")
+    if "webhook" not in known:
+        raise AlertingError("no webhook channel: webhook_url is empty and there is no notification sink",
+                            "set webhook_url, or notify_sink_port for the lab's sink")
+    return known
+
+
+def render_config(params: dict) -> str:
+    known = check_routes(params)
+    routes: list[dict[str, Any]] = [
+        {"matchers": [f'alertname="{TEST_ALERT}"'], "receiver": "oncall" if "oncall" in known else "webhook",
+         "group_by": ["alertname", "test_id"], "group_wait": "0s", "repeat_interval": "24h"},
+        {"matchers": ['escalated="true"'], "receiver": "escalation" if "escalation" in known else "webhook"},
+        {"matchers": ['severity="critical"'], "receiver": "oncall" if "oncall" in known else "webhook",
+         "repeat_interval": params.get("critical_repeat_interval", "30m"), "continue": True},
+    ]
+    for team, receiver in sorted((params.get("team_receivers") or {}).items()):
+        routes.append({"matchers": [f'team="{team}"'], "receiver": receiver})
+    doc = {
+        "route": {"receiver": "webhook", "group_by": ["alertname", "builder"],
+                  "group_wait": params.get("group_wait", "30s"), "group_interval": params.get("group_interval", "5m"),
+                  "repeat_interval": params.get("warning_repeat_interval", "4h"), "routes": routes},
+        "inhibit_rules": [{"source_matchers": ['alertname="BuildkitdDown"'],
+                           "target_matchers": ['alertname!="BuildkitdDown"', f'alertname!="{TEST_ALERT}"'],
+                           "equal": ["builder"]}],
+        "receivers": list(known.values()),
+    }
+    return "# Managed by buildkit-ops (runbook: alerting). Changes here are overwritten.\n" + \
+        yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, width=1000)
+
+
+def _amtool(*args: str, timeout: float = 60):
+    import subprocess
+
+    if not AMTOOL.exists():
+        raise AlertingError(f"{AMTOOL} is not installed", "apt-get install prometheus-alertmanager (./kit setup)")
+    return subprocess.run([str(AMTOOL), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def validate(text: str) -> str:
+    """`amtool check-config` on a scratch copy."""
+    with tempfile.TemporaryDirectory(prefix="kit-am-") as scratch:
+        path = Path(scratch) / "alertmanager.yml"
+        path.write_text(text)
+        proc = _amtool("check-config", str(path))
+    if proc.returncode:
+        raise AlertingError(f"amtool check-config refused the generated configuration:\n"
+                            f"{(proc.stdout + proc.stderr).strip()}", "fix the parameter named above; nothing was written")
+    found = [ln.strip(" -") for ln in proc.stdout.splitlines() if ln.strip().startswith("- ")]
+    return f"amtool check-config: SUCCESS ({len(found)} receivers)"
+
+
+def routing_tree(text: str, labels: dict[str, str]) -> list[str]:
+    """The receivers Alertmanager would pick for `labels` (amtool config routes test)."""
+    with tempfile.TemporaryDirectory(prefix="kit-am-") as scratch:
+        path = Path(scratch) / "alertmanager.yml"
+        path.write_text(text)
+        proc = _amtool("config", "routes", "test", f"--config.file={path}", *(f"{k}={v}" for k, v in labels.items()))
+    if proc.returncode:
+        raise AlertingError(f"amtool config routes test failed: {proc.stderr.strip()}", "read amtool's message")
+    return [r.strip() for r in proc.stdout.strip().split(",") if r.strip()]
+
+
+# --------------------------------------------------------------------------------------
+# Alertmanager's HTTP API
+# --------------------------------------------------------------------------------------
+def am_api(port: int, path: str, body: Any = None, method: str | None = None, timeout: float = 10) -> Any:
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    req = urllib.request.Request(f"{url(port)}{path}", data=data, method=method or ("POST" if data is not None else "GET"),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise AlertingError(f"Alertmanager {path}: HTTP {exc.code} {exc.read().decode(errors='replace').strip()[:500]}",
+                            "read the Alertmanager log under the state directory's log/") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise AlertingError(f"Alertmanager does not answer on {url(port)} ({exc})",
+                            "start it: apply the configure runbook with alertmanager_port set") from None
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return raw
+
+
+def metrics(port: int) -> dict[str, float]:
+    """Alertmanager's own /metrics as {'name{labels}': value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url(port)}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = s.name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}" if s.labels else "")
+            out[key] = s.value
+    return out
+
+
+def needs_reload(port: int, wanted: dict[Path, str]) -> bool:
+    m = metrics(port)
+    ok = m.get("alertmanager_config_last_reload_successful", 0) == 1
+    when = m.get("alertmanager_config_last_reload_success_timestamp_seconds", 0)
+    newest = max(p.stat().st_mtime for p in wanted if p.exists())
+    return not ok or newest > when
+
+
+def reload(port: int) -> None:
+    am_api(port, "/-/reload", method="POST", timeout=30)
+
+
+# --------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------
+def binaries_present(params: dict) -> Outcome:
+    need = [AMTOOL] + ([ALERTMANAGER] if params.get("alertmanager_port") else [])
+    for path in need:
+        if not path.exists():
+            raise AlertingError(f"{path} is not installed", "apt-get install prometheus-alertmanager (./kit setup)")
+    return Outcome.ok(", ".join(str(p) for p in need))
+
+
+def converge_config(layout: Layout, params: dict, apply: bool) -> Outcome:
+    """alertmanager.yml from the parameters, checked by amtool, in place and loaded."""
+    text = render_config(params)
+    check = validate(text)
+    port = params.get("alertmanager_port") or 0
+    outcome = replace_config(layout, {config_path(layout): text}, port, apply, check, reload_fn=lambda: reload(port),
+                             what="Alertmanager")
+    outcome.facts.update(alertmanager_config=str(config_path(layout)),
+                         alertmanager_url=url(port) if port else "")
+    return outcome
+
+
+def routes_as_designed(params: dict) -> Outcome:
+    """amtool's routing of sample alerts agrees with the design: critical to oncall,
+    escalated to escalation, each team to its receiver."""
+    text = render_config(params)
+    known = receivers(params)
+    cases = [({"alertname": "BuildkitdDown", "severity": "critical", "team": "build", "builder": "b"},
+              "oncall" if "oncall" in known else "webhook"),
+             ({"alertname": ESCALATION_ALERT, "severity": "warning", "escalated": "true", "builder": "b"},
+              "escalation" if "escalation" in known else "webhook"),
+             ({"alertname": "Unrouted", "severity": "warning", "team": "nobody", "builder": "b"}, "webhook")]
+    for team, receiver in sorted((params.get("team_receivers") or {}).items()):
+        cases.append(({"alertname": "X", "severity": "warning", "team": team, "builder": "b"}, receiver))
+    lines = []
+    for labels, expected in cases:
+        got = routing_tree(text, labels)
+        if expected not in got:
+            raise AlertingError(f"amtool routes {labels} to {got}, not to {expected}", "report this as a kit bug")
+        lines.append(f"{labels.get('team') or labels['alertname']}/{labels['severity']} → {', '.join(got)}")
+    return Outcome.ok("; ".join(lines))
+
+
+def _current(layout: Layout, params: dict, apply: bool) -> bool:
+    port = params.get("alertmanager_port") or 0
+    if not port:
+        return False
+    return apply or files.read_text(config_path(layout)) == render_config(params)
+
+
+def test_alert_delivered(layout: Layout, params: dict, apply: bool, timeout: float = 60) -> Outcome:
+    """A test alert posted to Alertmanager reaches every channel of its receiver: seen in
+    the notification sink (lab) or counted by Alertmanager as sent without failure."""
+    port = params.get("alertmanager_port") or 0
+    if not port:
+        return Outcome.skipped("alertmanager_port is 0: no Alertmanager under supervisord")
+    if not _current(layout, params, apply):
+        return Outcome.skipped("the configuration changes on apply: a test alert is sent then")
+    test_id = uuid.uuid4().hex[:12]
+    now = _dt.datetime.now(_dt.timezone.utc)
+    alert = {"labels": {"alertname": TEST_ALERT, "severity": "warning", "test_id": test_id,
+                        "builder": params.get("builder_name") or "buildkitd"},
+             "annotations": {"summary": "buildkit-ops test alert", "description": "sent by the alerting runbook"},
+             "startsAt": now.isoformat(), "endsAt": (now + _dt.timedelta(minutes=5)).isoformat()}
+    receiver = receivers(params)["oncall" if "oncall" in receivers(params) else "webhook"]
+    integration = {"webhook_configs": "webhook", "email_configs": "email", "slack_configs": "slack"}
+    wanted = [integration[k] for k in receiver if k in integration]
+    sink = params.get("notify_sink_port") or 0
+    ch = channels(params)
+    in_sink = {"webhook": sink and ch["webhook"].startswith(url(sink)), "slack": sink and ch["chat"].startswith(url(sink)),
+               "email": sink and ch["smarthost"] == f"127.0.0.1:{params.get('smtp_port')}"}
+    sink_name = {"webhook": "webhook", "slack": "chat", "email": "email"}
+    counter = 'alertmanager_notifications{kind}_total{{integration="{i}"}}'
+    before = metrics(port)
+    am_api(port, "/api/v2/alerts", [alert])
+    deadline = time.monotonic() + timeout
+    done: set[str] = set()
+    while time.monotonic() < deadline:
+        after = metrics(port)
+        grew = lambda kind, i: after.get(counter.format(kind=kind, i=i), 0) > before.get(counter.format(kind=kind, i=i), 0)
+        failed = sorted(i for i in wanted if grew("_failed", i))
+        if failed:
+            raise AlertingError(f"Alertmanager failed to notify through {', '.join(failed)}",
+                                f"read {layout.log_dir / 'alertmanager.log'} and check the channel's URL or SMTP server")
+        landed = {m["channel"] for m in sink_messages(sink) if test_id in json.dumps(m)} if sink else set()
+        done = {i for i in wanted if grew("", i) and (not in_sink[i] or sink_name[i] in landed)}
+        if len(done) == len(wanted):
+            break
+        time.sleep(0.5)
+    else:
+        raise AlertingError(f"the test alert {test_id} was not delivered through every channel within {timeout:.0f}s"
+                            f" (delivered: {', '.join(sorted(done)) or 'none'} of {', '.join(wanted)})",
+                            f"read {layout.log_dir / 'alertmanager.log'}; check the channels' URLs and ports")
+    seen = [f"{i} ({'seen in the sink' if in_sink[i] else 'sent'})" for i in wanted]
+    alert["endsAt"] = _dt.datetime.now(_dt.timezone.utc).isoformat()  # resolve it
+    am_api(port, "/api/v2/alerts", [alert])
+    return Outcome.ok(f"test alert {test_id} delivered through {', '.join(seen)}", test_alert=test_id)
+
+
+def alerts_reach_alertmanager(params: dict, apply: bool) -> Outcome:
+    """Prometheus sends its alerts to this Alertmanager (its alertmanagers API lists it)."""
+    from . import monitoring
+
+    prom, am = params.get("prometheus_port") or 0, params.get("alertmanager_port") or 0
+    if not (prom and am):
+        return Outcome.skipped("needs both prometheus_port and alertmanager_port")
+    if not monitoring.answers(prom):
+        raise AlertingError(f"Prometheus does not answer on {url(prom)}", "apply the configure runbook")
+    active = [a["url"] for a in monitoring.api(prom, "/api/v1/alertmanagers")["activeAlertmanagers"]]
+    if not any(f"127.0.0.1:{am}" in a for a in active):
+        if not apply:
+            return Outcome.skipped("Prometheus is not pointed at this Alertmanager yet: apply the monitoring runbook")
+        raise AlertingError(f"Prometheus sends alerts to {active or 'no Alertmanager'}, not to 127.0.0.1:{am}",
+                            "apply the monitoring runbook with the same alertmanager_port")
+    return Outcome.ok(f"Prometheus sends alerts to {', '.join(active)}")
+
+
+# --------------------------------------------------------------------------------------
+# the notification sink
+# --------------------------------------------------------------------------------------
+def sink_messages(port: int) -> list[dict]:
+    with urllib.request.urlopen(f"{url(port)}/messages", timeout=10) as resp:
+        return json.loads(resp.read().decode())
+
+
+class Spool:
+    """Notifications as JSON lines, appended under a lock."""
+
+    def __init__(self, directory: Path):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "notifications.jsonl"
+        self.lock = threading.Lock()
+
+    def add(self, channel: str, path: str, payload: Any) -> None:
+        line = json.dumps({"channel": channel, "path": path, "received": files.stamp(), "payload": payload})
+        with self.lock, open(self.path, "a") as fh:
+            fh.write(line + "\n")
+
+    def read(self) -> list[dict]:
+        with self.lock:
+            try:
+                return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+            except FileNotFoundError:
+                return []
+
+
+def sink_server(host: str, port: int, store: Spool) -> ThreadingHTTPServer:
+    """POST /hook/NAME (webhook), POST /chat (Slack-style payload), GET /messages."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # one line per request on stdout (the program's log)
+            print(f"{self.address_string()} {fmt % args}", flush=True)
+
+        def _send(self, code: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/-/ready":
+                return self._send(200, {"ready": True})
+            if self.path == "/messages":
+                return self._send(200, store.read())
+            return self._send(404, {"error": "GET /-/ready or /messages"})
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode(errors="replace")
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                return self._send(400, {"error": "the body is not JSON"})
+            if self.path.startswith("/hook/"):
+                store.add("webhook", self.path, payload)
+            elif self.path == "/chat":
+                store.add("chat", self.path, payload)
+            else:
+                return self._send(404, {"error": "POST /hook/NAME or /chat"})
+            return self._send(200, {"ok": True})
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise AlertingError(f"the notification sink listens on loopback only, not {host}", "use 127.0.0.1")
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def smtp_server(host: str, port: int, store: Spool):
+    """aiosmtpd on host:port; each message is stored with its headers and body."""
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            msg = message_from_bytes(envelope.content)
+            body = ""
+            for part in msg.walk():
+                if part.get_content_type() == "text/plain":
+                    body = part.get_payload(decode=True).decode(errors="replace")
+                    break
+                if part.get_content_type() == "text/html" and not body:
+                    body = part.get_payload(decode=True).decode(errors="replace")
+            store.add("email", "smtp", {"from": envelope.mail_from, "to": envelope.rcpt_tos,
+                                        "subject": msg.get("Subject", ""), "body": body})
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Handler(), hostname=host, port=port)
+    controller.start()
+    return controller
+
+
+def sink_main(argv: list[str]) -> None:
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m runbook_checks.alerting sink")
+    parser.add_argument("--http", required=True, help="HOST:PORT for webhooks")
+    parser.add_argument("--smtp", default="", help="HOST:PORT for the SMTP server (none if empty)")
+    parser.add_argument("--spool", required=True)
+    args = parser.parse_args(argv)
+    store = Spool(Path(args.spool))
+    host, _, port = args.http.rpartition(":")
+    server = sink_server(host, int(port), store)
+    controller = None
+    if args.smtp:
+        shost, _, sport = args.smtp.rpartition(":")
+        controller = smtp_server(shost, int(sport), store)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    print(f"notification sink: webhooks on http://{args.http}, SMTP on {args.smtp or '(off)'}", flush=True)
+    stop.wait()
+    server.shutdown()
+    if controller:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["sink"]:
+        sys.exit("usage: python -m runbook_checks.alerting sink --http 127.0.0.1:PORT [--smtp 127.0.0.1:PORT] --spool DIR")
+    sink_main(sys.argv[2:])
