@@ -1,0 +1,245 @@
+"""Cache warming (the cache-warm runbook): build a list of contexts (or stages of them)
+and export their cache with mode=max to the selected backend, after seeding the base
+images they start from into the local registry; then prove it with a fresh builder (a
+new buildkitd with an empty root) that imports the cache and rebuilds every step CACHED.
+
+Each target gets a cache of its own in the backend (a registry tag, an S3 cache name, a
+directory), named after the context and stage, so warming several never overwrites one
+with another. A second warming reports ok when the backend's cache manifest is the same."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .buildctl import Buildctl, BuildResult
+from .cache import CacheBackend, CacheError, backend_for, uncached, work_steps
+from .errors import KitError, ParameterError
+from .layout import Layout
+from .params import PROJECT_ROOT, Semantics
+from .results import Outcome
+
+# FROM ${BASE_REGISTRY}/kit/NAME:TAG: a base the kit seeds into the local registry
+BASE_FROM = re.compile(r"^FROM\s+\$\{?BASE_REGISTRY\}?/(?P<image>kit/[a-z0-9._-]+:[A-Za-z0-9._-]+)", re.M | re.I)
+STAGE = re.compile(r"^FROM\s+\S+\s+AS\s+(?P<stage>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*$", re.M | re.I)
+
+
+class WarmError(KitError):
+    """A warm target is wrong, or its cache did not come back all CACHED."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One build to warm: a context directory with a Dockerfile, and optionally a stage."""
+
+    spec: str
+    context: Path
+    stage: str = ""
+
+    @property
+    def name(self) -> str:
+        """The cache's name in the backend: context directory and stage, tag-safe."""
+        raw = self.context.name + (f"-{self.stage}" if self.stage else "")
+        return re.sub(r"[^a-z0-9_.-]+", "-", raw.lower()).strip(".-")[:100] or "context"
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.context / "Dockerfile"
+
+    def bases(self) -> list[str]:
+        return sorted(set(BASE_FROM.findall(self.dockerfile.read_text())))
+
+
+def parse_target(spec: str, root: Path = PROJECT_ROOT) -> Target:
+    """DIR or DIR#STAGE; DIR relative to the checkout or absolute. Errors name the entry."""
+    path_part, _, stage = spec.partition("#")
+    context = Path(path_part) if Path(path_part).is_absolute() else root / path_part
+    if not path_part or not context.is_dir():
+        raise ParameterError(f"warm_contexts: {spec!r} is not a directory", "give a build context's directory, relative"
+                             " to the checkout (e.g. workloads/small) or absolute, optionally #STAGE")
+    target = Target(spec, context, stage)
+    if not target.dockerfile.is_file():
+        raise ParameterError(f"warm_contexts: {context} has no Dockerfile", "point the entry at a build context")
+    if stage and stage not in STAGE.findall(target.dockerfile.read_text()):
+        raise ParameterError(f"warm_contexts: {spec!r}: the Dockerfile has no stage {stage!r}",
+                             f"use one of its stages: {', '.join(STAGE.findall(target.dockerfile.read_text())) or 'none'}")
+    return target
+
+
+def targets(params: Semantics) -> list[Target]:
+    specs = list(params.warm_contexts)
+    if not specs:
+        raise ParameterError("warm_contexts is empty: there is nothing to warm",
+                             "list build contexts, e.g. warm_contexts=workloads/small,workloads/go-app")
+    return [parse_target(spec) for spec in specs]
+
+
+def backend_of(base: CacheBackend, target: Target) -> CacheBackend:
+    """The target's own cache in the selected backend."""
+    if base.kind == "registry":
+        repository = base.target.rsplit(":", 1)[0] if ":" in base.target.rsplit("/", 1)[-1] else base.target
+        return replace(base, target=f"{repository}:warm-{target.name}")
+    if base.kind == "s3":
+        return replace(base, prefix="/".join(p for p in (base.prefix.strip("/"), "warm", target.name) if p))
+    return replace(base, target=str(Path(base.target) / target.name))
+
+
+def warm_backend(params: Semantics, layout: Layout) -> CacheBackend:
+    backend = backend_for(params, layout)
+    if backend.kind == "inline" or backend.mode != "max":
+        raise ParameterError(f"cache_backend={backend.kind} with cache_mode={backend.mode}: warming exports every"
+                             " intermediate step (mode=max)",
+                             "use cache_mode=max with the registry, s3 or local backend")
+    return backend
+
+
+# --------------------------------------------------------------------------------------
+# the runbook's steps
+# --------------------------------------------------------------------------------------
+def select_targets(params: Semantics, layout: Layout) -> Outcome:
+    """Validate the targets and the backend; show where each one's cache goes."""
+    base = warm_backend(params, layout)
+    lines = [f"{t.spec}: --export-cache {backend_of(base, t).export_option()}" for t in targets(params)]
+    return Outcome("ok", f"{len(lines)} target(s) to {base.kind}", "\n".join(lines),
+                   facts={"warm_targets": len(lines), "cache_backend": base.kind})
+
+
+def seed_bases(layout: Layout, params: Semantics, apply: bool, progress=print) -> Outcome:
+    """Every base image the targets start FROM ${BASE_REGISTRY}/kit/..., in the local
+    registry: busybox-static and the debootstrap Debian base (made once, then kept)."""
+    from . import images
+
+    seeders = {f"{images.BASE_REPOSITORY}:{images.BASE_TAG}":
+               lambda: images.push_busybox_base(layout, params.registry_port, apply),
+               f"{images.DEBIAN_REPOSITORY}:{images.DEBIAN_SUITE}":
+               lambda: images.push_debian_base(layout, params.registry_port, apply, progress=progress)}
+    needed = sorted({b for t in targets(params) for b in t.bases()})
+    unknown = [b for b in needed if b not in seeders]
+    if unknown:
+        raise WarmError(f"the targets start FROM {', '.join(unknown)}, which the kit does not make",
+                        f"start them FROM one of: {', '.join('${BASE_REGISTRY}/' + s for s in seeders)}")
+    if not needed:
+        return Outcome.ok("the targets need no base image from the local registry")
+    outcomes = [seeders[b]() for b in needed]
+    text = "; ".join(o.message for o in outcomes)
+    if any(o.status == "changed" for o in outcomes):
+        return Outcome.changed(text, bases=needed)
+    return Outcome.ok(text, bases=needed)
+
+
+def fingerprint(layout: Layout, params: Semantics, backend: CacheBackend) -> str:
+    """What identifies the backend's cache now ("" when there is none): the registry
+    manifest's digest, the S3 manifest object's ETag, the local index.json's sha256."""
+    if backend.kind == "registry":
+        from . import registry
+
+        host, rest = backend.target.split("/", 1)
+        repository, tag = rest.rsplit(":", 1)
+        return registry.manifest_digest(int(host.rsplit(":", 1)[1]), repository, tag) if ":" in host else ""
+    if backend.kind == "s3":
+        from . import s3
+
+        key = f"{backend.prefix.rstrip('/')}/manifests/kit" if backend.prefix else "manifests/kit"
+        found = [o for o in s3.objects(params.s3_port, s3.credentials_file(layout, params.model_dump()),
+                                       backend.target, key) if o["Key"] == key]
+        return str(found[0].get("ETag", found[0]["Size"])) if found else ""
+    index = Path(backend.target) / "index.json"
+    return hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else ""
+
+
+class StageBuildctl(Buildctl):
+    """Buildctl whose builds take `--opt target=STAGE` (Buildctl.build has no frontend
+    options of its own yet)."""
+
+    def __init__(self, layout: Layout, stage: str = ""):
+        super().__init__(layout.buildctl, layout.address)
+        self.stage = stage
+
+    def run(self, *args: str, timeout: float = 120):
+        if self.stage and args[:1] == ("build",):
+            args = (*args, "--opt", f"target={self.stage}")
+        return super().run(*args, timeout=timeout)
+
+
+def build_args(params: Semantics) -> dict[str, str]:
+    return {"BASE_REGISTRY": f"127.0.0.1:{params.registry_port}"} if params.registry_port else {}
+
+
+def warm(layout: Layout, params: Semantics, apply: bool) -> Outcome:
+    """Build each target on this daemon and export its cache (mode=max); ok when every
+    backend's cache is what it was (nothing new), changed otherwise. Check mode builds
+    nothing and says which targets have no cache yet."""
+    base = warm_backend(params, layout)
+    chosen = targets(params)
+    if not apply:
+        missing = [t.spec for t in chosen if not fingerprint(layout, params, backend_of(base, t))]
+        if missing:
+            return Outcome.changed(f"would build and export {len(chosen)} target(s); no cache yet for:"
+                                   f" {', '.join(missing)}")
+        return Outcome.ok(f"every target has a cache in {base.kind}; apply rebuilds and exports again"
+                          " (it reports ok when nothing changed)")
+    lines, changed, facts = [], 0, {"warm_steps": 0, "warm_ran": 0, "warm_seconds": 0.0}
+    for t in chosen:
+        backend = backend_of(base, t)
+        before = fingerprint(layout, params, backend)
+        try:
+            result = StageBuildctl(layout, t.stage).build(t.context, build_args=build_args(params),
+                                                          export_cache=[backend.export_option()], timeout=1800)
+        except KitError as exc:
+            raise WarmError(f"warming {t.spec} failed: {exc.problem}", exc.fix) from None
+        after = fingerprint(layout, params, backend)
+        if not after:
+            raise WarmError(f"{t.spec} built, but {backend.kind} {backend.target} holds no cache after the export",
+                            "check the backend (and that cache_ignore_error is false, so an export error shows)")
+        ran = len(uncached(result))
+        changed += after != before
+        facts["warm_steps"] += len(work_steps(result))
+        facts["warm_ran"] += ran
+        facts["warm_seconds"] += result.seconds
+        lines.append(f"{t.spec}: {len(work_steps(result))} steps ({ran} ran) in {result.seconds:.1f}s →"
+                     f" {backend.kind} {backend.target}{('/' + backend.prefix) if backend.prefix else ''}"
+                     f" {'updated' if after != before else 'unchanged'}")
+    if changed:
+        return Outcome.changed(f"exported {changed} of {len(chosen)} cache(s)", "\n".join(lines), **facts)
+    return Outcome("ok", f"{len(chosen)} cache(s) already warm", "\n".join(lines), facts=facts)
+
+
+def rebuild_all_cached(fresh: Layout, params: Semantics, backend: CacheBackend, target: Target) -> BuildResult:
+    try:
+        result = StageBuildctl(fresh, target.stage).build(target.context, build_args=build_args(params),
+                                                          import_cache=[backend.import_option()], timeout=1800)
+    except KitError as exc:
+        raise CacheError(f"the fresh builder's build of {target.spec} importing {backend.kind} failed: {exc.problem}",
+                         "check that the backend is reachable from this builder") from None
+    missed = uncached(result)
+    if missed or not work_steps(result):
+        raise CacheError(f"the fresh builder re-ran {len(missed)} of {len(work_steps(result))} steps of {target.spec}:"
+                         f" {missed}", "warm again (apply), and check that the export step reported no error")
+    return result
+
+
+def verify_fresh(layout: Layout, params: Semantics, apply: bool) -> Outcome:
+    """A fresh builder (new buildkitd, empty root, removed after) imports each target's
+    cache and rebuilds it: every step CACHED. Check mode runs no build. The fresh
+    builder's state is its own, so this step changes nothing that stays."""
+    from .cache import fresh_builder
+    from .programs import daemon_environment, wanted
+
+    base = warm_backend(params, layout)
+    chosen = targets(params)
+    if not apply:
+        return Outcome.skipped(f"check mode runs no build; apply rebuilds {len(chosen)} target(s) on a fresh builder"
+                               f" importing {base.kind}")
+    lines, total, seconds = [], 0, 0.0
+    with fresh_builder(layout, daemon_env=daemon_environment(wanted(layout, params))) as fresh:
+        for t in chosen:
+            result = rebuild_all_cached(fresh, params, backend_of(base, t), t)
+            n = len(work_steps(result))
+            total += n
+            seconds += result.seconds
+            lines.append(f"{t.spec}: {n}/{n} CACHED in {result.seconds:.1f}s")
+    return Outcome("ok", f"a fresh builder rebuilt {len(chosen)} target(s), {total}/{total} steps CACHED",
+                   "\n".join(lines), facts={"fresh_cached_steps": total, "fresh_total_steps": total,
+                                            "fresh_seconds": round(seconds, 3)})
