@@ -378,8 +378,15 @@ def alerts_reach_alertmanager(params: dict, apply: bool) -> Outcome:
     if not (prom and am):
         return Outcome.skipped("needs both prometheus_port and alertmanager_port")
     if not monitoring.answers(prom):
+        if not apply:
+            return Outcome.skipped(f"Prometheus does not answer on {url(prom)}: checked on apply")
         raise AlertingError(f"Prometheus does not answer on {url(prom)}", "apply the configure runbook")
-    active = [a["url"] for a in monitoring.api(prom, "/api/v1/alertmanagers")["activeAlertmanagers"]]
+    deadline = time.monotonic() + 15  # after a reload, Prometheus rediscovers its Alertmanagers
+    while True:
+        active = [a["url"] for a in monitoring.api(prom, "/api/v1/alertmanagers")["activeAlertmanagers"]]
+        if any(f"127.0.0.1:{am}" in a for a in active) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     if not any(f"127.0.0.1:{am}" in a for a in active):
         if not apply:
             return Outcome.skipped("Prometheus is not pointed at this Alertmanager yet: apply the monitoring runbook")

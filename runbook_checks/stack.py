@@ -16,7 +16,8 @@ from .params import PROJECT_ROOT
 from .programs import served_urls
 from .service import Supervisor
 
-UP_SEQUENCE = (("install", "apply"), ("configure", "apply"), ("verify", "check"))
+UP_SEQUENCE = (("install", "apply"), ("configure", "apply"), ("verify", "check"), ("monitoring", "apply"),
+               ("alerting", "apply"))
 
 
 @dataclass

@@ -32,6 +32,8 @@ def lab(tmp_path_factory):
                BUILDKIT_OPS_RUNS_DIR=str(tmp_path_factory.mktemp("labruns")), COLUMNS="200")
     sets = ["--set", f"debug_port={service.free_port()}", "--set", f"exporter_port={service.free_port()}",
             "--set", f"registry_port={service.free_port()}", "--set", f"s3_port={service.free_port()}"]
+    sets += [item for key in ("prometheus_port", "alertmanager_port", "node_exporter_port", "notify_sink_port", "smtp_port")
+             for item in ("--set", f"{key}={service.free_port()}")]
     env["KIT_TEST_SETS"] = " ".join(sets)
     try:
         up = invoke("up", *sets, env=env)
