@@ -239,6 +239,105 @@ def prove_fresh_import(source: Layout, fresh: Layout, backend: CacheBackend, bas
 
 
 # --------------------------------------------------------------------------------------
+# sharing: several builders import one remote cache at once
+# --------------------------------------------------------------------------------------
+def prove_shared(source: Layout, builders: list[Layout], backend: CacheBackend, base: str) -> Outcome:
+    """Export a new build's cache from `source`; every builder in `builders` (fresh, empty
+    roots) imports it at the same time and rebuilds with every step CACHED."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with tempfile.TemporaryDirectory(prefix="bk-share-") as tmp:
+        ctx, args = proof_context(Path(tmp), base)
+        first = export_cache(source, backend, ctx, args)
+        with ThreadPoolExecutor(len(builders)) as pool:
+            results = list(pool.map(lambda b: import_and_rebuild(b, backend, ctx, args), builders))
+    total = len(work_steps(results[0]))
+    times = ", ".join(f"{r.seconds:.1f}s" for r in results)
+    return Outcome.ok(f"{len(builders)} fresh builders imported {backend.kind} {backend.target} at once:"
+                      f" {total}/{total} steps CACHED on each ({times}; the exporting build took {first.seconds:.1f}s)",
+                      shared_builders=len(builders), shared_import_seconds=[r.seconds for r in results])
+
+
+def prove_sharing_with_fresh_builders(layout: Layout, params: Semantics, apply: bool, count: int = 2) -> Outcome:
+    """Two fresh builders share this daemon's remote cache (check mode runs no build)."""
+    from contextlib import ExitStack
+
+    from .images import base_ref
+    from .programs import daemon_environment, wanted
+
+    backend = backend_for(params, layout)
+    if not apply:
+        return Outcome.skipped(f"check mode runs no build; apply starts {count} fresh builders that import"
+                               f" {backend.kind} {backend.target} at the same time")
+    env = daemon_environment(wanted(layout, params))
+    with ExitStack() as stack:
+        builders = [stack.enter_context(fresh_builder(layout, daemon_env=env)) for _ in range(count)]
+        return prove_shared(layout, builders, backend, base_ref(params.registry_port))
+
+
+# --------------------------------------------------------------------------------------
+# cache mounts: RUN --mount=type=cache and its sharing modes, measured
+# --------------------------------------------------------------------------------------
+CACHE_MOUNT_DOCKERFILE = """FROM {base}
+ARG NONCE
+RUN --mount=type=cache,id={mount_id},target=/var/cache/kit,sharing={sharing} \
+    echo "$NONCE" > /nonce && \
+    if [ -f /var/cache/kit/package ]; then echo hit > /result; \
+    else sleep {work}; head -c 1000000 /dev/urandom > /var/cache/kit/package; echo miss > /result; fi
+"""
+
+
+def _mount_build(layout: Layout, base: str, mount_id: str, sharing: str, work: float, out: Path) -> tuple[str, float]:
+    """One build whose RUN step finds its 'package' in the cache mount (hit) or makes it
+    (miss, `work` seconds); returns (hit|miss, seconds)."""
+    ctx = out / "ctx"
+    ctx.mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(CACHE_MOUNT_DOCKERFILE.format(base=base, mount_id=mount_id, sharing=sharing,
+                                                                   work=work))
+    result = Buildctl.for_layout(layout).build(ctx, build_args={"NONCE": uuid.uuid4().hex},
+                                               output=f"type=local,dest={out / 'rootfs'}")
+    return (out / "rootfs" / "result").read_text().strip(), result.seconds
+
+
+def measure_cache_mounts(layout: Layout, base: str, work: float = 2.0) -> dict:
+    """What a cache mount saves, and what each sharing mode does with two builds at once.
+    Every build's RUN step is new to the layer cache (a nonce), so only the mount helps."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="bk-mount-") as tmp:
+        root = Path(tmp)
+        cold = _mount_build(layout, base, f"kit-{run}-seq", "locked", work, root / "cold")
+        warm = _mount_build(layout, base, f"kit-{run}-seq", "locked", work, root / "warm")
+        modes = {}
+        for sharing in ("shared", "private", "locked"):
+            start = time.monotonic()
+            with ThreadPoolExecutor(2) as pool:
+                pair = list(pool.map(lambda i: _mount_build(layout, base, f"kit-{run}-{sharing}", sharing, work,
+                                                            root / f"{sharing}{i}"), range(2)))
+            modes[sharing] = {"results": sorted(r for r, _ in pair), "wall_seconds": round(time.monotonic() - start, 2)}
+    return {"cold": {"result": cold[0], "seconds": cold[1]}, "warm": {"result": warm[0], "seconds": warm[1]},
+            "concurrent": modes, "work_seconds": work}
+
+
+def show_cache_mounts(layout: Layout, params: Semantics, apply: bool) -> Outcome:
+    """The cache-mount demonstration as a runbook step (check mode runs no build)."""
+    from .images import base_ref
+
+    if not apply:
+        return Outcome.skipped("check mode runs no build; apply measures RUN --mount=type=cache with each sharing mode")
+    m = measure_cache_mounts(layout, base_ref(params.registry_port))
+    if m["cold"]["result"] != "miss" or m["warm"]["result"] != "hit":
+        raise CacheError(f"the cache mount did not keep its content between builds: {m}",
+                         "look for a GC rule that prunes exec.cachemount records at once")
+    lines = [f"{mode}: two builds at once → {', '.join(v['results'])} in {v['wall_seconds']:.1f}s"
+             for mode, v in m["concurrent"].items()]
+    return Outcome.ok(f"cache mount: cold {m['cold']['seconds']:.1f}s (miss), next build {m['warm']['seconds']:.1f}s"
+                      f" (hit, its layer cache missed); " + "; ".join(lines), cache_mounts=m)
+
+
+# --------------------------------------------------------------------------------------
 # the cache runbook's steps
 # --------------------------------------------------------------------------------------
 def backend_for(params: Semantics, layout: Layout) -> CacheBackend:

@@ -161,29 +161,33 @@ def _error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "") or type(exc).__name__
 
 
+AUTH_ERRORS = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "XAdminUserNotFound")
+
+
 def ensure_bucket(port: int, creds: Path, bucket: str, apply: bool) -> Outcome:
-    """The bucket exists and these credentials reach it (HeadBucket); created on apply."""
+    """These credentials are accepted (ListBuckets), the bucket exists (created on apply)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     s3 = client(port, creds)
     try:
-        s3.head_bucket(Bucket=bucket)
-        return Outcome.ok(f"bucket {bucket} on {endpoint(port)} answers these credentials")
+        names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if bucket in names:
+            return Outcome.ok(f"bucket {bucket} on {endpoint(port)} answers these credentials")
+        if not apply:
+            return Outcome.changed(f"would create bucket {bucket} on {endpoint(port)}")
+        s3.create_bucket(Bucket=bucket)
+        return Outcome.changed(f"created bucket {bucket} on {endpoint(port)}")
     except ClientError as exc:
         code = _error_code(exc)
-        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        if code in AUTH_ERRORS:
             raise S3Error(f"the S3 server at {endpoint(port)} refused the credentials in {creds} ({code})",
                           "point s3_credentials_file at the server's credentials (the lab's: etc/s3/credentials)")\
                 from None
-        if code not in ("404", "NoSuchBucket", "NotFound"):
-            raise S3Error(f"HeadBucket {bucket} failed on {endpoint(port)}: {code}", "read the S3 server's log") from None
+        raise S3Error(f"the S3 server at {endpoint(port)} refused bucket {bucket}: {code}",
+                      "check cache_bucket (3-63 lowercase letters, digits, dots, hyphens) and the server's log") from None
     except BotoCoreError as exc:
         raise S3Error(f"the S3 server at {endpoint(port)} does not answer: {exc}",
                       "start it: apply the configure runbook with s3_port set") from None
-    if not apply:
-        return Outcome.changed(f"would create bucket {bucket} on {endpoint(port)}")
-    s3.create_bucket(Bucket=bucket)
-    return Outcome.changed(f"created bucket {bucket} on {endpoint(port)}")
 
 
 def objects(port: int, creds: Path, bucket: str, prefix: str = "") -> list[dict]:

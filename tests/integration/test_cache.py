@@ -100,3 +100,25 @@ def test_deleted_cache_is_reclaimed_by_the_registry_gc(ci_daemon, registry_build
     assert out.status == "changed" and out.facts["registry_reclaimed_bytes"] > 2_000_000, out.message
     assert registry.answers(port) and registry.tags(port, images.BASE_REPOSITORY) == ["latest"]
     assert registry.garbage_collect(layout, manager, port).status == "ok"  # nothing left to reclaim
+
+
+def test_export_to_an_s3_server_that_is_down(registry_builder, s3_port, base_image, tmp_path):
+    from runbook_checks import programs, s3
+
+    layout, _ = registry_builder
+    s3.ensure_bucket(s3_port, s3.credentials_file(layout, {}), "down", apply=True)
+    backend = dict(target="down", endpoint=s3.endpoint(s3_port))
+    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
+    rpc = service.Supervisor(layout)._rpc()
+    rpc.stopProcess("s3")
+    try:
+        kept = cache.export_cache(layout, cache.CacheBackend("s3", ignore_error=True, **backend), ctx, args)
+        assert cache.uncached(kept), "the build ran its steps and succeeded despite the failed export"
+        with pytest.raises(cache.CacheError, match="cache_ignore_error"):
+            cache.export_cache(layout, cache.CacheBackend("s3", **backend), ctx, args)
+        # the daemon's local cache is intact: the same build again is all CACHED, no import needed
+        again = cache.Buildctl.for_layout(layout).build(ctx, build_args=args)
+        assert cache.work_steps(again) and cache.uncached(again) == []
+    finally:
+        rpc.startProcess("s3", True)
+    assert programs.answers(f"{s3.endpoint(s3_port)}/health")
