@@ -57,7 +57,9 @@ class Buildctl:
                                 "look for a stuck step with `buildctl debug histories`, or a daemon at its"
                                 " max-parallelism, and run again") from None
         if proc.returncode:
-            raise BuildctlError(f"buildctl {' '.join(args[:2])} failed: {proc.stderr.strip()[-1500:]}",
+            # with --progress rawjson, stderr is JSON status lines and then buildctl's own "error: ..." line
+            said = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+            raise BuildctlError(f"buildctl {' '.join(args[:2])} failed: {(said[-1] if said else proc.stderr.strip())[-1500:]}",
                                 f"check that buildkitd is running and listening on {self.address}")
         return proc
 

@@ -10,6 +10,7 @@ from typing import Any
 import tomlkit
 
 from . import files
+from .errors import ConfigError
 from .layout import Layout
 from .params import GcRule, Semantics
 from .results import Outcome
@@ -56,6 +57,7 @@ class BuildkitdConfig:
     insecure_entitlements: list[str] = field(default_factory=list)
     registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
     http_registries: list[str] = field(default_factory=list)
+    registry_tls: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> {ca, cert, key} paths
 
     @classmethod
     def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
@@ -70,6 +72,7 @@ class BuildkitdConfig:
             gc_policy=rules, insecure_entitlements=list(sem.insecure_entitlements),
             registry_mirrors=dict(sem.registry_mirrors),
             http_registries=[f"127.0.0.1:{sem.registry_port}"] if sem.registry_port else [],
+            registry_tls={host: tls.model_dump() for host, tls in sem.registry_tls.items()},
         )
 
     def to_toml(self) -> str:
@@ -109,7 +112,7 @@ class BuildkitdConfig:
         containerd.add("enabled", False)
         worker.add("containerd", containerd)
         doc.add("worker", worker)
-        hosts = sorted(set(self.registry_mirrors) | set(self.http_registries))
+        hosts = sorted(set(self.registry_mirrors) | set(self.http_registries) | set(self.registry_tls))
         if hosts:
             registry = tomlkit.table(is_super_table=True)
             for host in hosts:
@@ -118,6 +121,16 @@ class BuildkitdConfig:
                     entry.add("mirrors", self.registry_mirrors[host])
                 if host in self.http_registries:  # the lab's local registry speaks plain HTTP
                     entry.add("http", True)
+                tls = self.registry_tls.get(host) or {}
+                if tls and host not in self.http_registries:
+                    # BuildKit speaks plain HTTP to a loopback registry unless told otherwise
+                    entry.add("http", False)
+                if tls.get("ca"):
+                    entry.add("ca", [tls["ca"]])
+                if tls.get("cert"):
+                    pair = tomlkit.aot()
+                    pair.append(tomlkit.item({"key": tls["key"], "cert": tls["cert"]}))
+                    entry.add("keypair", pair)
                 registry.add(host, entry)
             doc.add("registry", registry)
         return HEADER + tomlkit.dumps(doc)
@@ -139,6 +152,12 @@ def read_debug_port(path: Path) -> int | None:
 def write_config(layout: Layout, config: BuildkitdConfig, apply: bool) -> Outcome:
     """Converge buildkitd.toml: ok if equal, else a diff (check) or a backup + atomic
     write (apply). Restarting the daemon is the service step's job."""
+    for host, tls in config.registry_tls.items():
+        for name, path in tls.items():
+            if path and not Path(path).is_file():
+                raise ConfigError(f"registry_tls.{host}.{name}: {path} does not exist, and buildkitd would fail to"
+                                  f" reach {host} with it", "put the file there first (the kit never writes"
+                                  " certificates or keys), or fix the path")
     desired = config.to_toml()
     current = files.read_text(layout.config_path)
     if current == desired:

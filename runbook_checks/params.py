@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParameterError
 
@@ -104,6 +104,29 @@ class GcRule(BaseModel):
         return v
 
 
+class RegistryTls(BaseModel):
+    """TLS files buildkitd uses for one registry host: a CA bundle to trust, and a client
+    certificate + key (mutual TLS). Paths, never the material itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @model_validator(mode="after")
+    def _files(self) -> "RegistryTls":
+        for name in ("ca", "cert", "key"):
+            value = getattr(self, name)
+            if value and not value.startswith("/"):
+                raise ValueError(f"{name}: {value!r} is not an absolute path")
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("cert and key go together (a client certificate needs its key)")
+        if not (self.ca or self.cert):
+            raise ValueError("give ca, or cert and key")
+        return self
+
+
 class Semantics(BaseModel):
     """Meaning and range of every parameter name a runbook may declare."""
 
@@ -132,6 +155,7 @@ class Semantics(BaseModel):
     gc_policy: list[GcRule] = Field(default_factory=list)
     insecure_entitlements: list[Literal["network.host", "security.insecure", "device"]] = Field(default_factory=list)
     registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
+    registry_tls: dict[str, RegistryTls] = Field(default_factory=dict)
     cpu_quota: str = Field("", pattern=r"^(\d+%)?$")
     memory_max: str = ""
     io_weight: int = Field(100, ge=1, le=10000)

@@ -123,15 +123,21 @@ def last_error(log: Path, patterns: tuple[str, ...]) -> str:
 
 def check_ports_free(programs: list[Program], manager) -> None:
     """Before anything is written: a program's port held by a process that is not that
-    program under this state directory's supervisord is an error naming the port."""
-    ours: dict[str, str] = {}
+    program, serving that same port, under this state directory's supervisord is an
+    error naming the port (a running program moved to a taken port is refused too)."""
+    from urllib.parse import urlparse
+
+    ours: dict[str, int] = {}
     if manager is not None and getattr(manager, "supervisord_up", lambda: False)():
         try:
-            ours = {p["name"]: p["statename"] for p in manager._rpc().getAllProcessInfo()}
+            running = {p["name"] for p in manager._rpc().getAllProcessInfo()
+                       if p["statename"] in ("RUNNING", "STARTING")}
+            served = served_urls(manager.layout.supervisor_conf.read_text())
+            ours = {name: urlparse(url).port for name, url in served.items() if name in running}
         except (OSError, xmlrpc.client.Fault):
             ours = {}
     for prog in programs:
-        if ours.get(prog.name) == "RUNNING":
+        if ours.get(prog.name) == prog.port:
             continue
         if port_taken(prog.port):
             raise ProgramError(f"127.0.0.1:{prog.port} is taken by another process, so {prog.name} cannot listen there",

@@ -65,6 +65,8 @@ BUILDKIT_DEFAULTS = {
     'registry."HOST".mirrors': "none",
     'registry."HOST".http': "unset: HTTPS, except that `localhost` and loopback addresses are reached over"
                             " plain HTTP (util/resolver/resolver.go, fillInsecureOpts)",
+    'registry."HOST".ca': "none: the host's system CA bundle",
+    'registry."HOST".keypair': "none: no client certificate",
 }
 
 # (TOML key, the kit parameter behind it, how the kit fills it in). check_settings() warns
@@ -85,8 +87,13 @@ SETTINGS = [
     ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.config.DEFAULT_GC_POLICY`"),
     ("worker.containerd.enabled", "(fixed)", "standalone BuildKit: no containerd worker"),
     ('registry."HOST".mirrors', "`registry_mirrors`", "one table per registry host; written only when set"),
-    ('registry."HOST".http', "`registry_port`", "`true` for the lab's local registry `127.0.0.1:registry_port`,"
-                                                " which serves plain HTTP; written only when `registry_port` is set"),
+    ('registry."HOST".http', "`registry_port`, `registry_tls`", "`true` for the lab's local registry"
+                                                " `127.0.0.1:registry_port`, which serves plain HTTP; `false` for a"
+                                                " host in `registry_tls` (BuildKit speaks plain HTTP to a loopback"
+                                                " registry unless told otherwise)"),
+    ('registry."HOST".ca', "`registry_tls`", "the CA file to trust for that host: a path, never the certificate;"
+                                             " configure fails before writing when the file is missing"),
+    ('registry."HOST".keypair', "`registry_tls`", "a client certificate and key (paths) for mutual TLS"),
 ]
 
 
@@ -167,7 +174,8 @@ class Kit:
 
         values = dict(self.params.resolve("configure", "production", "check"),
                       insecure_entitlements=["network.host"], registry_mirrors={"docker.io": ["mirror:5000"]},
-                      registry_port=15000)
+                      registry_port=15000,
+                      registry_tls={"registry.example:443": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/c.key"}})
         lay = layout.for_params({"profile": "production", "state_dir": PLACEHOLDER_STATE})
         written = set(flat_keys(tomlkit.parse(config.BuildkitdConfig.from_params(values, lay, 1).to_toml()).unwrap()))
         documented = {key for key, _, _ in SETTINGS}
@@ -335,9 +343,12 @@ def show_setting(key: str, values: dict, cfg) -> str:
             return "not written"
         return "<br>".join(f"`{h}`: {code(toml_value(m))}" for h, m in cfg.registry_mirrors.items())
     if key == 'registry."HOST".http':
-        if not cfg.http_registries:
-            return "not written"
-        return "<br>".join(f"`{h}`: `true`" for h in cfg.http_registries)
+        shown = [f"`{h}`: `true`" for h in cfg.http_registries] + [f"`{h}`: `false`" for h in cfg.registry_tls]
+        return "<br>".join(shown) or "not written"
+    if key in ('registry."HOST".ca', 'registry."HOST".keypair'):
+        field = "ca" if key.endswith("ca") else "cert"
+        hosts = [h for h, tls in cfg.registry_tls.items() if tls.get(field)]
+        return "<br>".join(f"`{h}`" for h in hosts) or "not written"
     raise PluginError(f"no formatter for buildkitd.toml key {key!r}")
 
 

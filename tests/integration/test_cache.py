@@ -122,3 +122,18 @@ def test_export_to_an_s3_server_that_is_down(registry_builder, s3_port, base_ima
     finally:
         rpc.startProcess("s3", True)
     assert programs.answers(f"{s3.endpoint(s3_port)}/health")
+
+
+def test_a_running_program_moved_to_a_taken_port_is_refused(registry_builder):
+    """Its own running port is no objection; a port another process holds is."""
+    from runbook_checks import programs
+
+    layout, port = registry_builder
+    manager = service.Supervisor(layout)
+    programs.check_ports_free(programs.wanted(layout, {"registry_port": port}), manager)
+    with socket.socket() as theirs:
+        theirs.bind(("127.0.0.1", 0))
+        theirs.listen()
+        moved = programs.wanted(layout, {"registry_port": theirs.getsockname()[1]})
+        with pytest.raises(programs.ProgramError, match="is taken by another process"):
+            programs.check_ports_free(moved, manager)

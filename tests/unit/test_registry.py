@@ -83,3 +83,4 @@ def test_a_taken_port_is_refused_before_anything_is_written(tmp_path):
 def test_converge_skips_without_programs(tmp_path):
     out = programs.converge(lay(tmp_path), service.Supervisor(lay(tmp_path)), [], apply=True)
     assert out.status == "skipped"
+
