@@ -147,13 +147,19 @@ def s3_retention(layout: Layout, params: Semantics, apply: bool) -> Outcome:
         raise ParameterError(f"s3_max_age: {params.s3_max_age}s is not longer than BuildKit's touch_refresh (24h)",
                              "blobs a live cache still uses are refreshed only once a day: keep objects longer,"
                              " e.g. s3_max_age=14d")
+    from botocore.exceptions import BotoCoreError, ClientError
+
     creds = s3.credentials_file(layout, params.model_dump())
     try:
         s3.objects(params.s3_port, creds, params.cache_bucket, params.cache_prefix)
-    except Exception as exc:  # botocore's errors: a missing bucket, refused credentials, no server
+    except (BotoCoreError, ClientError) as exc:  # a missing bucket, refused credentials, no server
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket", "404"):
             return Outcome.ok(f"bucket {params.cache_bucket} does not exist yet: nothing to expire")
+        if code in s3.AUTH_ERRORS:
+            raise PruneError(f"the S3 server on port {params.s3_port} refused the credentials in {creds} ({code})",
+                             "point s3_credentials_file at the server's credentials (the lab's: etc/s3/credentials)")\
+                from None
         raise PruneError(f"listing s3://{params.cache_bucket}/{params.cache_prefix} failed: {code or exc}",
                          "check the S3 server (s3_port) and s3_credentials_file") from None
     return s3.expire(params.s3_port, creds, params.cache_bucket, params.cache_prefix, params.s3_max_age, apply)
