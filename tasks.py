@@ -209,6 +209,8 @@ def bench_cache(c, workloads="", backends="registry,s3,local", state_dir="", reg
     Needs the running lab (./kit up). Writes runs/bench/cache-<stamp>.json (a list of
     records) and cache-<stamp>.png; prints a recap. Exits 1 when a fresh builder importing
     the registry or S3 cache of a Debian workload is not 5x faster than cold, all CACHED."""
+    from rich.console import Console
+
     from runbook_checks import bench, files
 
     lab = params.load_profile("lab")
@@ -216,7 +218,8 @@ def bench_cache(c, workloads="", backends="registry,s3,local", state_dir="", reg
                           int(registry_port or lab["registry_port"]), int(s3_port or lab["s3_port"]))
     names = tuple(b.strip() for b in backends.split(",") if b.strip())
     stamp = files.stamp()
-    console = _console()
+    # a pipe or a log gets the whole recap table, not one cut to 80 columns
+    console = _console() if sys.stdout.isatty() else Console(width=120)
     try:
         unknown = [b for b in names if b not in bench.BACKENDS]
         if unknown:
@@ -231,7 +234,7 @@ def bench_cache(c, workloads="", backends="registry,s3,local", state_dir="", reg
     caption = f"run {stamp} on {bench.machine()}"
     path = bench.write_results(records, runner.runs_dir(), stamp)
     png = bench.plot(records, path.with_suffix(".png"), caption)
-    console.print(bench.recap_table(records, f"cache benchmark {stamp}"), width=110)
+    console.print(bench.recap_table(records, f"cache benchmark {stamp}"))
     console.print(f"results: {path}\nplot:    {png}", soft_wrap=True)
     if publish:
         bench.publish(records, png, params.PROJECT_ROOT / "docs/guides/cache-benchmark.md", caption)
