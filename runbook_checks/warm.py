@@ -129,21 +129,33 @@ def seed_bases(layout: Layout, params: Semantics, apply: bool, progress=print) -
     return Outcome.ok(text, bases=needed)
 
 
-def fingerprint(layout: Layout, params: Semantics, backend: CacheBackend) -> str:
-    """What identifies the backend's cache now ("" when there is none): the registry
-    manifest's digest, the S3 manifest object's ETag, the local index.json's sha256."""
+LOCAL_REGISTRY = re.compile(r"^(?:127\.0\.0\.1|localhost):(?P<port>\d+)$")
+
+
+def fingerprint(layout: Layout, params: Semantics, backend: CacheBackend) -> str | None:
+    """What identifies the backend's cache now: the registry manifest's digest, the S3
+    manifest object's ETag, the local index.json's sha256; "" when there is none; None
+    when the kit cannot tell (a registry other than one on 127.0.0.1)."""
     if backend.kind == "registry":
         from . import registry
 
         host, rest = backend.target.split("/", 1)
         repository, tag = rest.rsplit(":", 1)
-        return registry.manifest_digest(int(host.rsplit(":", 1)[1]), repository, tag) if ":" in host else ""
+        local = LOCAL_REGISTRY.match(host)
+        return registry.manifest_digest(int(local.group("port")), repository, tag) if local else None
     if backend.kind == "s3":
+        from botocore.exceptions import ClientError
+
         from . import s3
 
         key = f"{backend.prefix.rstrip('/')}/manifests/kit" if backend.prefix else "manifests/kit"
-        found = [o for o in s3.objects(params.s3_port, s3.credentials_file(layout, params.model_dump()),
-                                       backend.target, key) if o["Key"] == key]
+        try:
+            found = [o for o in s3.objects(params.s3_port, s3.credentials_file(layout, params.model_dump()),
+                                           backend.target, key) if o["Key"] == key]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+                return ""  # check mode before the bucket exists: no cache yet
+            raise
         return str(found[0].get("ETag", found[0]["Size"])) if found else ""
     index = Path(backend.target) / "index.json"
     return hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else ""
@@ -174,10 +186,14 @@ def warm(layout: Layout, params: Semantics, apply: bool) -> Outcome:
     base = warm_backend(params, layout)
     chosen = targets(params)
     if not apply:
-        missing = [t.spec for t in chosen if not fingerprint(layout, params, backend_of(base, t))]
-        if missing:
-            return Outcome.changed(f"would build and export {len(chosen)} target(s); no cache yet for:"
-                                   f" {', '.join(missing)}")
+        found = {t.spec: fingerprint(layout, params, backend_of(base, t)) for t in chosen}
+        missing = [spec for spec, mark in found.items() if mark == ""]
+        unknown = [spec for spec, mark in found.items() if mark is None]
+        if missing or unknown:
+            return Outcome.changed(f"would build and export {len(chosen)} target(s)"
+                                   + (f"; no cache yet for: {', '.join(missing)}" if missing else "")
+                                   + (f"; cannot read the cache of: {', '.join(unknown)} (not a registry on"
+                                      " 127.0.0.1)" if unknown else ""))
         return Outcome.ok(f"every target has a cache in {base.kind}; apply rebuilds and exports again"
                           " (it reports ok when nothing changed)")
     lines, changed, facts = [], 0, {"warm_steps": 0, "warm_ran": 0, "warm_seconds": 0.0}
@@ -190,17 +206,17 @@ def warm(layout: Layout, params: Semantics, apply: bool) -> Outcome:
         except KitError as exc:
             raise WarmError(f"warming {t.spec} failed: {exc.problem}", exc.fix) from None
         after = fingerprint(layout, params, backend)
-        if not after:
+        if after == "":
             raise WarmError(f"{t.spec} built, but {backend.kind} {backend.target} holds no cache after the export",
                             "check the backend (and that cache_ignore_error is false, so an export error shows)")
         ran = len(uncached(result))
-        changed += after != before
+        changed += after is None or after != before  # a cache the kit cannot read counts as changed
         facts["warm_steps"] += len(work_steps(result))
         facts["warm_ran"] += ran
         facts["warm_seconds"] += result.seconds
         lines.append(f"{t.spec}: {len(work_steps(result))} steps ({ran} ran) in {result.seconds:.1f}s →"
                      f" {backend.kind} {backend.target}{('/' + backend.prefix) if backend.prefix else ''}"
-                     f" {'updated' if after != before else 'unchanged'}")
+                     f" {'unchanged' if after is not None and after == before else 'updated'}")
     if changed:
         return Outcome.changed(f"exported {changed} of {len(chosen)} cache(s)", "\n".join(lines), **facts)
     return Outcome("ok", f"{len(chosen)} cache(s) already warm", "\n".join(lines), facts=facts)

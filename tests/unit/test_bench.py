@@ -82,7 +82,7 @@ def test_the_plot_is_a_png_and_publish_replaces_only_the_results_block(tmp_path)
     text = page.read_text()
     assert text.startswith("# T\n\nintro\n\n") and text.endswith("\n\nafter\n") and "previous results" not in text
     assert "![run X on a test](img/cache-benchmark.png)" in text
-    assert "| go-app | fresh-s3 | 2.00 | 30.0x | 8/8 |" in text
+    assert "| go-app | fresh-s3 | 2.00 |  | 30.0x | 8/8 |" in text
     assert (tmp_path / "img" / "cache-benchmark.png").exists()
     page.write_text("no markers")
     with pytest.raises(bench.BenchError, match="bench:results"):
@@ -91,3 +91,14 @@ def test_the_plot_is_a_png_and_publish_replaces_only_the_results_block(tmp_path)
 
 def test_human_sizes():
     assert bench.human(0) == "0 B" and bench.human(2048) == "2.0 KiB" and bench.human(3 << 30) == "3.0 GiB"
+
+
+def test_the_export_span_runs_from_the_first_export_to_the_last():
+    vertices = [{"name": "[2/3] RUN x", "started": "2026-01-01T00:00:00Z", "completed": "2026-01-01T00:00:09Z"},
+                {"name": "exporting cache to registry", "started": "2026-01-01T00:00:10.250000123Z",
+                 "completed": "2026-01-01T00:00:12.5Z"},
+                {"name": "exporting cache to client directory", "started": "2026-01-01T00:00:10.25Z",
+                 "completed": "2026-01-01T00:00:13.75Z"},
+                {"name": "exporting cache to Amazon S3", "started": "2026-01-01T00:00:11Z"}]  # never completed
+    assert bench.export_span(vertices) == 3.5
+    assert bench.export_span(vertices[:1]) == 0.0

@@ -66,3 +66,14 @@ def test_the_rootfs_key_follows_packages_mirror_and_local_certificates(tmp_path)
     cert.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
     assert images.rootfs_key(certificates=[cert]) != base
     assert images.debian_ref(15000) == "127.0.0.1:15000/kit/debian:bookworm"
+
+
+def test_a_cache_the_kit_cannot_read_is_unknown_and_an_absent_local_one_is_empty(tmp_path):
+    lay = layout_mod.for_params({"profile": "ci", "state_dir": "/tmp/bk-none"})
+    remote = CacheBackend("registry", "registry.example.com/team/cache:warm-small")
+    assert warm.fingerprint(lay, semantics(), remote) is None  # no request is made
+    local = CacheBackend("local", str(tmp_path / "c"))
+    assert warm.fingerprint(lay, semantics(), local) == ""
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "index.json").write_text("{}")
+    assert len(warm.fingerprint(lay, semantics(), local)) == 64
