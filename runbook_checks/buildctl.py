@@ -83,9 +83,10 @@ class Buildctl:
 
     def build(self, context: Path, *, build_args: dict[str, str] | None = None, output: str = "",
               export_cache: list[str] | tuple[str, ...] = (), import_cache: list[str] | tuple[str, ...] = (),
-              timeout: float = 600) -> BuildResult:
+              opts: dict[str, str] | None = None, timeout: float = 600) -> BuildResult:
         """`buildctl build` of context/Dockerfile; `export_cache` / `import_cache` take
-        the option strings of runbook_checks.cache (one flag each)."""
+        the option strings of runbook_checks.cache (one flag each); `opts` are frontend
+        options (`target=STAGE`...)."""
         import tempfile
         import time
 
@@ -93,6 +94,8 @@ class Buildctl:
                 "--local", f"dockerfile={context}", "--progress", "rawjson"]
         for key, value in (build_args or {}).items():
             args += ["--opt", f"build-arg:{key}={value}"]
+        for key, value in (opts or {}).items():  # frontend options, e.g. target=STAGE
+            args += ["--opt", f"{key}={value}"]
         if output:
             args += ["--output", output]
         for spec in export_cache:

@@ -48,6 +48,11 @@ class Target:
     def dockerfile(self) -> Path:
         return self.context / "Dockerfile"
 
+    @property
+    def opts(self) -> dict[str, str]:
+        """The frontend options of its build: the stage to stop at, if any."""
+        return {"target": self.stage} if self.stage else {}
+
     def bases(self) -> list[str]:
         return sorted(set(BASE_FROM.findall(self.dockerfile.read_text())))
 
@@ -161,20 +166,6 @@ def fingerprint(layout: Layout, params: Semantics, backend: CacheBackend) -> str
     return hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else ""
 
 
-class StageBuildctl(Buildctl):
-    """Buildctl whose builds take `--opt target=STAGE` (Buildctl.build has no frontend
-    options of its own yet)."""
-
-    def __init__(self, layout: Layout, stage: str = ""):
-        super().__init__(layout.buildctl, layout.address)
-        self.stage = stage
-
-    def run(self, *args: str, timeout: float = 120):
-        if self.stage and args[:1] == ("build",):
-            args = (*args, "--opt", f"target={self.stage}")
-        return super().run(*args, timeout=timeout)
-
-
 def build_args(params: Semantics) -> dict[str, str]:
     return {"BASE_REGISTRY": f"127.0.0.1:{params.registry_port}"} if params.registry_port else {}
 
@@ -201,8 +192,8 @@ def warm(layout: Layout, params: Semantics, apply: bool) -> Outcome:
         backend = backend_of(base, t)
         before = fingerprint(layout, params, backend)
         try:
-            result = StageBuildctl(layout, t.stage).build(t.context, build_args=build_args(params),
-                                                          export_cache=[backend.export_option()], timeout=1800)
+            result = Buildctl.for_layout(layout).build(t.context, build_args=build_args(params), opts=t.opts,
+                                                       export_cache=[backend.export_option()], timeout=1800)
         except KitError as exc:
             raise WarmError(f"warming {t.spec} failed: {exc.problem}", exc.fix) from None
         after = fingerprint(layout, params, backend)
@@ -224,8 +215,8 @@ def warm(layout: Layout, params: Semantics, apply: bool) -> Outcome:
 
 def rebuild_all_cached(fresh: Layout, params: Semantics, backend: CacheBackend, target: Target) -> BuildResult:
     try:
-        result = StageBuildctl(fresh, target.stage).build(target.context, build_args=build_args(params),
-                                                          import_cache=[backend.import_option()], timeout=1800)
+        result = Buildctl.for_layout(fresh).build(target.context, build_args=build_args(params), opts=target.opts,
+                                                  import_cache=[backend.import_option()], timeout=1800)
     except KitError as exc:
         raise CacheError(f"the fresh builder's build of {target.spec} importing {backend.kind} failed: {exc.problem}",
                          "check that the backend is reachable from this builder") from None

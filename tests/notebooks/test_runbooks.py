@@ -138,7 +138,8 @@ def test_production_tree_renders_and_verifies(runs_base):
         doc = tomllib.loads((tree / "etc/buildkit/buildkitd.toml").read_text())
         assert doc["root"] == f"{tree}/var/lib/buildkit"
         assert doc["worker"]["oci"]["max-parallelism"] == 8
-        assert doc["worker"]["oci"]["gcpolicy"][1]["maxUsedSpace"] == "60%"
+        assert doc["worker"]["oci"]["gcpolicy"][2]["maxUsedSpace"] == "60%"  # the size bound, without keepDuration
+        assert "keepDuration" not in doc["worker"]["oci"]["gcpolicy"][2]
         unit = (tree / "etc/systemd/system/buildkit.service").read_text()
         assert "CPUQuota=400%" in unit and "MemoryMax=17179869184" in unit
         assert (tree / "usr/local/bin/buildkitd").exists()
