@@ -24,13 +24,12 @@ class RunResult:
     report_path: Path
 
 
-def _ipc_kernel_manager():
+def _ipc_kernel_manager(socket_dir: Path):
     """Kernels talk to papermill over unix sockets (IPC) instead of unencrypted TCP on
-    loopback, which ipykernel rightly warns about. Each kernel's sockets live in a private
-    directory of their own: jupyter's default ("kernel-ipc-N" in the working directory)
-    lets two runs started at once pick the same socket and read each other's messages."""
-    import tempfile
-
+    loopback, which ipykernel rightly warns about. Each run's kernel has its sockets in a
+    private directory (`socket_dir`): jupyter's default ("kernel-ipc-N" in the working
+    directory) lets two runs started at once pick the same socket and read each other's
+    messages."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -41,7 +40,7 @@ def _ipc_kernel_manager():
 
         @default("ip")
         def _ip_default(self) -> str:
-            return str(Path(tempfile.mkdtemp(prefix="bk-kernel-")) / "k")
+            return str(socket_dir / "k")
 
     return IPCKernelManager
 
@@ -73,7 +72,10 @@ def run(name: str, profile: str = "lab", mode: str = "check", sets: tuple[str, .
         base: Path | None = None, progress: bool = True) -> RunResult:
     """Execute one runbook. Raises ParameterError before anything runs if a parameter
     is wrong; otherwise always writes the run record, failed or not."""
+    import tempfile
+
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     values = params.resolve(name, profile, mode, sets)
@@ -81,12 +83,15 @@ def run(name: str, profile: str = "lab", mode: str = "check", sets: tuple[str, .
     notebook, report_path = _stamp_paths(base or runs_dir(), name)
     error = ""
     try:
-        papermill.execute_notebook(str(source), str(notebook), parameters=values, progress_bar=progress,
-                                   kernel_name="python3", cwd=str(params.PROJECT_ROOT), log_output=False,
-                                   kernel_manager_class=_ipc_kernel_manager(),
-                                   stdout_file=sys.stdout if progress else None)
+        with tempfile.TemporaryDirectory(prefix="bk-kernel-") as sockets:
+            papermill.execute_notebook(str(source), str(notebook), parameters=values, progress_bar=progress,
+                                       kernel_name="python3", cwd=str(params.PROJECT_ROOT), log_output=False,
+                                       kernel_manager_class=_ipc_kernel_manager(Path(sockets)),
+                                       stdout_file=sys.stdout if progress else None)
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
+    except DeadKernelError as exc:  # the kernel died (killed, out of memory): still a recorded, failed run
+        error = f"the notebook's kernel died: {exc}"
     report = report_from_notebook(notebook) if notebook.exists() else None
     if report is None:  # the notebook broke before any step ran: still a failed, recorded run
         report = Report(name, profile, mode)
