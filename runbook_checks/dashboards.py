@@ -173,7 +173,10 @@ def _formatter(unit: str):
     return FuncFormatter(lambda v, _p: f"{v:.3g}")
 
 
-def draw(panel: PanelSpec, series: list[tuple[str, list, list]], path: Path, stamp: str) -> None:
+def draw(panel: PanelSpec, series: list[tuple[str, list, list]], stamp: str) -> bytes:
+    """The panel as PNG bytes; the figure is closed even if drawing or saving fails."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,64 +184,81 @@ def draw(panel: PanelSpec, series: list[tuple[str, list, list]], path: Path, sta
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    for label, times, values in series:
-        ax.plot(times, values, label=label, linewidth=1.5)
-    ax.set_title(f"{panel.row}: {panel.title}", fontsize=11, loc="left")
-    ax.yaxis.set_major_formatter(_formatter(panel.unit))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=_dt.timezone.utc))
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=8, loc="upper left")
-    else:
-        ax.text(0.5, 0.5, "no data in this range", ha="center", va="center", transform=ax.transAxes, color="grey")
-    ax.set_xlabel(f"UTC — Prometheus data at {stamp}", fontsize=8)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        for label, times, values in series:
+            ax.plot(times, values, label=label, linewidth=1.5)
+        ax.set_title(f"{panel.row}: {panel.title}", fontsize=11, loc="left")
+        ax.yaxis.set_major_formatter(_formatter(panel.unit))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=_dt.timezone.utc))
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no data in this range", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+        ax.set_xlabel(f"UTC — Prometheus data at {stamp}", fontsize=8)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def write_if_changed(path: Path, content: str | bytes) -> bool:
+    """Atomically write `content` unless `path` holds it already; True if written."""
+    data = content.encode() if isinstance(content, str) else content
+    if path.exists() and path.read_bytes() == data:
+        return False
+    files.atomic_write(path, data)
+    return True
 
 
 def render_plots(params: dict, apply: bool) -> Outcome:
     """Each panel queried from the live Prometheus over `dashboard_range` and drawn as
-    a PNG, with an index (run time, Prometheus, series per panel). These are records of
-    a run, like the run reports: the step reports ok with what it drew."""
+    a PNG, with an index (run time, Prometheus, series per panel). Every image is drawn
+    in memory first; a file is written (atomically) only if it differs, and the step
+    reports changed with the files it wrote — under docs/ by default, where they are
+    committed, so a new drawing there is a change to review."""
     from . import monitoring
 
     port = params.get("prometheus_port") or 0
     if not port:
         return Outcome.skipped("prometheus_port is 0: no Prometheus to draw from")
+    folder = output_dir(params) / "live"
     if not monitoring.answers(port):
         if not apply:
             return Outcome.skipped(f"Prometheus does not answer on {url(port)}: nothing to draw")
         raise DashboardError(f"Prometheus does not answer on {url(port)}",
                              "bring the lab up (invoke up) or apply the configure runbook with prometheus_port set")
     if not apply:
-        return Outcome.skipped(f"check mode draws nothing; apply draws {len(PANELS)} panels from {url(port)}")
+        return Outcome.skipped(f"check mode draws nothing; apply draws {len(PANELS)} panels from {url(port)}"
+                               f" into {folder}")
     end = time.time()
     span = minutes(params.get("dashboard_range") or "1h") * 60
     start = end - span
     step = max(span / 240, 1.0)
     stamp = _dt.datetime.fromtimestamp(end, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    folder = output_dir(params) / "live"
-    folder.mkdir(parents=True, exist_ok=True)
-    drawn, empty = [], []
+    drawn, empty, images = [], [], {}
     for panel in PANELS:
         series = fetch(port, panel, start, end, step)
-        draw(panel, series, folder / f"{panel.slug}.png", stamp)
+        images[folder / f"{panel.slug}.png"] = draw(panel, series, stamp)
         (drawn if series else empty).append({"title": panel.title, "row": panel.row, "image": f"{panel.slug}.png",
                                              "series": len(series),
                                              "points": sum(len(v) for _, _, v in series)})
+    if not drawn:
+        raise DashboardError(f"Prometheus at {url(port)} returned no data for any panel; nothing was written",
+                             "apply the monitoring runbook, run a few builds, and draw again")
     index = {"rendered": stamp, "prometheus": url(port), "range": params.get("dashboard_range") or "1h",
              "panels": drawn + empty}
-    files.atomic_write(folder / "index.json", json.dumps(index, indent=2) + "\n")
-    files.atomic_write(folder / "index.md", render_page(index))
-    if not drawn:
-        raise DashboardError(f"Prometheus at {url(port)} returned no data for any panel",
-                             "apply the monitoring runbook, run a few builds, and draw again")
-    return Outcome.ok(f"drew {len(PANELS)} panels into {folder} from {url(port)} at {stamp}:"
-                      f" {len(drawn)} with data" + (f", no data: {', '.join(p['title'] for p in empty)}" if empty else ""),
-                      plots_dir=str(folder), panels_with_data=len(drawn))
+    wanted = {**images, folder / "index.json": json.dumps(index, indent=2) + "\n", folder / "index.md": render_page(index)}
+    written = [path.name for path, content in wanted.items() if write_if_changed(path, content)]
+    facts = {"plots_dir": str(folder), "panels_with_data": len(drawn)}
+    summary = (f"{len(drawn)} of {len(PANELS)} panels with data from {url(port)} at {stamp}"
+               + (f"; no data: {', '.join(p['title'] for p in empty)}" if empty else ""))
+    if not written:
+        return Outcome.ok(f"{folder} up to date: {summary}", **facts)
+    return Outcome.changed(f"wrote {len(written)} files into {folder} ({', '.join(written)}): {summary}", **facts)
 
 
 def render_page(index: dict) -> str:
@@ -261,15 +281,49 @@ def render_page(index: dict) -> str:
     return "\n".join(lines)
 
 
-def check_dashboard_json(text: str) -> list[str]:
-    """Problems of a dashboard JSON: panels without a query, queries on unknown metrics
-    (neither a recording rule nor a known source metric), duplicate titles."""
+BUILDKIT_METRICS = ("buildkit_builds_total", "buildkit_builds_steps_total", "buildkit_build_duration_seconds")
+NODE_METRICS = ("node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_filesystem_avail_bytes",
+                "node_filesystem_size_bytes", "node_disk_read_bytes_total", "node_disk_written_bytes_total")
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+                "offset", "inf", "nan"}
+
+
+def exporter_families() -> set[str]:
+    """The metric families the kit's exporter defines (read from runbook_checks/exporter.py)."""
+    source = (Path(__file__).parent / "exporter.py").read_text()
+    return set(re.findall(r'MetricFamily\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"', source))
+
+
+def known_metrics() -> set[str]:
+    """What a panel may read: the kit's recording rules, the exporter's families,
+    BuildKit's three metrics, the node exporter metrics the docs list, and `up`."""
     from .monitoring import RECORDING_RULES
 
-    known = {name for name, _ in RECORDING_RULES}
+    return {name for name, _ in RECORDING_RULES} | exporter_families() | set(BUILDKIT_METRICS) | \
+        set(NODE_METRICS) | {"up"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: every identifier that is not a
+    function (followed by `(`), a keyword, a label inside {...} or a by/without/on list."""
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # string literals
+    bare = re.sub(r"\{[^}]*\}", " ", bare)  # label matchers
+    bare = re.sub(r"\[[^\]]*\]", " ", bare)  # range selectors
+    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", bare)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", bare):
+        word, call = match.group(1), match.group(2)
+        if not call and word.lower() not in PROMQL_WORDS:
+            names.add(word)
+    return names
+
+
+def check_dashboard_json(text: str) -> list[str]:
+    """Problems of a dashboard JSON: panels without a query, queries on metrics that are
+    neither a recording rule nor a source metric (known_metrics), duplicate titles."""
+    known = known_metrics()
     doc = json.loads(text)
     problems, titles = [], set()
-    prefixes = ("buildkit_", "node_", "histogram_count", "sum", "max", "1 -")
     for panel in doc.get("panels", []):
         if panel.get("type") == "row":
             continue
@@ -281,6 +335,10 @@ def check_dashboard_json(text: str) -> list[str]:
             problems.append(f"{panel['title']}: no query")
         for target in targets:
             expr = target.get("expr", "")
-            if not (expr in known or expr.startswith(prefixes)):
-                problems.append(f"{panel['title']}: {expr!r} reads neither a recording rule nor a source metric")
+            names = metric_names(expr)
+            if not names:
+                problems.append(f"{panel['title']}: {expr!r} reads no metric")
+            for name in sorted(names - known):
+                problems.append(f"{panel['title']}: {expr!r} reads {name}, which is neither a recording rule nor"
+                                " a metric of buildkitd, the kit's exporter or the node exporter")
     return problems

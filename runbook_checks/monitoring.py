@@ -16,6 +16,7 @@ while the monitoring runbook has written none, so the two never fight over one f
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import math
 import os
@@ -51,18 +52,23 @@ class MonitoringError(KitError):
 
 
 # --------------------------------------------------------------------------------------
-# where things go
+# where things go: Prometheus and Alertmanager each have <config>/<service>/<service>.yml,
+# a bootstrap file beside it and data under <state_dir>/<service>
 # --------------------------------------------------------------------------------------
-def config_dir(layout: Layout) -> Path:
-    return layout.config_path.parent / "prometheus"
+def config_dir(layout: Layout, service: str = "prometheus") -> Path:
+    return layout.config_path.parent / service
 
 
-def config_path(layout: Layout) -> Path:
-    return config_dir(layout) / "prometheus.yml"
+def config_path(layout: Layout, service: str = "prometheus") -> Path:
+    return config_dir(layout, service) / f"{service}.yml"
 
 
-def bootstrap_path(layout: Layout) -> Path:
-    return config_dir(layout) / "prometheus.bootstrap.yml"
+def bootstrap_path(layout: Layout, service: str = "prometheus") -> Path:
+    return config_dir(layout, service) / f"{service}.bootstrap.yml"
+
+
+def data_dir(layout: Layout, service: str = "prometheus") -> Path:
+    return layout.state_dir / service
 
 
 def rules_path(layout: Layout) -> Path:
@@ -71,10 +77,6 @@ def rules_path(layout: Layout) -> Path:
 
 def rule_tests_path(layout: Layout) -> Path:
     return config_dir(layout) / "rules" / "buildkit.rules.test.yml"
-
-
-def data_dir(layout: Layout) -> Path:
-    return layout.state_dir / "prometheus"
 
 
 def url(port: int) -> str:
@@ -90,20 +92,26 @@ def require_binary(path: Path, package: str) -> Path:
 # --------------------------------------------------------------------------------------
 # supervisord programs
 # --------------------------------------------------------------------------------------
-def program(layout: Layout, params: dict):
-    """Prometheus beside buildkitd (runbook_checks.programs): lifecycle API on (for
-    reloads), native histograms on (protobuf scrape), data under <state_dir>/prometheus."""
+def served_program(layout: Layout, service: str, binary: Path, port: int, flags: str, bootstrap: str):
+    """`service` (prometheus or alertmanager) under supervisord through `serve` below:
+    it starts on its bootstrap file until a runbook writes <service>.yml."""
     from .params import PROJECT_ROOT
     from .programs import Program
 
+    return Program(service, f"{sys.executable} -m runbook_checks.monitoring serve --binary {binary}"
+                   f" --config {config_path(layout, service)} --bootstrap {bootstrap_path(layout, service)} -- {flags}",
+                   port, layout.log_dir / f"{service}.log", f"{url(port)}/-/ready",
+                   files={bootstrap_path(layout, service): bootstrap}, dirs=(data_dir(layout, service),),
+                   directory=str(PROJECT_ROOT), error_patterns=("level=error", "err=", "address already in use"))
+
+
+def program(layout: Layout, params: dict):
+    """Prometheus beside buildkitd (runbook_checks.programs): lifecycle API on (for
+    reloads), native histograms on (protobuf scrape), data under <state_dir>/prometheus."""
     port = params["prometheus_port"]
     flags = (f"--web.listen-address=127.0.0.1:{port} --storage.tsdb.path={data_dir(layout)}"
              f" --storage.tsdb.retention.time=7d --web.enable-lifecycle {NATIVE_HISTOGRAMS}")
-    return Program("prometheus", f"{sys.executable} -m runbook_checks.monitoring serve --binary {PROMETHEUS}"
-                   f" --config {config_path(layout)} --bootstrap {bootstrap_path(layout)} -- {flags}",
-                   port, layout.log_dir / "prometheus.log", f"{url(port)}/-/ready",
-                   files={bootstrap_path(layout): render_bootstrap(port)}, dirs=(data_dir(layout),),
-                   directory=str(PROJECT_ROOT), error_patterns=("level=error", "err=", "address already in use"))
+    return served_program(layout, "prometheus", PROMETHEUS, port, flags, render_bootstrap(port))
 
 
 def node_exporter_program(layout: Layout, params: dict):
@@ -479,7 +487,10 @@ def validate(config_text: str, rules_text: str, tests_text: str) -> str:
         if test.returncode:
             raise MonitoringError(f"promtool test rules failed on the generated rules:\n"
                                   f"{(test.stdout + test.stderr).strip()[-3000:]}",
-                                  "fix the threshold parameters named above; nothing was written")
+                                  "the failing case names its alert: check that alert's threshold and duration"
+                                  " parameters (failure_ratio_max, build_p95_max_seconds, cache_hit_ratio_min,"
+                                  " cache_usage_max_ratio, disk_fill_hours, builder_down_for, alert_for,"
+                                  " escalate_after); nothing was written")
     cases = tests_text.count("  name: ")
     return f"promtool check config: SUCCESS; promtool test rules: {cases} cases SUCCESS"
 
@@ -520,10 +531,18 @@ def answers(port: int) -> bool:
 
 
 def last_reload(port: int) -> tuple[bool, float]:
-    """(the last reload succeeded, when it did) from Prometheus' own metrics."""
-    ok = query(port, "prometheus_config_last_reload_successful")
-    when = query(port, "prometheus_config_last_reload_success_timestamp_seconds")
-    return (bool(ok) and ok[0]["value"][1] == "1", float(when[0]["value"][1]) if when else 0.0)
+    """(the last reload succeeded, when the configuration was last loaded) straight from
+    Prometheus' /api/v1/status/runtimeinfo (its own scraped metrics lag a scrape behind)."""
+    info = api(port, "/api/v1/status/runtimeinfo")
+    when = _dt.datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", info["lastConfigTime"]).replace("Z", "+00:00"))
+    return bool(info["reloadConfigSuccess"]), when.timestamp()
+
+
+def needs_reload(port: int, wanted: dict[Path, str]) -> bool:
+    """The last reload failed, or a file of `wanted` is newer than the loaded configuration."""
+    ok, when = last_reload(port)
+    newest = max((p.stat().st_mtime for p in wanted if p.exists()), default=0.0)
+    return not ok or newest > when
 
 
 def reload(port: int, timeout: float = 30) -> None:
@@ -551,15 +570,19 @@ def desired_files(layout: Layout, params: dict, debug_port: int) -> dict[Path, s
 
 
 def replace_config(layout: Layout, wanted: dict[Path, str], port: int, apply: bool, check: str,
-                   reload_fn=None, what: str = "Prometheus") -> Outcome:
-    """Write `wanted` (already validated) with backups and reload the running service; a
-    refused reload puts the old files back and reloads them, then fails. With nothing to
-    change, a service whose files are newer than its last successful reload is reloaded."""
+                   reload_fn=None, needs_reload_fn=None, what: str = "Prometheus") -> Outcome:
+    """Write `wanted` (already validated) with backups and reload the running service
+    (`reload_fn()`); a refused reload puts the old files back and reloads them, then
+    fails. With nothing to change, a service for which `needs_reload_fn(port, wanted)`
+    (its files are newer than its last successful reload) is reloaded."""
+    from .programs import answers as http_answers
+
     reload_fn = reload_fn or (lambda: reload(port))
+    needs_reload_fn = needs_reload_fn or needs_reload
     stale = {p: t for p, t in wanted.items() if files.read_text(p) != t}
-    running = bool(port) and _answers_for(what, port)
+    running = bool(port) and http_answers(f"{url(port)}/-/ready")
     if not stale:
-        if running and apply and _needs_reload(what, port, wanted):
+        if running and apply and needs_reload_fn(port, wanted):
             reload_fn()
             return Outcome.changed(f"{what} reloaded {', '.join(p.name for p in wanted)} (newer than its last reload)")
         return Outcome.ok(f"{', '.join(str(p) for p in wanted)} up to date; {check}")
@@ -591,22 +614,6 @@ def replace_config(layout: Layout, wanted: dict[Path, str], port: int, apply: bo
         raise MonitoringError(f"{what} refused the new configuration ({exc.problem}); {restored}",
                               "read the error above, fix the parameter behind it and apply again") from None
     return Outcome.changed(f"wrote {names} and {what} reloaded them; {check}", diff)
-
-
-def _answers_for(what: str, port: int) -> bool:
-    from .programs import answers as http_answers
-
-    return http_answers(f"{url(port)}/-/ready")
-
-
-def _needs_reload(what: str, port: int, wanted: dict[Path, str]) -> bool:
-    if what != "Prometheus":
-        from . import alerting
-
-        return alerting.needs_reload(port, wanted)
-    ok, when = last_reload(port)
-    newest = max(p.stat().st_mtime for p in wanted if p.exists())
-    return not ok or newest > when
 
 
 def converge_config(layout: Layout, params: dict, debug_port: int, apply: bool) -> Outcome:

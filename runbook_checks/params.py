@@ -165,6 +165,8 @@ class Semantics(BaseModel):
     registry_port: int = Field(0, ge=0, le=65535)
     s3_port: int = Field(0, ge=0, le=65535)
     s3_credentials_file: str = ""
+    s3_endpoint: str = Field("", pattern=r"^(https?://[A-Za-z0-9.\-\[\]:]+)?$")
+    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]+$")
     # remote build cache (runbook_checks.cache)
     cache_backend: Literal["local", "registry", "inline", "s3"] = "registry"
     cache_bucket: str = Field("buildkit-cache", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -228,9 +230,23 @@ class Semantics(BaseModel):
                      "dashboard_range")
     @classmethod
     def _prom_duration(cls, v: str, info: Any) -> str:
-        if not re.fullmatch(r"[1-9]\d*(s|m|h|d|w)|0s", str(v)):
-            raise ValueError(f"{info.field_name}: {v!r} is not a Prometheus duration like 15s, 5m, 2h or 1d")
+        zero = "|0s" if info.field_name == "group_wait" else ""  # only group_wait may be 0s
+        if not re.fullmatch(r"[1-9]\d*(s|m|h|d|w)" + zero, str(v)):
+            raise ValueError(f"{info.field_name}: {v!r} is not a Prometheus duration above 0 like 15s, 5m, 2h or 1d")
         return v
+
+    @model_validator(mode="after")
+    def _scrape_fits_the_rate_window(self) -> "Semantics":
+        """Every rate() of the rules spans monitoring.WINDOW; it needs at least 4 scrapes
+        in it (a 5m scrape would leave every rate empty)."""
+        from .monitoring import WINDOW, minutes
+
+        longest = minutes(WINDOW) * 60 / 4
+        if minutes(self.scrape_interval) * 60 > longest:
+            raise ParameterError(f"parameter 'scrape_interval': {self.scrape_interval} leaves fewer than 4 scrapes"
+                                 f" in the rules' {WINDOW} rate window, so every rate would be empty",
+                                 f"set scrape_interval to at most {longest:g}s")
+        return self
 
     @field_validator("dashboards_dir")
     @classmethod
@@ -439,9 +455,11 @@ def validate(values: dict[str, Any]) -> Semantics:
         accepted = ""
         if err["type"] == "literal_error":
             accepted = "accepted values: " + err["ctx"]["expected"]
+        elif err["type"] == "value_error":  # the kit's own validators say what is wanted
+            accepted = str(err["ctx"]["error"])
         elif err.get("ctx"):
             accepted = "accepted: " + ", ".join(f"{k} {v}" for k, v in err["ctx"].items())
         raise ParameterError(
             f"parameter {where!r}: {err['input']!r} is invalid ({err['msg']})",
-            accepted or f"see the parameter's help: invoke runbook --list",
+            accepted or "see the parameter's help: invoke runbook --list",
         ) from None

@@ -60,6 +60,7 @@ class Program:
     error_patterns: tuple[str, ...] = ("level=fatal", "level=error", "error", "address already in use")
     stop_signal: str = "TERM"
     daemon_environment: dict[str, str] = field(default_factory=dict)  # what buildkitd needs to use it
+    extra_ports: tuple[tuple[str, int], ...] = ()  # (port parameter, port) it also listens on
 
     def section(self) -> str:
         env = ",".join(f'{k}="{v}"' for k, v in self.environment.items())
@@ -91,12 +92,17 @@ def served_urls(conf_text: str) -> dict[str, str]:
     return dict(re.findall(r"^\[program:([^\]]+)\]\n; serves (\S+)", conf_text, flags=re.M))
 
 
-def answers(url: str, timeout: float = 2) -> bool:
+def answers(url: str, timeout: float = 2, cafile: str = "", also: tuple[int, ...] = ()) -> bool:
+    """GET url answers 2xx (or one of the `also` codes, e.g. 401 from a registry that
+    wants a login); https is verified against `cafile` when given."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=cafile) if cafile and url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+            return 200 <= resp.status < 300 or resp.status in also
     except urllib.error.HTTPError as exc:
-        return 200 <= exc.code < 300
+        return 200 <= exc.code < 300 or exc.code in also
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
@@ -128,21 +134,27 @@ def check_ports_free(programs: list[Program], manager) -> None:
     from urllib.parse import urlparse
 
     ours: dict[str, int] = {}
+    sections: dict[str, str] = {}
     if manager is not None and getattr(manager, "supervisord_up", lambda: False)():
         try:
             running = {p["name"] for p in manager._rpc().getAllProcessInfo()
                        if p["statename"] in ("RUNNING", "STARTING")}
-            served = served_urls(manager.layout.supervisor_conf.read_text())
+            conf = manager.layout.supervisor_conf.read_text()
+            served = served_urls(conf)
             ours = {name: urlparse(url).port for name, url in served.items() if name in running}
+            sections = dict(re.findall(r"^\[program:([^\]]+)\]\n(.*?)(?=^\[|\Z)", conf, flags=re.M | re.S))
         except (OSError, xmlrpc.client.Fault):
             ours = {}
     for prog in programs:
-        if ours.get(prog.name) == prog.port:
-            continue
-        if port_taken(prog.port):
-            raise ProgramError(f"127.0.0.1:{prog.port} is taken by another process, so {prog.name} cannot listen there",
-                               f"free the port or choose another: --set {prog.name}_port=N"
-                               f" (see `ss -ltnp 'sport = :{prog.port}'`)")
+        running_here = ours.get(prog.name) == prog.port
+        ports = [] if running_here else [(f"{prog.name}_port", prog.port)]
+        ports += [(param, port) for param, port in prog.extra_ports  # its running command listens there already
+                  if not (running_here and f"127.0.0.1:{port} " in sections.get(prog.name, "") + " ")]
+        for param, port in ports:
+            if port_taken(port):
+                raise ProgramError(f"127.0.0.1:{port} is taken by another process, so {prog.name} cannot listen there",
+                                   f"free the port or choose another: --set {param}=N"
+                                   f" (see `ss -ltnp 'sport = :{port}'`)")
 
 
 def converge(layout: Layout, manager, programs: list[Program], apply: bool, timeout: float = 30) -> Outcome:

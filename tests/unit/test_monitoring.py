@@ -150,8 +150,11 @@ def test_amtool_checks_the_alertmanager_config_and_routes_by_severity_and_team()
     p = alerting_params()
     text = alerting.render_config(p)
     assert "amtool check-config: SUCCESS" in alerting.validate(text)
+    # oncall already holds the chat and email channels: a critical alert goes there once
     assert alerting.routing_tree(text, {"alertname": "BuildkitdDown", "severity": "critical", "team": "build"}) == \
-        ["oncall", "chat"]
+        ["oncall"]
+    assert alerting.routing_tree(text, {"alertname": "ExporterDown", "severity": "critical", "team": "platform"}) == \
+        ["oncall"]
     assert alerting.routing_tree(text, {"alertname": "DiskFilling", "severity": "warning", "team": "platform"}) == \
         ["email"]
     assert alerting.routing_tree(text, {"alertname": monitoring.ESCALATION_ALERT, "escalated": "true",
@@ -161,6 +164,10 @@ def test_amtool_checks_the_alertmanager_config_and_routes_by_severity_and_team()
     assert critical["repeat_interval"] == "30m" and doc["route"]["repeat_interval"] == "4h"
     assert doc["inhibit_rules"][0]["source_matchers"] == ['alertname="BuildkitdDown"']
     assert doc["inhibit_rules"][0]["equal"] == ["builder"]
+    # a down buildkitd mutes the build team's alerts only: host alerts may be its cause
+    assert doc["inhibit_rules"][0]["target_matchers"] == ['team="build"', 'alertname!="BuildkitdDown"']
+    teams = {a["alert"]: a["team"] for a in monitoring.alert_specs(monitoring_params("lab"))}
+    assert {a for a, t in teams.items() if t == "platform"} == {"DiskFilling", "InvalidCliPluginsPresent", "ExporterDown"}
     receivers = {r["name"]: r for r in doc["receivers"]}
     assert receivers["chat"]["slack_configs"][0]["api_url"] == "http://127.0.0.1:19095/chat"
     assert receivers["email"]["email_configs"][0]["smarthost"] == "127.0.0.1:19025"
@@ -202,3 +209,69 @@ def test_legends_follow_grafanas_template():
     assert dashboards.legend("p95 {{builder}}", {"builder": "lab"}) == "p95 lab"
     assert dashboards.legend("{{ status }}", {}) == "value"
     assert re.fullmatch(r"[a-z0-9-]+", dashboards.PANELS[3].slug)
+
+
+def test_the_dashboard_check_reads_metric_names_not_prefixes():
+    assert dashboards.metric_names('sum by (le) (rate(x_total{a="b(c)"}[5m])) / on (builder) up') == {"x_total", "up"}
+    doc = json.loads(dashboards.render_dashboard_json())
+    panel = next(p for p in doc["panels"] if p["type"] != "row")
+    for expr in ("max by (builder) (buildkit_made_up)", "sum(buildkit_cache_disk_usage_byte)", "sum(node_load1)"):
+        panel["targets"][0]["expr"] = expr
+        problems = dashboards.check_dashboard_json(json.dumps(doc))
+        assert len(problems) == 1 and expr.split("(")[-1].rstrip(")") in problems[0], (expr, problems)
+    assert "buildkit_cache_gc_max_used_space_bytes" in dashboards.exporter_families()
+
+
+@pytest.mark.parametrize("setting, named", [("escalate_after=0s", "escalate_after"), ("alert_for=0s", "alert_for"),
+                                            ("scrape_interval=0s", "scrape_interval"),
+                                            ("evaluation_interval=0s", "evaluation_interval"),
+                                            ("scrape_interval=5m", "scrape_interval"),
+                                            ("scrape_interval=76s", "scrape_interval")])
+def test_durations_that_would_break_the_rules_are_refused_naming_the_parameter(setting, named):
+    with pytest.raises(ParameterError) as err:
+        params.validate(params.resolve("monitoring", "lab", "apply", [setting]))
+    assert f"parameter {named!r}" in err.value.problem and named in err.value.fix
+
+
+def test_durations_that_fit_are_accepted():
+    p = monitoring_params("lab", "scrape_interval=75s", "escalate_after=1m")
+    assert p["scrape_interval"] == "75s"
+    assert params.validate(params.resolve("alerting", "lab", "apply", ["group_wait=0s"])).group_wait == "0s"
+
+
+def test_the_smtp_port_is_checked_free_before_anything_is_written(tmp_path):
+    import socket
+
+    from runbook_checks import programs, service
+
+    layout = for_params({"profile": "ci", "state_dir": str(tmp_path / "s")})
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        wanted = programs.wanted(layout, {"notify_sink_port": service.free_port(), "smtp_port": taken})
+        assert wanted[0].extra_ports == (("smtp_port", taken),)
+        with pytest.raises(programs.ProgramError) as err:
+            service.write_service_definition(layout, "supervisor", service.Limits("", "", 100, 4096), "", True, wanted)
+    assert f"127.0.0.1:{taken} is taken by another process, so notify_sink cannot listen there" in err.value.problem
+    assert "--set smtp_port=N" in err.value.fix
+    assert not (tmp_path / "s").exists()
+
+
+def test_check_mode_sends_no_test_alert(tmp_path):
+    """Nothing listens on the Alertmanager port: a check run that tried to send would fail."""
+    from runbook_checks import service
+
+    layout = for_params({"profile": "ci", "state_dir": str(tmp_path)})
+    p = alerting_params() | {"alertmanager_port": service.free_port()}
+    outcome = alerting.test_alert_delivered(layout, p, apply=False)
+    assert outcome.status == "skipped" and "check mode sends nothing" in outcome.message
+    assert "oncall (webhook, email, slack)" in outcome.message
+
+
+def test_notifications_count_as_delivered_only_when_a_request_succeeded():
+    key = 'alertmanager_notification_requests{}_total{{integration="webhook"}}'
+    before = {key.format(""): 3, key.format("_failed"): 1}
+    assert alerting.delivered(before, {key.format(""): 5, key.format("_failed"): 3}, "webhook") == (0, 2)
+    assert alerting.delivered(before, {key.format(""): 5, key.format("_failed"): 2}, "webhook") == (1, 1)
+    assert alerting.delivered(before, before, "webhook") == (0, 0)
