@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -225,8 +224,8 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
         dict(alert="BuildkitdDown", expr='up{job="buildkitd"} == 0', for_=down_for, severity="critical", team="build",
              summary="buildkitd {{ $labels.builder }} is down",
              description=f"Prometheus has not reached buildkitd's debug address {{{{ $labels.instance }}}} for"
-                         f" {down_for}: builds on {{{{ $labels.builder }}}} fail. Its other alerts are inhibited"
-                         " while it is down."),
+                         f" {down_for}: builds on {{{{ $labels.builder }}}} fail. Its build alerts (team build) are"
+                         " inhibited while it is down; host alerts are not."),
         dict(alert="BuildFailureRatioHigh", expr=f"buildkit:build_failures:ratio_rate5m > {num(fr)}", for_=for_,
              severity="warning", team="build", summary="Builds fail on {{ $labels.builder }}",
              description=f"More than {pct(fr)} of the builds on {{{{ $labels.builder }}}} failed over {WINDOW}"
