@@ -23,7 +23,6 @@ import platform
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,6 +197,12 @@ class Target:
                 "state_dir": str(self.layout.state_dir), "registry_port": self.registry_port,
                 "s3_port": self.s3_port}
 
+    def store(self):
+        """The lab's S3 server, as the kit's S3 client sees it."""
+        from .s3 import store_for
+
+        return store_for(self.layout, {"s3_port": self.s3_port})
+
 
 def backends_for(target: Target, workload: str, stamp: str, names: tuple[str, ...]):
     """The cache backends of one workload in one run (a tag, an S3 prefix, a directory of
@@ -216,20 +221,19 @@ def backends_for(target: Target, workload: str, stamp: str, names: tuple[str, ..
 def stored_bytes(target: Target, backend) -> int:
     """What a backend holds now: registry storage (all of it: blobs are shared), the S3
     objects under the prefix, the local directory."""
-    from . import registry, s3
+    from . import registry
 
     if backend.kind == "registry":
         return registry.storage_bytes(target.layout)
     if backend.kind == "s3":
-        creds = s3.credentials_file(target.layout, {})
-        return sum(o["Size"] for o in s3.objects(target.s3_port, creds, backend.target, backend.prefix))
+        return sum(o["Size"] for o in target.store().objects(backend.target, backend.prefix))
     root = Path(backend.target)
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
 
 def check_target(target: Target, names: tuple[str, ...]) -> None:
     """Before any build: the services the chosen backends need answer."""
-    from . import registry, s3
+    from . import registry
 
     if not target.layout.buildctl.exists():
         raise BenchError(f"{target.layout.buildctl} does not exist", "bring the lab up first: ./kit up")
@@ -239,7 +243,7 @@ def check_target(target: Target, names: tuple[str, ...]) -> None:
     if "s3" in names:
         if not target.s3_port:
             raise BenchError("the s3 backend needs the lab's S3 server", "pass --s3-port, or --backends registry,local")
-        s3.ensure_bucket(target.s3_port, s3.credentials_file(target.layout, {}), target.bucket, apply=True)
+        target.store().ensure_bucket(target.bucket, apply=True)
 
 
 def seed_bases(target: Target, chosen: list[Workload], say: Callable[[str], None]) -> None:
@@ -281,18 +285,15 @@ def measure(target: Target, builder: Layout, workload: Workload, scenario: Scena
 def cleanup(target: Target, backends: dict) -> None:
     """Remove what the run wrote to the backends: the registry tag (its blobs wait for the
     registry's garbage collector), the S3 prefix, the local directory."""
-    from . import registry, s3
+    from . import registry
 
     for backend in backends.values():
         if backend.kind == "registry":
             repo, tag = backend.target.split("/", 1)[1].rsplit(":", 1)
             registry.delete_tag(target.registry_port, repo, tag)
         elif backend.kind == "s3":
-            client = s3.client(target.s3_port, s3.credentials_file(target.layout, {}))
-            keys = [{"Key": o["Key"]} for o in s3.objects(target.s3_port, s3.credentials_file(target.layout, {}),
-                                                           backend.target, backend.prefix)]
-            for i in range(0, len(keys), 1000):
-                client.delete_objects(Bucket=backend.target, Delete={"Objects": keys[i:i + 1000]})
+            store = target.store()
+            store.delete(backend.target, [o["Key"] for o in store.objects(backend.target, backend.prefix)])
         else:
             shutil.rmtree(backend.target, ignore_errors=True)
 

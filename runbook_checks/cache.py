@@ -43,6 +43,7 @@ class CacheBackend:
     ignore_error: bool = False
     prefix: str = ""
     endpoint: str = ""
+    region: str = "us-east-1"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -68,9 +69,7 @@ class CacheBackend:
         return f"type=registry,ref={self.target}"
 
     def _s3_where(self) -> str:
-        from .s3 import REGION
-
-        attrs = [f"bucket={self.target}", f"region={REGION}", "name=kit"]
+        attrs = [f"bucket={self.target}", f"region={self.region}", "name=kit"]
         if self.prefix:
             attrs.append(f"prefix={self.prefix.rstrip('/')}/")
         if self.endpoint:
@@ -126,20 +125,23 @@ def validate(backend: CacheBackend) -> None:
 def backend_from_params(p: dict, layout: Layout) -> CacheBackend:
     """The backend a runbook's parameters select. Empty cache_ref: the local registry's
     kit/cache:<backend> (needs registry_port); empty cache_dir: <state_dir>/cache-export;
-    s3: cache_bucket/cache_prefix on the lab's S3 server (needs s3_port)."""
+    s3: cache_bucket/cache_prefix on s3_endpoint, or on the lab's S3 server (s3_port)."""
     kind = p.get("cache_backend", "registry")
     common = dict(mode=p.get("cache_mode", "max"), compression=p.get("cache_compression", "gzip"),
                   ignore_error=p.get("cache_ignore_error", False))
     if kind == "local":
         return CacheBackend(kind, p.get("cache_dir") or str(layout.state_dir / "cache-export"), **common)
     if kind == "s3":
-        if not p.get("s3_port"):
-            raise ParameterError("cache_backend=s3 needs s3_port (the lab's S3 server)",
-                                 "set s3_port (lab: 19000), and apply install and configure so the server runs")
-        from .s3 import endpoint
+        from .s3 import store_for
 
+        store = store_for(layout, p)
+        if store is None:
+            raise ParameterError("cache_backend=s3 needs s3_endpoint (an organisation's object store) or s3_port"
+                                 " (the lab's S3 server)",
+                                 "set s3_port (lab: 19000, and apply install and configure so the server runs),"
+                                 " or s3_endpoint=https://... with s3_credentials_file")
         return CacheBackend(kind, p.get("cache_bucket", "buildkit-cache"), prefix=p.get("cache_prefix", ""),
-                            endpoint=endpoint(p["s3_port"]), **common)
+                            endpoint=store.url, region=store.region, **common)
     target = p.get("cache_ref") or ""
     if not target:
         if not p.get("registry_port"):
@@ -265,7 +267,7 @@ def prove_sharing_with_fresh_builders(layout: Layout, params: Semantics, apply: 
     from .images import base_ref
     from .programs import daemon_environment, wanted
 
-    backend = backend_for(params, layout)
+    backend = proof_backend(backend_for(params, layout))
     if not apply:
         return Outcome.skipped(f"check mode runs no build; apply starts {count} fresh builders that import"
                                f" {backend.kind} {backend.target} at the same time")
@@ -340,6 +342,21 @@ def show_cache_mounts(layout: Layout, params: Semantics, apply: bool) -> Outcome
 # --------------------------------------------------------------------------------------
 # the cache runbook's steps
 # --------------------------------------------------------------------------------------
+def proof_backend(backend: CacheBackend) -> CacheBackend:
+    """Where the proofs export: beside the operator's cache, never over it (a tag
+    `kit-proof` in the same repository, a `kit-proof` prefix or subdirectory), so proving
+    a backend leaves the team's cache as it was."""
+    from dataclasses import replace
+
+    if backend.kind in ("registry", "inline"):
+        match = IMAGE_REF.match(backend.target)
+        repository = backend.target[:match.start("tag") - 1] if match and match.group("tag") else backend.target
+        return replace(backend, target=f"{repository}:kit-proof")
+    if backend.kind == "s3":
+        return replace(backend, prefix=f"{backend.prefix.rstrip('/')}/kit-proof" if backend.prefix else "kit-proof")
+    return replace(backend, target=str(Path(backend.target) / "kit-proof"))
+
+
 def backend_for(params: Semantics, layout: Layout) -> CacheBackend:
     """The backend a runbook's validated parameters select."""
     return backend_from_params(params.model_dump(), layout)
@@ -361,9 +378,9 @@ def ensure_backend(layout: Layout, params: Semantics, apply: bool) -> Outcome:
     can be written."""
     backend = backend_for(params, layout)
     if backend.kind == "s3":
-        from . import s3
+        from .s3 import store_for
 
-        return s3.ensure_bucket(params.s3_port, s3.credentials_file(layout, params.model_dump()), backend.target, apply)
+        return store_for(layout, params.model_dump()).ensure_bucket(backend.target, apply)
     if backend.kind == "local":
         from . import files
 
@@ -372,10 +389,16 @@ def ensure_backend(layout: Layout, params: Semantics, apply: bool) -> Outcome:
     from . import programs
 
     host = backend.target.split("/", 1)[0]
-    if not programs.answers(f"http://{host}/v2/"):
-        raise CacheError(f"the registry {host} does not answer http://{host}/v2/",
-                         "start it (the lab's: apply configure with registry_port set), or fix cache_ref")
-    return Outcome.ok(f"the registry {host} answers")
+    tls = params.registry_tls.get(host)
+    # as buildkitd will: plain HTTP to the lab's registry and to loopback hosts without a
+    # registry_tls entry, HTTPS (with that entry's CA) to the rest; 401 means "log in", so it answers
+    plain = not tls and (host == f"127.0.0.1:{params.registry_port}" or host.split(":")[0] in ("127.0.0.1", "localhost"))
+    url = f"{'http' if plain else 'https'}://{host}/v2/"
+    if not programs.answers(url, timeout=5, cafile=tls.ca if tls else "", also=(401,)):
+        raise CacheError(f"the registry {host} does not answer {url}",
+                         "start it (the lab's: apply configure with registry_port set), fix cache_ref, or give"
+                         " its CA in registry_tls")
+    return Outcome.ok(f"the registry {host} answers {url}")
 
 
 @contextmanager
@@ -410,10 +433,11 @@ def prove_with_fresh_builder(layout: Layout, params: Semantics, apply: bool) -> 
     is FROM the local registry's busybox base. Check mode runs no build."""
     from .images import base_ref
 
-    backend = backend_for(params, layout)
+    backend = proof_backend(backend_for(params, layout))
     if not apply:
-        return Outcome.skipped(f"check mode runs no build; apply exports to {backend.kind} {backend.target} and"
-                               " rebuilds on a fresh builder importing it")
+        return Outcome.skipped(f"check mode runs no build; apply exports to {backend.kind} {backend.target}"
+                               f"{'/' + backend.prefix if backend.prefix else ''} and rebuilds on a fresh builder"
+                               " importing it")
     from .programs import daemon_environment, wanted
 
     with fresh_builder(layout, daemon_env=daemon_environment(wanted(layout, params))) as fresh:

@@ -103,7 +103,7 @@ class CacheCollector:
         records = GaugeMetricFamily("buildkit_cache_records", "Build cache records by record type (buildctl du)",
                                     labels=["builder", "record_type"])
         reclaimable = GaugeMetricFamily("buildkit_cache_reclaimable_bytes",
-                                        "Cache bytes neither in use nor shared: what a prune may free",
+                                        "Cache bytes not in use (buildctl du's Reclaimable)",
                                         labels=["builder"])
         limit = GaugeMetricFamily("buildkit_cache_gc_max_used_space_bytes",
                                   "The largest maxUsedSpace of the worker's GC policy (0: no limit)",
@@ -145,7 +145,8 @@ def summarize_usage(du: list[dict]) -> dict[str, tuple[int, int]]:
 
 
 def reclaimable_bytes(du: list[dict]) -> int:
-    return sum(int(r.get("size") or 0) for r in du if not r.get("inUse") and not r.get("shared"))
+    """buildctl du's own "Reclaimable": every record not in use, shared or not."""
+    return sum(int(r.get("size") or 0) for r in du if not r.get("inUse") and int(r.get("size") or 0) > 0)
 
 
 def max_used_space(workers: list[dict]) -> int:

@@ -69,27 +69,47 @@ def candidates(du: list[dict], keep_duration: int, now: _dt.datetime | None = No
     return out
 
 
+def would_prune(du: list[dict], keep_duration: int, keep_storage: int,
+                now: _dt.datetime | None = None) -> list[dict]:
+    """What `buildctl prune --keep-duration --keep-storage` would remove, as BuildKit
+    decides it: among the eligible records (candidates), the least recently used first,
+    until the cache fits keep_storage (all of them when keep_storage is 0)."""
+    eligible = sorted(candidates(du, keep_duration, now), key=lambda r: r.get("lastUsedAt") or r.get("createdAt") or "")
+    if not keep_storage:
+        return eligible
+    over = _total(du) - keep_storage
+    chosen = []
+    for rec in eligible:
+        if over <= 0:
+            break
+        chosen.append(rec)
+        over -= int(rec.get("size") or 0)
+    return chosen
+
+
 def prune_local(layout: Layout, keep_duration: int, keep_storage: int, apply: bool) -> Outcome:
-    """`buildctl prune --keep-duration S --keep-storage MB`: the bytes freed are what
-    `buildctl du` shows before minus after. Check mode prunes nothing and names what is
-    eligible."""
+    """`buildctl prune --keep-duration S --keep-storage MB`: the bytes freed are the sizes
+    of the records buildctl reports it removed. Check mode prunes nothing and says what
+    apply would remove."""
+    import json
+
     client = Buildctl.for_layout(layout)
     before = client.disk_usage()
     what = f"keep-duration {keep_duration}s, keep-storage {_mb(keep_storage)}"
     if not apply:
-        eligible = candidates(before, keep_duration)
-        return Outcome.ok(f"check mode prunes nothing; {len(eligible)} records ({_mb(_total(eligible))}) are"
-                          f" eligible under {what}, of {_mb(_total(before))} in use",
-                          cache_bytes=_total(before), eligible_bytes=_total(eligible))
-    args = ["prune", "--keep-duration", f"{keep_duration}s"]
+        plan = would_prune(before, keep_duration, keep_storage)
+        make = Outcome.changed if plan else Outcome.ok
+        return make(f"would remove {len(plan)} records ({_mb(_total(plan))}) under {what}, of {_mb(_total(before))}",
+                    cache_bytes=_total(before), eligible_bytes=_total(plan))
+    args = ["prune", "--keep-duration", f"{keep_duration}s", "--format", "{{json .}}"]
     if keep_storage:
         args += ["--keep-storage", f"{keep_storage / 1e6:g}"]
-    client.run(*args, timeout=600)
-    after = _total(client.disk_usage())
-    freed = _total(before) - after
-    make = Outcome.changed if freed > 0 else Outcome.ok
-    return make(f"prune ({what}) freed {_mb(freed)}: {_mb(_total(before))} → {_mb(after)}",
-                reclaimed_bytes=max(freed, 0), cache_bytes=after)
+    out = client.run(*args, timeout=600).stdout
+    removed = [json.loads(line) for line in out.splitlines() if line.strip()]
+    freed = _total(removed)
+    make = Outcome.changed if removed else Outcome.ok
+    return make(f"prune ({what}) removed {len(removed)} records, {_mb(freed)}; {_mb(_total(client.disk_usage()))}"
+                " left", reclaimed_bytes=freed, cache_bytes=_total(before) - freed)
 
 
 # --------------------------------------------------------------------------------------
@@ -98,7 +118,7 @@ def prune_local(layout: Layout, keep_duration: int, keep_storage: int, apply: bo
 def tag_times(layout: Layout, repository: str) -> dict[str, float]:
     """{tag: when it was last pushed} from the registry's own storage (the kit's local
     registry keeps one `current/link` file per tag; a push rewrites it)."""
-    root = registry.storage_dir(layout) / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+    root = registry.tag_dir(layout, repository, "x").parent
     if not root.is_dir():
         return {}
     return {p.name: (p / "current/link").stat().st_mtime for p in root.iterdir() if (p / "current/link").exists()}
@@ -115,54 +135,43 @@ def expired_tags(times: dict[str, float], keep_tags: int, max_age: int, now: flo
 
 def registry_retention(layout: Layout, manager, port: int, repositories: list[str], keep_tags: int, max_age: int,
                        apply: bool, now: float | None = None) -> Outcome:
-    """Delete expired cache tags, then garbage-collect the registry so their blobs go."""
+    """Untag expired cache tags (only those: another tag of the same digest stays), then
+    garbage-collect the registry, on every apply: blobs that earlier deletes or
+    benchmarks left are reclaimed too."""
     import time
 
     if not port:
         return Outcome.skipped("registry_port is 0: no local registry")
     now = now or time.time()
-    doomed = {repo: expired_tags(tag_times(layout, repo), keep_tags, max_age, now) for repo in repositories}
-    listing = [f"{repo}:{tag}" for repo, tags in doomed.items() for tag in tags]
+    doomed = [(repo, tag) for repo in repositories for tag in expired_tags(tag_times(layout, repo), keep_tags,
+                                                                          max_age, now)]
+    listing = [f"{repo}:{tag}" for repo, tag in doomed]
     rule = f"keep the newest {keep_tags} tags" + (f", none older than {max_age}s" if max_age else "")
-    if not listing:
-        return Outcome.ok(f"no tag of {', '.join(repositories)} breaks the rule ({rule})", deleted_tags=[])
     if not apply:
-        return Outcome.changed(f"would delete {len(listing)} tags ({rule}) and garbage-collect", "\n".join(listing),
+        if not listing:
+            return Outcome.ok(f"no tag of {', '.join(repositories) or '(no repository)'} breaks the rule ({rule});"
+                              " apply still runs the registry's garbage collector", deleted_tags=[])
+        return Outcome.changed(f"would untag {len(listing)} tags ({rule}) and garbage-collect", "\n".join(listing),
                                deleted_tags=listing)
-    for repo, tags in doomed.items():
-        for tag in tags:
-            registry.delete_tag(port, repo, tag)
-    gc = registry.garbage_collect(layout, manager, port)
-    return Outcome.changed(f"deleted {len(listing)} tags ({rule}); {gc.message}", "\n".join(listing),
-                           deleted_tags=listing, registry_reclaimed_bytes=gc.facts.get("registry_reclaimed_bytes", 0))
+    gc = registry.garbage_collect(layout, manager, port, untag=doomed)
+    what = f"untagged {len(listing)} tags ({rule}); " if listing else f"no tag breaks the rule ({rule}); "
+    return Outcome("changed" if gc.status == "changed" else "ok", what + gc.message, "\n".join(listing),
+                   facts={"deleted_tags": listing,
+                          "registry_reclaimed_bytes": gc.facts.get("registry_reclaimed_bytes", 0)})
 
 
 # --------------------------------------------------------------------------------------
 # the S3 bucket
 # --------------------------------------------------------------------------------------
 def s3_retention(layout: Layout, params: Semantics, apply: bool) -> Outcome:
-    if not params.s3_port:
-        return Outcome.skipped("s3_port is 0: no S3 server")
+    store = s3.store_for(layout, params.model_dump())
+    if store is None:
+        return Outcome.skipped("neither s3_endpoint nor s3_port is set: no S3 cache to expire")
     if params.s3_max_age <= S3_TOUCH_REFRESH:
         raise ParameterError(f"s3_max_age: {params.s3_max_age}s is not longer than BuildKit's touch_refresh (24h)",
-                             "blobs a live cache still uses are refreshed only once a day: keep objects longer,"
-                             " e.g. s3_max_age=14d")
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    creds = s3.credentials_file(layout, params.model_dump())
-    try:
-        s3.objects(params.s3_port, creds, params.cache_bucket, params.cache_prefix)
-    except (BotoCoreError, ClientError) as exc:  # a missing bucket, refused credentials, no server
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        if code in ("NoSuchBucket", "404"):
-            return Outcome.ok(f"bucket {params.cache_bucket} does not exist yet: nothing to expire")
-        if code in s3.AUTH_ERRORS:
-            raise PruneError(f"the S3 server on port {params.s3_port} refused the credentials in {creds} ({code})",
-                             "point s3_credentials_file at the server's credentials (the lab's: etc/s3/credentials)")\
-                from None
-        raise PruneError(f"listing s3://{params.cache_bucket}/{params.cache_prefix} failed: {code or exc}",
-                         "check the S3 server (s3_port) and s3_credentials_file") from None
-    return s3.expire(params.s3_port, creds, params.cache_bucket, params.cache_prefix, params.s3_max_age, apply)
+                             "an export that finds a blob younger than a day reuses it without re-uploading it:"
+                             " keep objects longer, e.g. s3_max_age=14d")
+    return store.expire(params.cache_bucket, params.cache_prefix, params.s3_max_age, apply)
 
 
 # --------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ retention can remove tags and the garbage collector can reclaim their blobs)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import textwrap
 import time
@@ -13,10 +12,14 @@ import urllib.error
 import urllib.request
 import xmlrpc.client
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import KitError
 from .layout import Layout
 from .results import Outcome
+
+if TYPE_CHECKING:
+    from .programs import Program
 
 # Where Debian's docker-registry package puts the binary (`dpkg -L docker-registry`);
 # it runs as `docker-registry serve CONFIG.yml`.
@@ -91,11 +94,9 @@ def address(port: int) -> str:
 
 def answers(port: int, timeout: float = 2) -> bool:
     """GET /v2/ is 200: the registry API (version 2) is served."""
-    try:
-        with urllib.request.urlopen(f"http://{address(port)}/v2/", timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    from .programs import answers as url_answers
+
+    return url_answers(f"http://{address(port)}/v2/", timeout)
 
 
 def wait_ready(port: int, timeout: float = 30, log: Path | None = None) -> None:
@@ -172,10 +173,20 @@ def storage_bytes(layout: Layout) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) if root.exists() else 0
 
 
-def garbage_collect(layout: Layout, manager, port: int, timeout: float = 120) -> Outcome:
-    """`docker-registry garbage-collect --delete-untagged` with the registry stopped (the
-    collector must not race with pushes), then the registry started again; reports the
-    bytes its storage shrank by."""
+def tag_dir(layout: Layout, repository: str, tag: str) -> Path:
+    """Where the kit's registry keeps one tag (filesystem storage driver layout)."""
+    return storage_dir(layout) / "docker/registry/v2/repositories" / repository / "_manifests/tags" / tag
+
+
+def garbage_collect(layout: Layout, manager, port: int, untag: list[tuple[str, str]] | tuple = (),
+                    timeout: float = 120) -> Outcome:
+    """With the registry stopped (the collector must not race with pushes): remove the
+    `untag` tags — only those tags: deleting through the API would delete the manifest and
+    with it every other tag of the same digest — then `docker-registry garbage-collect
+    --delete-untagged`, then start the registry again. Reports the bytes its storage
+    shrank by."""
+    import shutil
+
     from .service import Supervisor
 
     if not port:
@@ -191,6 +202,8 @@ def garbage_collect(layout: Layout, manager, port: int, timeout: float = 120) ->
             raise RegistryError(f"supervisord could not stop the registry: {exc.faultString}",
                                 f"read {log_path(layout)}") from None
     try:
+        for repository, tag in untag:
+            shutil.rmtree(tag_dir(layout, repository, tag), ignore_errors=True)
         proc = subprocess.run([str(binary()), "garbage-collect", "--delete-untagged", str(config_path(layout))],
                               capture_output=True, text=True, timeout=timeout)
     finally:
@@ -200,6 +213,6 @@ def garbage_collect(layout: Layout, manager, port: int, timeout: float = 120) ->
                             f"read {log_path(layout)}; the registry was started again")
     wait_ready(port, log=log_path(layout))
     freed = before - storage_bytes(layout)
-    if freed > 0:
+    if freed > 0 or untag:
         return Outcome.changed(f"garbage-collect reclaimed {freed} bytes of {before}", registry_reclaimed_bytes=freed)
     return Outcome.ok(f"garbage-collect found nothing to reclaim ({before} bytes in use)", registry_reclaimed_bytes=0)

@@ -13,9 +13,10 @@ import argparse
 import configparser
 import datetime as _dt
 import os
+import re
 import secrets
-import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import KitError
@@ -146,79 +147,127 @@ def serve(argv: list[str]) -> None:
 # --------------------------------------------------------------------------------------
 # client side: bucket, access check, retention (boto3)
 # --------------------------------------------------------------------------------------
-def client(port_or_endpoint: int | str, creds: Path):
-    import boto3
-    from botocore.config import Config
-
-    key, secret = read_credentials(creds)
-    url = endpoint(port_or_endpoint) if isinstance(port_or_endpoint, int) else port_or_endpoint
-    return boto3.client("s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret,
-                        region_name=REGION, config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
-                                                          connect_timeout=5, read_timeout=30))
+AUTH_ERRORS = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "XAdminUserNotFound")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "") or type(exc).__name__
 
 
-AUTH_ERRORS = ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "XAdminUserNotFound")
+@dataclass(frozen=True)
+class Store:
+    """An S3 service as the kit's client sees it: the lab's server or an organisation's
+    object store (`url`), the credentials file, the region."""
 
+    url: str
+    creds: Path
+    region: str = REGION
 
-def ensure_bucket(port: int, creds: Path, bucket: str, apply: bool) -> Outcome:
-    """These credentials are accepted (ListBuckets), the bucket exists (created on apply)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    def client(self):
+        import boto3
+        from botocore.config import Config
 
-    s3 = client(port, creds)
-    try:
-        names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        if bucket in names:
-            return Outcome.ok(f"bucket {bucket} on {endpoint(port)} answers these credentials")
-        if not apply:
-            return Outcome.changed(f"would create bucket {bucket} on {endpoint(port)}")
-        s3.create_bucket(Bucket=bucket)
-        return Outcome.changed(f"created bucket {bucket} on {endpoint(port)}")
-    except ClientError as exc:
+        key, secret = read_credentials(self.creds)
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id=key, aws_secret_access_key=secret,
+                            region_name=self.region,
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                                          connect_timeout=5, read_timeout=30))
+
+    def _fail(self, exc: Exception, doing: str) -> S3Error:
+        """The kit's error for a botocore failure: refused credentials, or what else went wrong."""
         code = _error_code(exc)
         if code in AUTH_ERRORS:
-            raise S3Error(f"the S3 server at {endpoint(port)} refused the credentials in {creds} ({code})",
-                          "point s3_credentials_file at the server's credentials (the lab's: etc/s3/credentials)")\
-                from None
-        raise S3Error(f"the S3 server at {endpoint(port)} refused bucket {bucket}: {code}",
-                      "check cache_bucket (3-63 lowercase letters, digits, dots, hyphens) and the server's log") from None
-    except BotoCoreError as exc:
-        raise S3Error(f"the S3 server at {endpoint(port)} does not answer: {exc}",
-                      "start it: apply the configure runbook with s3_port set") from None
+            return S3Error(f"the S3 service at {self.url} refused the credentials in {self.creds} ({code})",
+                           "point s3_credentials_file at that service's credentials (the lab's: etc/s3/credentials)")
+        if not hasattr(exc, "response"):  # no answer at all
+            return S3Error(f"the S3 service at {self.url} does not answer ({doing}): {exc}",
+                           "start it (the lab's: apply configure with s3_port set), or fix s3_endpoint")
+        return S3Error(f"{doing} on {self.url} failed: {code}", "check cache_bucket and the S3 service's log")
+
+    def ensure_bucket(self, bucket: str, apply: bool) -> Outcome:
+        """These credentials are accepted (ListBuckets), the bucket exists (created on apply)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            s3 = self.client()
+            names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+            if bucket in names:
+                return Outcome.ok(f"bucket {bucket} on {self.url} answers these credentials")
+            if not apply:
+                return Outcome.changed(f"would create bucket {bucket} on {self.url}")
+            s3.create_bucket(Bucket=bucket)
+            return Outcome.changed(f"created bucket {bucket} on {self.url}")
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(exc, f"creating or listing bucket {bucket}") from None
+
+    def objects(self, bucket: str, prefix: str = "") -> list[dict]:
+        """Every object under prefix: Key, Size, LastModified ([] when the bucket is absent)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        out: list[dict] = []
+        try:
+            for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                out.extend(page.get("Contents", []))
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchBucket", "404"):
+                return []
+            raise self._fail(exc, f"listing s3://{bucket}/{prefix}") from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"listing s3://{bucket}/{prefix}") from None
+        return out
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        """Delete keys (1000 per request); a key the service refused is an error naming it."""
+        s3 = self.client()
+        for i in range(0, len(keys), 1000):
+            answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+            refused = answer.get("Errors") or []
+            if refused:
+                raise S3Error(f"the S3 service refused to delete {len(refused)} objects, e.g. {refused[0].get('Key')}:"
+                              f" {refused[0].get('Code')} {refused[0].get('Message', '')}",
+                              "check the credentials' permissions on the bucket; nothing else was changed by this batch")
+
+    def expire(self, bucket: str, prefix: str, older_than: int, apply: bool,
+               now: _dt.datetime | None = None) -> Outcome:
+        """Remove cache manifests older than `older_than` seconds, then the blobs that are
+        as old and that no remaining manifest references (BuildKit's S3 cache never
+        deletes: moby/buildkit#3686). A blob a kept manifest uses is never removed, however
+        old: an export re-uploads a reused blob only once it is older than touch_refresh."""
+        now = now or _dt.datetime.now(_dt.timezone.utc)
+        found = self.objects(bucket, prefix)
+        old = {o["Key"] for o in found if (now - o["LastModified"]).total_seconds() > older_than}
+        manifests = [o for o in found if "/manifests/" in "/" + o["Key"][len(prefix):]]
+        kept_refs: set[str] = set()
+        s3 = self.client() if manifests else None
+        for m in manifests:
+            if m["Key"] not in old:
+                body = s3.get_object(Bucket=bucket, Key=m["Key"])["Body"].read().decode(errors="replace")
+                kept_refs |= set(DIGEST.findall(body))
+        doomed = [o for o in found if o["Key"] in old and not (set(DIGEST.findall(o["Key"])) & kept_refs)]
+        spared = len(old) - len(doomed)
+        size = sum(o["Size"] for o in doomed)
+        note = f" ({spared} old blobs kept: a younger manifest uses them)" if spared else ""
+        listing = "\n".join(o["Key"] for o in doomed[:50])
+        if not doomed:
+            return Outcome.ok(f"nothing under s3://{bucket}/{prefix} is older than {older_than}s and unused{note}",
+                              s3_removed_objects=0, s3_reclaimed_bytes=0)
+        if not apply:
+            return Outcome.changed(f"would remove {len(doomed)} objects ({size} bytes) older than {older_than}s"
+                                   f" from s3://{bucket}/{prefix}{note}", listing)
+        self.delete(bucket, [o["Key"] for o in doomed])
+        return Outcome.changed(f"removed {len(doomed)} objects ({size} bytes) older than {older_than}s from"
+                               f" s3://{bucket}/{prefix}{note}", listing,
+                               s3_removed_objects=len(doomed), s3_reclaimed_bytes=size)
 
 
-def objects(port: int, creds: Path, bucket: str, prefix: str = "") -> list[dict]:
-    """Every object under prefix: Key, Size, LastModified."""
-    s3 = client(port, creds)
-    out: list[dict] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        out.extend(page.get("Contents", []))
-    return out
-
-
-def expire(port: int, creds: Path, bucket: str, prefix: str, older_than: int, apply: bool,
-           now: _dt.datetime | None = None) -> Outcome:
-    """Remove the objects under prefix last modified more than `older_than` seconds ago
-    (BuildKit's S3 cache never deletes: moby/buildkit#3686). BuildKit refreshes the
-    timestamp of blobs a build still uses (touch_refresh), so live blobs stay young."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    old = [o for o in objects(port, creds, bucket, prefix) if (now - o["LastModified"]).total_seconds() > older_than]
-    size = sum(o["Size"] for o in old)
-    if not old:
-        return Outcome.ok(f"no object under s3://{bucket}/{prefix} is older than {older_than}s",
-                          s3_removed_objects=0, s3_reclaimed_bytes=0)
-    if not apply:
-        return Outcome.changed(f"would remove {len(old)} objects ({size} bytes) older than {older_than}s"
-                               f" from s3://{bucket}/{prefix}", "\n".join(o["Key"] for o in old[:50]))
-    s3 = client(port, creds)
-    for i in range(0, len(old), 1000):
-        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in old[i:i + 1000]]})
-    return Outcome.changed(f"removed {len(old)} objects ({size} bytes) older than {older_than}s from"
-                           f" s3://{bucket}/{prefix}", "\n".join(o["Key"] for o in old[:50]),
-                           s3_removed_objects=len(old), s3_reclaimed_bytes=size)
+def store_for(layout: Layout, params: dict) -> Store | None:
+    """The S3 service the parameters name: s3_endpoint (an organisation's object store),
+    else the lab's server on s3_port; None when neither is set."""
+    url = params.get("s3_endpoint") or (endpoint(params["s3_port"]) if params.get("s3_port") else "")
+    if not url:
+        return None
+    return Store(url, credentials_file(layout, params), params.get("s3_region") or REGION)
 
 
 if __name__ == "__main__":

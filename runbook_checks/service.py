@@ -23,7 +23,6 @@ from typing import Any
 from . import files
 from .errors import ConfigError, ServiceError
 from .layout import Layout
-from .params import PROJECT_ROOT
 from .programs import Program, check_ports_free, daemon_environment, render_sections
 from .results import Outcome
 

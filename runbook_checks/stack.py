@@ -3,7 +3,6 @@ everything is, stop it, purge it."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field

@@ -149,18 +149,11 @@ def fingerprint(layout: Layout, params: Semantics, backend: CacheBackend) -> str
         local = LOCAL_REGISTRY.match(host)
         return registry.manifest_digest(int(local.group("port")), repository, tag) if local else None
     if backend.kind == "s3":
-        from botocore.exceptions import ClientError
-
-        from . import s3
+        from .s3 import store_for
 
         key = f"{backend.prefix.rstrip('/')}/manifests/kit" if backend.prefix else "manifests/kit"
-        try:
-            found = [o for o in s3.objects(params.s3_port, s3.credentials_file(layout, params.model_dump()),
-                                           backend.target, key) if o["Key"] == key]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
-                return ""  # check mode before the bucket exists: no cache yet
-            raise
+        # an absent bucket lists nothing: check mode before the bucket exists finds no cache yet
+        found = [o for o in store_for(layout, params.model_dump()).objects(backend.target, key) if o["Key"] == key]
         return str(found[0].get("ETag", found[0]["Size"])) if found else ""
     index = Path(backend.target) / "index.json"
     return hashlib.sha256(index.read_bytes()).hexdigest() if index.is_file() else ""

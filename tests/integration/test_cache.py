@@ -106,7 +106,7 @@ def test_export_to_an_s3_server_that_is_down(registry_builder, s3_port, base_ima
     from runbook_checks import programs, s3
 
     layout, _ = registry_builder
-    s3.ensure_bucket(s3_port, s3.credentials_file(layout, {}), "down", apply=True)
+    s3.store_for(layout, {"s3_port": s3_port}).ensure_bucket("down", apply=True)
     backend = dict(target="down", endpoint=s3.endpoint(s3_port))
     ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
     rpc = service.Supervisor(layout)._rpc()

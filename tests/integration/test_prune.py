@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from runbook_checks import cache, prune, registry, s3
+from runbook_checks import cache, registry, s3
 from runbook_checks.buildctl import Buildctl
 
 from ..conftest import apply, fresh_builder, stop_and_remove
@@ -73,21 +73,26 @@ def test_prune_check_mode_deletes_nothing(ci_daemon, runs_base, tmp_path):
     client.build(blob_context(tmp_path / "ctx", 1_000_000))
     before = client.disk_usage()
     result = runner.run("prune", "ci", "check", (f"state_dir={ci_daemon.state_dir}", "prune_keep_duration=0",
-                                                 "registry_port=0", "s3_port=0"), base=runs_base, progress=False)
-    assert result.report.status != "failed", result.report.to_json()
+                                                 "prune_keep_storage=0", "registry_port=0", "s3_port=0"),
+                        base=runs_base, progress=False)
+    assert steps(result)["daemon cache prune"].status == "changed", result.report.to_json()
     assert result.report.facts["eligible_bytes"] >= 1_000_000
     assert client.disk_usage() == before
 
 
-def test_registry_retention_deletes_old_tags_and_reclaims_blobs(ci_daemon, registry_builder, base_image,
+def test_registry_retention_untags_old_tags_and_reclaims_blobs(ci_daemon, registry_builder, base_image,
                                                                runs_base, tmp_path):
     layout, port = registry_builder
+    builds = []
     for i in range(4):
-        backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:t{i}")
-        ctx, args = cache.proof_context(tmp_path / f"c{i}", base_image)  # t3's ctx and args are kept below
+        ctx, args = cache.proof_context(tmp_path / f"c{i}", base_image)
         (ctx / "input.txt").write_bytes(os.urandom(1_000_000))  # each tag has blobs of its own
-        cache.export_cache(ci_daemon, backend, ctx, args)
+        builds.append((ctx, args))
+    # "twin" is t3's build exported first: the same cache, so the same manifest digest
+    for tag, (ctx, args) in [("twin", builds[3])] + [(f"t{i}", b) for i, b in enumerate(builds)]:
+        cache.export_cache(ci_daemon, cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:{tag}"), ctx, args)
         time.sleep(0.05)
+    assert registry.manifest_digest(port, "kit/retain", "twin") == registry.manifest_digest(port, "kit/retain", "t3")
     sets = (f"registry_port={port}", "retention_repositories=[\"kit/retain\"]", "retention_keep_tags=2",
             "s3_port=0", "prune_keep_storage=10GB")
     from runbook_checks import runner
@@ -95,32 +100,45 @@ def test_registry_retention_deletes_old_tags_and_reclaims_blobs(ci_daemon, regis
     check = runner.run("prune", "ci", "check", (f"state_dir={layout.state_dir}", *sets), base=runs_base,
                        progress=False)
     assert steps(check)["registry cache retention"].status == "changed"
-    assert check.report.facts["deleted_tags"] == ["kit/retain:t0", "kit/retain:t1"]
-    assert sorted(registry.tags(port, "kit/retain")) == ["t0", "t1", "t2", "t3"]  # check mode deleted nothing
+    assert check.report.facts["deleted_tags"] == ["kit/retain:twin", "kit/retain:t0", "kit/retain:t1"]
+    assert sorted(registry.tags(port, "kit/retain")) == ["t0", "t1", "t2", "t3", "twin"]  # check deleted nothing
     done = apply("prune", layout.state_dir, *sets, base=runs_base)
     assert steps(done)["registry cache retention"].status == "changed", done.report.to_json()
     assert done.report.facts["registry_reclaimed_bytes"] > 2_000_000
+    # only the expired tags went: t3 shares twin's digest and stays
     assert sorted(registry.tags(port, "kit/retain")) == ["t2", "t3"]
-    assert steps(apply("prune", layout.state_dir, *sets, base=runs_base))["registry cache retention"].status == "ok"
-    # what is left still imports: t3's cache rebuilds t3's context with every step CACHED
-    kept = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:t3")
-    assert cache.import_and_rebuild(layout, kept, ctx, args)
+    again = apply("prune", layout.state_dir, *sets, base=runs_base)
+    assert steps(again)["registry cache retention"].status == "ok", again.report.to_json()
+    ctx, args = builds[3]  # what is left still imports: t3 rebuilds with every step CACHED
+    assert cache.import_and_rebuild(layout, cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:t3"),
+                                    ctx, args)
 
 
-def test_s3_objects_older_than_the_age_are_removed(registry_builder, s3_port, base_image, tmp_path):
+def test_s3_expiry_keeps_blobs_a_young_manifest_uses_and_removes_the_rest(registry_builder, s3_port, base_image,
+                                                                           tmp_path):
     layout, _ = registry_builder
-    creds = s3.credentials_file(layout, {})
-    s3.ensure_bucket(s3_port, creds, "retain", apply=True)
-    backend = cache.CacheBackend("s3", "retain", prefix="team-a", endpoint=s3.endpoint(s3_port))
+    store = s3.store_for(layout, {"s3_port": s3_port})
+    store.ensure_bucket("retain", apply=True)
+    backend = cache.CacheBackend("s3", "retain", prefix="team-a", endpoint=store.url)
     ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
     cache.export_cache(layout, backend, ctx, args)  # this daemon has the credentials file in its environment
-    stored = s3.objects(s3_port, creds, "retain", "team-a/")
-    assert stored and any(o["Key"].startswith("team-a/manifests/") for o in stored)
-    assert s3.expire(s3_port, creds, "retain", "team-a/", 2 * 86400, apply=True).status == "ok"  # all young
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
-    plan = s3.expire(s3_port, creds, "retain", "team-a/", 2 * 86400, apply=False, now=later)
-    assert plan.status == "changed" and len(s3.objects(s3_port, creds, "retain", "team-a/")) == len(stored)
-    out = s3.expire(s3_port, creds, "retain", "team-a/", 2 * 86400, apply=True, now=later)
+    time.sleep(3)
+    cache.export_cache(layout, backend, ctx, args)  # the same build: the manifest is rewritten, the blobs reused
+    stored = store.objects("retain", "team-a/")
+    manifest = next(o for o in stored if o["Key"] == "team-a/manifests/kit")
+    blobs = [o for o in stored if "/blobs/" in o["Key"]]
+    assert blobs and all(b["LastModified"] < manifest["LastModified"] for b in blobs)
+    # an age cut-off between the blobs and the manifest: the blobs are old, but the kept manifest uses them
+    now = dt.datetime.now(dt.timezone.utc)
+    cut = int((now - max(b["LastModified"] for b in blobs)).total_seconds()) - 1
+    kept = store.expire("retain", "team-a/", cut, apply=True, now=now)
+    assert kept.status == "ok" and "old blobs kept: a younger manifest uses them" in kept.message, kept.message
+    assert len(store.objects("retain", "team-a/")) == len(stored)
+    # three days on, everything is old and unused: check lists it and removes nothing, apply removes it all
+    later = now + dt.timedelta(days=3)
+    plan = store.expire("retain", "team-a/", 2 * 86400, apply=False, now=later)
+    assert plan.status == "changed" and len(store.objects("retain", "team-a/")) == len(stored)
+    out = store.expire("retain", "team-a/", 2 * 86400, apply=True, now=later)
     assert out.facts["s3_removed_objects"] == len(stored)
     assert out.facts["s3_reclaimed_bytes"] == sum(o["Size"] for o in stored)
-    assert s3.objects(s3_port, creds, "retain", "team-a/") == []
+    assert store.objects("retain", "team-a/") == []

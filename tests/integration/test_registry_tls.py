@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from runbook_checks import cache, programs, registry, service
+from runbook_checks import cache, params, programs, registry, service
 
 from ..conftest import apply, fresh_builder, stop_and_remove
 
@@ -84,6 +84,12 @@ def test_the_ca_file_is_what_lets_buildkitd_use_a_tls_registry(ci_daemon, runs_b
         assert f'ca = ["{ca}"]' in layout.config_path.read_text()
         assert cache.work_steps(cache.export_cache(layout, backend, ctx, {}))
         assert programs.answers(f"http://127.0.0.1:{port}/v2/") is False  # it speaks TLS only
+        # the cache runbooks' check before any build speaks to it as buildkitd will: HTTPS with that CA
+        ref = f"127.0.0.1:{port}/kit/cache:tls"
+        with_ca = params.validate({"cache_ref": ref, "registry_tls": {f"127.0.0.1:{port}": {"ca": str(ca)}}})
+        assert cache.ensure_backend(layout, with_ca, apply=False).status == "ok"
+        with pytest.raises(cache.CacheError, match=f"does not answer http://127.0.0.1:{port}/v2/"):
+            cache.ensure_backend(layout, params.validate({"cache_ref": ref}), apply=False)
         missing = json.dumps({f"127.0.0.1:{port}": {"ca": str(tmp_path / "nowhere.pem")}})
         before = layout.config_path.read_text()
         refused = apply("configure", layout.state_dir, f"registry_tls={missing}", base=runs_base)

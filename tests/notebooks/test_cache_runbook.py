@@ -36,7 +36,10 @@ def test_apply_proves_registry_then_local_and_the_second_run_changes_nothing(ci_
     local = run("apply", ci_daemon.state_dir, port, runs_base, "cache_backend=local", f"cache_dir={tmp_path}/c",
                 "cache_compression=zstd")
     assert local.report.status == "ok", local.report.to_json()  # the base was pushed by the first run
-    assert local.report.facts["cache_export"].startswith(f"type=local,dest={tmp_path}/c,mode=max,compression=zstd")
+    # the proof exports beside the operator's cache directory, never into it
+    assert local.report.facts["cache_export"].startswith(f"type=local,dest={tmp_path}/c/kit-proof,mode=max,"
+                                                         "compression=zstd")
+    assert (tmp_path / "c/kit-proof/index.json").exists() and not (tmp_path / "c/index.json").exists()
 
 
 def test_bad_cache_parameters_fail_before_any_build(ci_daemon, registry_builder, runs_base):

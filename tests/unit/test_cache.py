@@ -48,7 +48,7 @@ def test_backend_from_parameters(tmp_path):
     assert cache.backend_from_params({"cache_backend": "local"}, lay).target == str(tmp_path / "cache-export")
     with pytest.raises(ParameterError, match="needs cache_ref, or registry_port"):
         cache.backend_from_params({"cache_backend": "registry"}, lay)
-    with pytest.raises(ParameterError, match="needs s3_port"):
+    with pytest.raises(ParameterError, match="needs s3_endpoint .* or s3_port"):
         cache.backend_from_params({"cache_backend": "s3"}, lay)
     s3 = cache.backend_from_params({"cache_backend": "s3", "s3_port": 19000, "cache_prefix": "team-a",
                                     "cache_ignore_error": True}, lay)
@@ -56,6 +56,9 @@ def test_backend_from_parameters(tmp_path):
                                   "endpoint_url=http://127.0.0.1:19000,use_path_style=true,mode=max,"
                                   "compression=gzip,ignore-error=true")
     assert s3.import_option().startswith("type=s3,bucket=buildkit-cache,")
+    org = cache.backend_from_params({"cache_backend": "s3", "s3_endpoint": "https://s3.example.org",
+                                     "s3_region": "eu-west-1", "s3_port": 19000}, lay)
+    assert "region=eu-west-1" in org.export_option() and "endpoint_url=https://s3.example.org" in org.export_option()
     with pytest.raises(ParameterError, match="cache_bucket"):
         cache.CacheBackend("s3", "Bad_Bucket")
 
@@ -66,3 +69,13 @@ def test_backend_from_parameters(tmp_path):
 def test_semantics_name_the_cache_parameter(key, value):
     with pytest.raises(ParameterError, match=key):
         params.validate({key: value})
+
+
+def test_proofs_export_beside_the_operators_cache_never_over_it(tmp_path):
+    assert cache.proof_backend(cache.CacheBackend("registry", "reg.example:5000/team/cache:main")).target == \
+        "reg.example:5000/team/cache:kit-proof"
+    assert cache.proof_backend(cache.CacheBackend("registry", "127.0.0.1:15000/kit/cache")).target == \
+        "127.0.0.1:15000/kit/cache:kit-proof"
+    assert cache.proof_backend(cache.CacheBackend("s3", "bucket", prefix="team-a")).prefix == "team-a/kit-proof"
+    assert cache.proof_backend(cache.CacheBackend("s3", "bucket")).prefix == "kit-proof"
+    assert cache.proof_backend(cache.CacheBackend("local", str(tmp_path))).target == str(tmp_path / "kit-proof")

@@ -27,6 +27,14 @@ def test_prune_candidates_are_unused_and_old_enough():
         prune.when("yesterday")
 
 
+def test_would_prune_models_keep_storage_least_recently_used_first():
+    du = [{"inUse": False, "lastUsedAt": f"2026-11-2{d}T00:00:00Z", "size": 10} for d in (3, 1, 2)] + \
+         [{"inUse": True, "lastUsedAt": "2026-11-20T00:00:00Z", "size": 10}]
+    assert [r["lastUsedAt"][:10] for r in prune.would_prune(du, 0, 25)] == ["2026-11-21", "2026-11-22"]
+    assert len(prune.would_prune(du, 0, 0)) == 3  # everything not in use
+    assert prune.would_prune(du, 0, 100) == []  # under the limit: nothing goes
+
+
 def test_prune_parameters_are_checked():
     p = params.validate({"prune_keep_duration": "2d", "prune_keep_storage": "5GB", "s3_max_age": "3d"})
     assert (p.prune_keep_duration, p.prune_keep_storage, p.s3_max_age) == (172800, 5 * 10**9, 259200)
