@@ -110,6 +110,7 @@ def test_monitoring_every_target_up_native_histogram_and_idempotent(stack, monit
     # the p95 recording rule answers from the native histogram (BuildKit exports no
     # classic buckets, and promtool 2.42 cannot feed native ones: this is its test)
     assert not monitoring.query(ports["prometheus_port"], "buildkit_build_duration_seconds_bucket")
+    verify.build_and_rebuild(layout)  # builds after the series' first sample: its 5m rate is not 0
     deadline = time.monotonic() + 30
     while True:
         p95 = monitoring.query(ports["prometheus_port"], "buildkit:build_duration_seconds:p95_5m")
