@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 import tempfile
 import uuid
@@ -38,7 +37,6 @@ BACKENDS = ("registry", "s3", "local")
 RECORD_FIELDS = ("workload", "scenario", "seconds", "cached_steps", "total_steps", "bytes_exported",
                  "bytes_imported")
 # FROM ${BASE_REGISTRY}/kit/NAME:TAG — the bases a workload needs from the local registry
-BASE_FROM = re.compile(r"^FROM\s+\$\{?BASE_REGISTRY\}?/(?P<image>kit/[a-z0-9._-]+:[A-Za-z0-9._-]+)", re.M)
 
 
 class BenchError(KitError):
@@ -59,7 +57,9 @@ class Workload:
 
     @property
     def bases(self) -> list[str]:
-        return sorted(set(BASE_FROM.findall((self.path / "Dockerfile").read_text())))
+        from .images import bases_of
+
+        return bases_of(self.path / "Dockerfile")
 
     def edit(self, copy: Path, nonce: str) -> str:
         """Append one line to the copy's edit file; returns the file's relative path."""
@@ -249,10 +249,7 @@ def check_target(target: Target, names: tuple[str, ...]) -> None:
 def seed_bases(target: Target, chosen: list[Workload], say: Callable[[str], None]) -> None:
     from . import images
 
-    seeders = {f"{images.BASE_REPOSITORY}:{images.BASE_TAG}": lambda: images.push_busybox_base(
-                   target.layout, target.registry_port),
-               f"{images.DEBIAN_REPOSITORY}:{images.DEBIAN_SUITE}": lambda: images.push_debian_base(
-                   target.layout, target.registry_port, progress=say)}
+    seeders = images.seeders(target.layout, target.registry_port, progress=say)
     for base in sorted({b for w in chosen for b in w.bases}):
         if base not in seeders:
             raise BenchError(f"no kit recipe makes the base image {base}", f"use one of: {', '.join(seeders)}")

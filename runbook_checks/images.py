@@ -4,6 +4,7 @@ base image, in a build context or pushed to the lab's local registry."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -325,3 +326,22 @@ def push_debian_base(layout: Layout, registry_port: int, apply: bool = True, sui
     digest = result.metadata.get("containerimage.digest", "")
     return Outcome.changed(f"pushed {ref} {digest} (rootfs {key}, {'cached' if cached else 'new'})",
                            base_image=ref, base_digest=digest)
+
+
+# --------------------------------------------------------------------------------------
+# the bases a Dockerfile names, and how the kit makes each one
+# --------------------------------------------------------------------------------------
+# `FROM ${BASE_REGISTRY}/kit/NAME:TAG`: a base the kit builds and pushes to the local registry
+BASE_FROM = re.compile(r"^FROM\s+\$\{?BASE_REGISTRY\}?/(?P<image>kit/[a-z0-9._-]+:[A-Za-z0-9._-]+)", re.M | re.I)
+
+
+def bases_of(dockerfile: Path) -> list[str]:
+    """The kit-made bases a Dockerfile starts FROM (kit/busybox:latest, kit/debian:bookworm)."""
+    return sorted(set(BASE_FROM.findall(dockerfile.read_text())))
+
+
+def seeders(layout: Layout, registry_port: int, apply: bool = True, progress=print) -> dict:
+    """{base image: a call that makes sure it is in the local registry, returning an Outcome}."""
+    return {f"{BASE_REPOSITORY}:{BASE_TAG}": lambda: push_busybox_base(layout, registry_port, apply),
+            f"{DEBIAN_REPOSITORY}:{DEBIAN_SUITE}":
+                lambda: push_debian_base(layout, registry_port, apply, progress=progress)}

@@ -22,7 +22,6 @@ from .params import PROJECT_ROOT, Semantics
 from .results import Outcome
 
 # FROM ${BASE_REGISTRY}/kit/NAME:TAG: a base the kit seeds into the local registry
-BASE_FROM = re.compile(r"^FROM\s+\$\{?BASE_REGISTRY\}?/(?P<image>kit/[a-z0-9._-]+:[A-Za-z0-9._-]+)", re.M | re.I)
 STAGE = re.compile(r"^FROM\s+\S+\s+AS\s+(?P<stage>[A-Za-z0-9][A-Za-z0-9_.-]*)\s*$", re.M | re.I)
 
 
@@ -54,7 +53,9 @@ class Target:
         return {"target": self.stage} if self.stage else {}
 
     def bases(self) -> list[str]:
-        return sorted(set(BASE_FROM.findall(self.dockerfile.read_text())))
+        from .images import bases_of
+
+        return bases_of(self.dockerfile)
 
 
 def parse_target(spec: str, root: Path = PROJECT_ROOT) -> Target:
@@ -116,10 +117,7 @@ def seed_bases(layout: Layout, params: Semantics, apply: bool, progress=print) -
     registry: busybox-static and the debootstrap Debian base (made once, then kept)."""
     from . import images
 
-    seeders = {f"{images.BASE_REPOSITORY}:{images.BASE_TAG}":
-               lambda: images.push_busybox_base(layout, params.registry_port, apply),
-               f"{images.DEBIAN_REPOSITORY}:{images.DEBIAN_SUITE}":
-               lambda: images.push_debian_base(layout, params.registry_port, apply, progress=progress)}
+    seeders = images.seeders(layout, params.registry_port, apply, progress)
     needed = sorted({b for t in targets(params) for b in t.bases()})
     unknown = [b for b in needed if b not in seeders]
     if unknown:
