@@ -235,16 +235,7 @@ def am_api(port: int, path: str, body: Any = None, method: str | None = None, ti
 
 def metrics(port: int) -> dict[str, float]:
     """Alertmanager's own /metrics as {'name{labels}': value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"{url(port)}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            key = s.name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}" if s.labels else "")
-            out[key] = s.value
-    return out
+    return monitoring.own_metrics(port)
 
 
 def needs_reload(port: int, wanted: dict[Path, str]) -> bool:

@@ -16,7 +16,6 @@ while the monitoring runbook has written none, so the two never fight over one f
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
 import os
@@ -529,12 +528,34 @@ def answers(port: int) -> bool:
     return bool(port) and http_answers(f"{url(port)}/-/ready")
 
 
+def own_metrics(port: int) -> dict[str, float]:
+    """A service's own /metrics (Prometheus or Alertmanager), read now, as
+    {'name{labels}': value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"{url(port)}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        raise MonitoringError(f"no /metrics on {url(port)} ({exc})", "start the service (apply the configure runbook)") \
+            from None
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
 def last_reload(port: int) -> tuple[bool, float]:
-    """(the last reload succeeded, when the configuration was last loaded) straight from
-    Prometheus' /api/v1/status/runtimeinfo (its own scraped metrics lag a scrape behind)."""
-    info = api(port, "/api/v1/status/runtimeinfo")
-    when = _dt.datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", info["lastConfigTime"]).replace("Z", "+00:00"))
-    return bool(info["reloadConfigSuccess"]), when.timestamp()
+    """(the last reload succeeded, when the configuration was last loaded), read from
+    Prometheus' own /metrics at the moment of asking: its scraped copy of these series
+    lags up to a scrape behind, and /api/v1/status/runtimeinfo (2.42) truncates
+    lastConfigTime to whole seconds, so a file written in the second of a reload would
+    look newer than it."""
+    m = own_metrics(port)
+    return (m.get("prometheus_config_last_reload_successful") == 1,
+            m.get("prometheus_config_last_reload_success_timestamp_seconds", 0.0))
 
 
 def needs_reload(port: int, wanted: dict[Path, str]) -> bool:

@@ -125,8 +125,8 @@ def test_monitoring_every_target_up_native_histogram_and_idempotent(stack, monit
 
 
 def test_a_reload_is_seen_at_once_and_not_repeated(stack, monitored):
-    """needs_reload reads /api/v1/status/runtimeinfo, not a scraped metric that lags a
-    scrape behind: right after a reload, applying the same files again changes nothing."""
+    """needs_reload reads Prometheus' own /metrics at once, not the scraped copy that lags
+    a scrape behind: right after a reload, applying the same files again changes nothing."""
     layout, ports, _, _ = stack
     port = ports["prometheus_port"]
     path = monitoring.config_path(layout)
