@@ -439,7 +439,7 @@ def check_debug_port(layout: Layout, manager, port: int) -> Outcome:
             s.bind(("127.0.0.1", port))
         except OSError:
             raise ServiceError(f"port {port} on 127.0.0.1 is already in use by another process",
-                               f"stop that process, or choose another port: --set debug_port=N (0 picks a free one)") from None
+                               "stop that process, or choose another port: --set debug_port=N (0 picks a free one)") from None
     return Outcome.ok(f"127.0.0.1:{port} is free", debug_address=f"127.0.0.1:{port}")
 
 
