@@ -193,6 +193,9 @@ def garbage_collect(layout: Layout, manager, port: int, untag: list[tuple[str, s
         return Outcome.skipped("registry_port is 0: no local registry")
     if not isinstance(manager, Supervisor) or not manager.supervisord_up():
         raise RegistryError("the registry's supervisord is not running", "apply the configure runbook first")
+    if not (storage_dir(layout) / "docker/registry/v2/repositories").is_dir():
+        # nothing was ever pushed (the collector itself fails on an empty store: "Path not found")
+        return Outcome.ok("the registry holds no repository: nothing to collect", registry_reclaimed_bytes=0)
     before = storage_bytes(layout)
     rpc = manager._rpc()
     try:

@@ -142,3 +142,17 @@ def test_s3_expiry_keeps_blobs_a_young_manifest_uses_and_removes_the_rest(regist
     assert out.facts["s3_removed_objects"] == len(stored)
     assert out.facts["s3_reclaimed_bytes"] == sum(o["Size"] for o in stored)
     assert store.objects("retain", "team-a/") == []
+
+
+def test_registry_retention_on_a_registry_that_holds_nothing_yet(runs_base):
+    from runbook_checks import service
+
+    port = service.free_port()
+    layout = fresh_builder("bkemp-", runs_base, f"registry_port={port}")
+    try:
+        registry.wait_ready(port, log=registry.log_path(layout))
+        done = apply("prune", layout.state_dir, f"registry_port={port}", "s3_port=0", base=runs_base)
+        assert steps(done)["registry cache retention"].status == "ok", done.report.to_json()
+        assert "holds no repository" in steps(done)["registry cache retention"].message
+    finally:
+        stop_and_remove(layout.state_dir)
