@@ -104,6 +104,16 @@ class GcRule(BaseModel):
         return v
 
 
+# list parameters whose every item must match: (pattern, what an item is)
+LIST_ITEMS = {
+    "required_plugins": (r"[a-z][a-z0-9]*", "a Docker CLI plugin name (lowercase letters and digits)"),
+    "retention_repositories": (r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*",
+                               "a repository path like kit/cache"),
+    "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
+                      "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
+}
+
+
 class RegistryTls(BaseModel):
     """TLS files buildkitd uses for one registry host: a CA bundle to trust, and a client
     certificate + key (mutual TLS). Paths, never the material itself."""
@@ -248,19 +258,13 @@ class Semantics(BaseModel):
                                  f"set scrape_interval to at most {longest:g}s")
         return self
 
-    @field_validator("dashboards_dir")
+    @field_validator("required_plugins", "retention_repositories", "warm_contexts")
     @classmethod
-    def _dashboards_dir(cls, v: str) -> str:
-        if v and not v.startswith("/"):
-            raise ValueError(f"{v!r} is not an absolute directory")
-        return v
-
-    @field_validator("required_plugins")
-    @classmethod
-    def _plugin_names(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not re.match(r"^[a-z][a-z0-9]*$", name):
-                raise ValueError(f"{name!r} is not a Docker CLI plugin name (lowercase letters and digits)")
+    def _each(cls, v: list[str], info: Any) -> list[str]:
+        pattern, what = LIST_ITEMS[info.field_name]
+        for item in v:
+            if not re.fullmatch(pattern, item):
+                raise ValueError(f"{item!r} is not {what}")
         return v
 
     @field_validator("cache_ref")
@@ -283,27 +287,11 @@ class Semantics(BaseModel):
             raise ValueError("buildctl prune takes bytes here, not a share of the disk: write e.g. 10GB")
         return size
 
-    @field_validator("retention_repositories")
+    @field_validator("dashboards_dir", "s3_credentials_file")
     @classmethod
-    def _repos(cls, v: list[str]) -> list[str]:
-        for repo in v:
-            if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", repo):
-                raise ValueError(f"{repo!r} is not a repository path like kit/cache")
-        return v
-
-    @field_validator("warm_contexts")
-    @classmethod
-    def _warm_contexts(cls, v: list[str]) -> list[str]:
-        for spec in v:
-            if not re.fullmatch(r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?", spec):
-                raise ValueError(f"{spec!r} is not a build context DIR or DIR#STAGE (letters, digits, . _ / -)")
-        return v
-
-    @field_validator("s3_credentials_file")
-    @classmethod
-    def _creds_file(cls, v: str) -> str:
+    def _absolute(cls, v: str) -> str:
         if v and not v.startswith("/"):
-            raise ValueError(f"{v!r} is not an absolute path of an AWS shared-credentials file")
+            raise ValueError(f"{v!r} is not an absolute path")
         return v
 
     @field_validator("cache_dir")
