@@ -215,18 +215,11 @@ def routing_tree(text: str, labels: dict[str, str]) -> list[str]:
 # Alertmanager's HTTP API
 # --------------------------------------------------------------------------------------
 def am_api(port: int, path: str, body: Any = None, method: str | None = None, timeout: float = 10) -> Any:
+    from .programs import http_text
+
     data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    req = urllib.request.Request(f"{url(port)}{path}", data=data, method=method or ("POST" if data is not None else "GET"),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        raise AlertingError(f"Alertmanager {path}: HTTP {exc.code} {exc.read().decode(errors='replace').strip()[:500]}",
-                            "read the Alertmanager log under the state directory's log/") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise AlertingError(f"Alertmanager does not answer on {url(port)} ({exc})",
-                            "start it: apply the configure runbook with alertmanager_port set") from None
+    raw = http_text(f"{url(port)}{path}", "Alertmanager", "alertmanager_port", data=data, method=method,
+                    headers={"Content-Type": "application/json"}, timeout=timeout, error=AlertingError)
     try:
         return json.loads(raw) if raw.strip() else None
     except ValueError:

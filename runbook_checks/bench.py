@@ -298,11 +298,8 @@ def cleanup(target: Target, backends: dict) -> None:
 def run(target: Target, chosen: list[Workload], stamp: str, backend_names: tuple[str, ...] = BACKENDS,
         say: Callable[[str], None] = print, keep_caches: bool = False) -> list[Record]:
     """Every scenario of every chosen workload; progress lines through `say`."""
-    from .programs import daemon_environment, wanted
-
     check_target(target, backend_names)
     seed_bases(target, chosen, say)
-    env = daemon_environment(wanted(target.layout, target.params()))
     records: list[Record] = []
     for workload in chosen:
         backends = backends_for(target, workload.name, stamp, backend_names)
@@ -310,19 +307,19 @@ def run(target: Target, chosen: list[Workload], stamp: str, backend_names: tuple
             context = Path(tmp) / workload.name
             shutil.copytree(workload.path, context)
             try:
-                records += _run_workload(target, workload, context, backends, backend_names, env, say)
+                records += _run_workload(target, workload, context, backends, backend_names, say)
             finally:
                 if not keep_caches:
                     cleanup(target, backends)
     return records
 
 
-def _run_workload(target, workload, context, backends, backend_names, env, say) -> list[Record]:
+def _run_workload(target, workload, context, backends, backend_names, say) -> list[Record]:
     from .cache import fresh_builder
 
     records = []
     scenarios = plan(backend_names)
-    with fresh_builder(target.layout, daemon_env=env) as main:
+    with fresh_builder(target.layout, target.params()) as main:
         for scenario in (s for s in scenarios if s.builder == "main"):
             if scenario.edited:
                 edited = workload.edit(context, uuid.uuid4().hex[:12])
@@ -331,7 +328,7 @@ def _run_workload(target, workload, context, backends, backend_names, env, say) 
             records.append(measure(target, main, workload, scenario, context, backends))
             say(f"  {_line(records[-1])}")
     for scenario in (s for s in scenarios if s.builder == "fresh"):
-        with fresh_builder(target.layout, daemon_env=env) as fresh:
+        with fresh_builder(target.layout, target.params()) as fresh:
             say(f"{workload.name} {scenario.name}: a fresh builder {fresh.state_dir} imports {scenario.imports} ...")
             records.append(measure(target, fresh, workload, scenario, context, backends))
             say(f"  {_line(records[-1])}")

@@ -11,6 +11,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import layout as layout_mod
 from .buildctl import Buildctl, BuildResult
@@ -265,15 +266,12 @@ def prove_sharing_with_fresh_builders(layout: Layout, params: Semantics, apply: 
     from contextlib import ExitStack
 
     from .images import base_ref
-    from .programs import daemon_environment, wanted
-
     backend = proof_backend(backend_for(params, layout))
     if not apply:
         return Outcome.skipped(f"check mode runs no build; apply starts {count} fresh builders that import"
                                f" {backend.kind} {backend.target} at the same time")
-    env = daemon_environment(wanted(layout, params))
     with ExitStack() as stack:
-        builders = [stack.enter_context(fresh_builder(layout, daemon_env=env)) for _ in range(count)]
+        builders = [stack.enter_context(fresh_builder(layout, params)) for _ in range(count)]
         return prove_shared(layout, builders, backend, base_ref(params.registry_port))
 
 
@@ -402,12 +400,16 @@ def ensure_backend(layout: Layout, params: Semantics, apply: bool) -> Outcome:
 
 
 @contextmanager
-def fresh_builder(source: Layout, timeout: float = 60, daemon_env: dict[str, str] | None = None):
+def fresh_builder(source: Layout, params: Any = None, timeout: float = 60):
     """A new buildkitd with an empty root in a temporary state directory, on the source
     layout's binaries (linked, not copied), under its own supervisord; stopped and
-    removed on exit."""
+    removed on exit. With the source's `params`, it gets the environment the services
+    beside the source ask buildkitd to have (e.g. the S3 credentials file)."""
     from . import service, stack
     from .config import BuildkitdConfig, write_config
+    from .programs import daemon_environment, wanted
+
+    daemon_env = daemon_environment(wanted(source, params)) if params is not None else None
 
     state = Path(tempfile.mkdtemp(prefix="bkfresh-", dir="/tmp"))
     try:
@@ -438,7 +440,5 @@ def prove_with_fresh_builder(layout: Layout, params: Semantics, apply: bool) -> 
         return Outcome.skipped(f"check mode runs no build; apply exports to {backend.kind} {backend.target}"
                                f"{'/' + backend.prefix if backend.prefix else ''} and rebuilds on a fresh builder"
                                " importing it")
-    from .programs import daemon_environment, wanted
-
-    with fresh_builder(layout, daemon_env=daemon_environment(wanted(layout, params))) as fresh:
+    with fresh_builder(layout, params) as fresh:
         return prove_fresh_import(layout, fresh, backend, base_ref(params.registry_port))

@@ -498,17 +498,11 @@ def validate(config_text: str, rules_text: str, tests_text: str) -> str:
 # --------------------------------------------------------------------------------------
 def api(port: int, path: str, query: dict[str, Any] | None = None, method: str = "GET", timeout: float = 10) -> Any:
     """GET or POST on Prometheus; the parsed JSON `data` (or the body for /-/ paths)."""
+    from .programs import http_text
+
     target = f"{url(port)}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    req = urllib.request.Request(target, method=method, data=b"" if method == "POST" else None)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        raise MonitoringError(f"{method} {target}: HTTP {exc.code} {exc.read().decode(errors='replace').strip()[:500]}",
-                              "read the Prometheus log under the state directory's log/") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise MonitoringError(f"Prometheus does not answer on {url(port)} ({exc})",
-                              "start it: apply the configure runbook with prometheus_port set") from None
+    body = http_text(target, "Prometheus", "prometheus_port", data=b"" if method == "POST" else None, method=method,
+                     timeout=timeout, error=MonitoringError)
     if path.startswith("/-/"):
         return body
     return json.loads(body)["data"]

@@ -107,6 +107,24 @@ def answers(url: str, timeout: float = 2, cafile: str = "", also: tuple[int, ...
         return False
 
 
+def http_text(target: str, service: str, port_param: str, *, data: bytes | None = None, method: str | None = None,
+              headers: dict[str, str] | None = None, timeout: float = 10, error: type[KitError] | None = None) -> str:
+    """One HTTP request to a service beside buildkitd; its body as text. A refusal or no
+    answer raises `error` (ProgramError by default) naming the service and the fix."""
+    error = error or ProgramError
+    method = method or ("POST" if data is not None else "GET")
+    req = urllib.request.Request(target, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise error(f"{service}: {method} {target}: HTTP {exc.code} {exc.read().decode(errors='replace').strip()[:500]}",
+                    f"read the {service} log under the state directory's log/") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise error(f"{service} does not answer {target} ({exc})",
+                    f"start it: apply the configure runbook with {port_param} set") from None
+
+
 def port_taken(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

@@ -223,7 +223,6 @@ def verify_fresh(layout: Layout, params: Semantics, apply: bool) -> Outcome:
     cache and rebuilds it: every step CACHED. Check mode runs no build. The fresh
     builder's state is its own, so this step changes nothing that stays."""
     from .cache import fresh_builder
-    from .programs import daemon_environment, wanted
 
     base = warm_backend(params, layout)
     chosen = targets(params)
@@ -231,7 +230,7 @@ def verify_fresh(layout: Layout, params: Semantics, apply: bool) -> Outcome:
         return Outcome.skipped(f"check mode runs no build; apply rebuilds {len(chosen)} target(s) on a fresh builder"
                                f" importing {base.kind}")
     lines, total, seconds = [], 0, 0.0
-    with fresh_builder(layout, daemon_env=daemon_environment(wanted(layout, params))) as fresh:
+    with fresh_builder(layout, params) as fresh:
         for t in chosen:
             result = rebuild_all_cached(fresh, params, backend_of(base, t), t)
             n = len(work_steps(result))
