@@ -7,9 +7,14 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from runbook_checks import layout, params, quarantine, runner, stack
-from runbook_checks.errors import KitError
-from runbook_checks.results import print_recap
+from runbook_checks.core import layout, profiles, runner
+from runbook_checks.core.errors import KitError
+from runbook_checks.core.paths import PROJECT_ROOT, runs_dir
+from runbook_checks.core.results import print_recap
+from runbook_checks.daemon import stack
+from runbook_checks.plugins import quarantine
+
+RUNBOOKS = profiles.list_runbooks()
 
 
 def _console():
@@ -39,8 +44,8 @@ LIST_WORDS = ("--list", "-l", "list")
 
 
 @task(iterable=["set_"], positional=["name"], help={
-    "name": "the runbook to run (install, configure, verify), or --list to list them with their parameters",
-    "profile": "lab | ci | production",
+    "name": f"the runbook to run ({', '.join(RUNBOOKS)}), or --list to list them with their parameters",
+    "profile": " | ".join(profiles.PROFILES),
     "mode": "check (change nothing, show the diff) | apply",
     "set_": "override a parameter: --set key=value (repeatable)",
 })
@@ -162,7 +167,7 @@ def prune(c, profile="lab", mode="apply", set_=None):
 
 
 def _lab_quarantine_dir() -> Path:
-    values = params.load_profile("lab")
+    values = profiles.load_profile("lab")
     lab = layout.for_params({"profile": "lab", "state_dir": values.get("state_dir") or ""})
     return quarantine.resolve_dir(values.get("quarantine_dir") or "", lab)
 
@@ -211,11 +216,12 @@ def bench_cache(c, workloads="", backends="registry,s3,local", state_dir="", reg
     the registry or S3 cache of a Debian workload is not 5x faster than cold, all CACHED."""
     from rich.console import Console
 
-    from runbook_checks import bench, files
+    from runbook_checks.cache import bench
+    from runbook_checks.core import files
 
-    lab = params.load_profile("lab")
-    target = bench.Target(layout.for_params({"profile": "lab", "state_dir": state_dir or lab.get("state_dir") or ""}),
-                          int(registry_port or lab["registry_port"]), int(s3_port or lab["s3_port"]))
+    values = profiles.load_profile("lab")
+    lab = bench.Lab(layout.for_params({"profile": "lab", "state_dir": state_dir or values.get("state_dir") or ""}),
+                    int(registry_port or values["registry_port"]), int(s3_port or values["s3_port"]))
     names = tuple(b.strip() for b in backends.split(",") if b.strip())
     stamp = files.stamp()
     # a pipe or a log gets the whole recap table, not one cut to 80 columns
@@ -226,18 +232,18 @@ def bench_cache(c, workloads="", backends="registry,s3,local", state_dir="", reg
             raise Exit(f"--backends: {', '.join(unknown)} is not a benchmark backend; use {', '.join(bench.BACKENDS)}",
                        code=2)
         chosen = bench.workloads([w.strip() for w in workloads.split(",") if w.strip()])
-        records = bench.run(target, chosen, stamp, names, say=lambda m: console.print(m, soft_wrap=True,
+        records = bench.run(lab, chosen, stamp, names, say=lambda m: console.print(m, soft_wrap=True,
                                                                                      highlight=False),
                             keep_caches=keep_caches)
     except KitError as exc:
         raise Exit(f"error: {exc}", code=2)
     caption = f"run {stamp} on {bench.machine()}"
-    path = bench.write_results(records, runner.runs_dir(), stamp)
+    path = bench.write_results(records, runs_dir(), stamp)
     png = bench.plot(records, path.with_suffix(".png"), caption)
     console.print(bench.recap_table(records, f"cache benchmark {stamp}"))
     console.print(f"results: {path}\nplot:    {png}", soft_wrap=True)
     if publish:
-        bench.publish(records, png, params.PROJECT_ROOT / "docs/guides/cache-benchmark.md", caption)
+        bench.publish(records, png, PROJECT_ROOT / "docs/guides/cache-benchmark.md", caption)
         console.print("published to docs/guides/cache-benchmark.md")
     debian = tuple(w.name for w in chosen if any("debian" in b for b in w.bases))
     misses = bench.verdict(records, debian)

@@ -1,17 +1,46 @@
-"""What a runbook's second cell builds from its parameters: the validated parameters,
-the layout, the report, and the service manager. Keeps notebook cells to one call each."""
+"""What a runbook's second cell builds from its parameters: the validated parameters, the
+layout, the report, the daemon's manager and the services beside it. This is where the
+domains meet for a runbook (the top layer: it may import every package), so notebook
+cells stay one call each.
+
+`PROGRAMS` is the catalogue of those services: a new one adds a line here, its port
+parameter to the install and configure runbooks, and to core.params.Semantics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
-from . import BUILDKIT_VERSION, layout as layout_mod, service
-from .config import BuildkitdConfig, read_debug_port
-from .layout import Layout
-from .params import Semantics, validate
-from .results import Report
+from .cache import registry, s3
+from .core import layout as layout_mod
+from .core.layout import Layout
+from .core.params import Semantics, validate
+from .core.results import Report
+from .daemon import service
+from .daemon.config import BuildkitdConfig, read_debug_port
+from .daemon.install import BUILDKIT_VERSION
+from .daemon.programs import Program
+from .daemon.systemd import Limits
+from .monitoring import alertmanager, exporter, prometheus, sink
+from .plugins.buildx import BUILDX_VERSION
+
+# (port parameter, factory): a program runs beside buildkitd when its port parameter is not 0
+PROGRAMS: tuple[tuple[str, Callable[[Layout, dict], Program]], ...] = (
+    ("exporter_port", exporter.program),
+    ("registry_port", registry.program),
+    ("s3_port", s3.program),
+    ("prometheus_port", prometheus.program),
+    ("node_exporter_port", prometheus.node_exporter_program),
+    ("alertmanager_port", alertmanager.program),
+    ("notify_sink_port", sink.program),
+)
+
+
+def programs(layout: Layout, params: Semantics | dict) -> list[Program]:
+    """The services beside buildkitd the parameters ask for."""
+    values = params if isinstance(params, dict) else params.model_dump()
+    return [factory(layout, values) for key, factory in PROGRAMS if values.get(key)]
 
 
 @dataclass
@@ -31,8 +60,6 @@ class Session:
 
     @property
     def buildx_version(self) -> str:
-        from .buildx import BUILDX_VERSION
-
         return self.params.buildx_version or BUILDX_VERSION
 
     @property
@@ -46,15 +73,13 @@ class Session:
             return None
         return service.manager_for(self.layout, self.params.service_manager)
 
-    def programs(self) -> list:
-        """The services beside buildkitd its parameters ask for (runbook_checks.programs)."""
-        from .programs import wanted
+    def programs(self) -> list[Program]:
+        """The services beside buildkitd its parameters ask for (PROGRAMS)."""
+        return programs(self.layout, self.params)
 
-        return wanted(self.layout, self.params)
-
-    def limits(self) -> service.Limits:
+    def limits(self) -> Limits:
         p = self.params
-        return service.Limits(p.cpu_quota, p.memory_max, p.io_weight, p.tasks_max)
+        return Limits(p.cpu_quota, p.memory_max, p.io_weight, p.tasks_max)
 
     @property
     def log_where(self) -> str:

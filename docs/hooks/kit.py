@@ -84,7 +84,7 @@ SETTINGS = [
     ("worker.oci.snapshotter", "`snapshotter`", ""),
     ("worker.oci.max-parallelism", "`max_parallelism`", ""),
     ("worker.oci.gc", "`gc`", ""),
-    ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.config.DEFAULT_GC_POLICY`"),
+    ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.daemon.config.DEFAULT_GC_POLICY`"),
     ("worker.containerd.enabled", "(fixed)", "standalone BuildKit: no containerd worker"),
     ('registry."HOST".mirrors', "`registry_mirrors`", "one table per registry host; written only when set"),
     ('registry."HOST".http', "`registry_port`, `registry_tls`", "`true` for the lab's local registry"
@@ -107,12 +107,12 @@ class Kit:
         self.root = root
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
-        from runbook_checks import params, runner
+        from runbook_checks.core import profiles, runner
 
-        self.params = params
+        self.kit_profiles = profiles
         self.described = runner.describe()  # {runbook: {parameter: {type, default, help}}}
-        self.notebooks = {name: params.runbook_path(name) for name in self.described}
-        self.profiles = {p: params.load_profile(p) for p in params.PROFILES}
+        self.notebooks = {name: profiles.runbook_path(name) for name in self.described}
+        self.profiles = {p: profiles.load_profile(p) for p in profiles.PROFILES}
 
     def check_runbook(self, name: str | None, marker: str, page: str) -> str:
         if name not in self.described:
@@ -154,11 +154,12 @@ class Kit:
         return self._configs
 
     def _render_configs(self) -> dict[str, Any]:
-        from runbook_checks import config, layout
+        from runbook_checks.core import layout
+        from runbook_checks.daemon import config
 
         out = {}
-        for profile in self.params.PROFILES:
-            values = self.params.resolve("configure", profile, "check")
+        for profile in self.kit_profiles.PROFILES:
+            values = self.kit_profiles.resolve("configure", profile, "check")
             state = values.get("state_dir") or PLACEHOLDER_STATE
             lay = layout.for_params({"profile": profile, "state_dir": state})
             port = values.get("debug_port") or PLACEHOLDER_PORT
@@ -170,9 +171,10 @@ class Kit:
         The optional keys are switched on for this check."""
         import tomlkit
 
-        from runbook_checks import config, layout
+        from runbook_checks.core import layout
+        from runbook_checks.daemon import config
 
-        values = dict(self.params.resolve("configure", "production", "check"),
+        values = dict(self.kit_profiles.resolve("configure", "production", "check"),
                       insecure_entitlements=["network.host"], registry_mirrors={"docker.io": ["mirror:5000"]},
                       registry_port=15000,
                       registry_tls={"registry.example:443": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/c.key"}})
@@ -219,9 +221,11 @@ class Kit:
         return "\n".join(rows)
 
     def profile_files(self) -> str:
+        from runbook_checks.core.paths import PROFILES_DIR
+
         tabs = []
-        for profile in self.params.PROFILES:
-            path = self.params.PROFILES_DIR / f"{profile}.yaml"
+        for profile in self.kit_profiles.PROFILES:
+            path = PROFILES_DIR / f"{profile}.yaml"
             tabs.append(tab(profile, f"```yaml title=\"notebooks/profiles/{path.name}\"\n{path.read_text()}```"))
         return "\n".join(tabs)
 

@@ -1,0 +1,16 @@
+"""Where the checkout is and where run records go: the kit's fixed paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+PROFILES_DIR = NOTEBOOKS / "profiles"
+WORKLOADS_DIR = PROJECT_ROOT / "workloads"
+
+
+def runs_dir() -> Path:
+    """Where run records go: $BUILDKIT_OPS_RUNS_DIR, else runs/ in the checkout."""
+    return Path(os.environ.get("BUILDKIT_OPS_RUNS_DIR") or PROJECT_ROOT / "runs")

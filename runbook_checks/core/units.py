@@ -1,0 +1,61 @@
+"""Sizes and durations as the kit's parameters take them: bytes or units or a share of
+the disk (buildkitd.toml), seconds or w/d/h/m/s, and Prometheus durations."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ByteSize
+
+from .errors import ParameterError
+
+_DURATION = re.compile(r"^\s*(?:(\d+)w)?\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
+
+
+def parse_size(value: Any, name: str = "size") -> int | str:
+    """Bytes as an int, or a percentage of the disk as "N%" (BuildKit accepts both).
+
+    Accepts 512000000, "512MB", "10GiB", "1.5 GB", "10%"."""
+    if isinstance(value, bool):
+        raise ParameterError(f"{name}: {value!r} is not a size", 'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage ("10%")')
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = value.strip()[:-1].strip()
+        if number.isdigit() and 0 < int(number) <= 100:
+            return f"{int(number)}%"
+        raise ParameterError(f"{name}: {value!r} is not a percentage between 1% and 100%", 'write it like "10%"')
+    try:
+        size = int(ByteSize._validate(value, None)) if not isinstance(value, int) else value
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(
+            f"{name}: {value!r} is not a size ({exc})",
+            'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage of the disk ("10%")',
+        ) from None
+    if size < 0:
+        raise ParameterError(f"{name}: {value!r} is negative", "sizes are zero or more bytes")
+    return size
+
+
+def parse_duration(value: Any, name: str = "duration") -> int:
+    """Seconds. Accepts 172800, "48h", "2d", "1w 2d", "90m", "30s"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _DURATION.match(str(value)) if isinstance(value, str) and value.strip() else None
+    if not match or not any(match.groups()):
+        raise ParameterError(f"{name}: {value!r} is not a duration", 'use seconds (172800) or units w/d/h/m/s ("48h", "7d")')
+    w, d, h, m, s = (int(g or 0) for g in match.groups())
+    return (((w * 7 + d) * 24 + h) * 60 + m) * 60 + s
+
+
+def prom_minutes(duration: str) -> float:
+    """A Prometheus duration ("90s", "5m", "2h", "1d") in minutes."""
+    match = re.fullmatch(r"(\d+)(ms|s|m|h|d|w|y)", duration.strip())
+    if not match:
+        raise ParameterError(f"{duration!r} is not a Prometheus duration", 'write it like "30s", "5m" or "2h"')
+    factor = {"ms": 1 / 60000, "s": 1 / 60, "m": 1, "h": 60, "d": 1440, "w": 10080, "y": 525600}[match.group(2)]
+    return int(match.group(1)) * factor
+
+
+def prom_seconds(duration: str) -> int:
+    """A Prometheus duration in whole seconds."""
+    return round(prom_minutes(duration) * 60)

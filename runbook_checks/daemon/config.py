@@ -1,0 +1,173 @@
+"""A typed model of buildkitd.toml: build it from validated parameters, render TOML,
+diff it against the file on disk, write it atomically with a backup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from ..core import files
+from ..core.errors import ConfigError
+from ..core.layout import Layout
+from ..core.params import GcRule, Semantics
+from ..core.results import Outcome
+
+HEADER = "# Managed by buildkit-ops (runbook: configure). Local edits are replaced on the next apply;\n" \
+         "# the previous file is kept in the backup directory.\n"
+
+# The kit's tiered GC policy when a profile gives none: short retention for cache mounts
+# and local/git sources, bounded space for everything else.
+# Tiered, and ordered from the most disposable records to the hard bound. A rule's
+# keepDuration exempts every record used within that time from the rule, limits
+# included: so the rule that bounds the cache's size carries no keepDuration (measured on
+# v0.34: with keepDuration 1h, a 20MB maxUsedSpace let the cache grow to 45MB; without,
+# GC brought it to 18MB about a minute after the builds).
+DEFAULT_GC_POLICY = [
+    # 1. context uploads, cache mounts and git checkouts unused for 48h
+    {"filters": ["type==source.local", "type==exec.cachemount", "type==source.git.checkout"],
+     "keep_duration": "48h"},
+    # 2. anything unused for 30 days
+    {"all": True, "keep_duration": "30d"},
+    # 3. the hard bound: the oldest-used records go until the cache fits
+    {"all": True, "reserved_space": "2GB", "max_used_space": "20GB", "min_free_space": "5GB"},
+]
+
+# TOML key for each GcRule field (BuildKit ≥ 0.17 names).
+GC_KEYS = {"all": "all", "filters": "filters", "keep_duration": "keepDuration",
+           "reserved_space": "reservedSpace", "max_used_space": "maxUsedSpace",
+           "min_free_space": "minFreeSpace"}
+
+
+@dataclass
+class BuildkitdConfig:
+    root: str
+    addresses: list[str]
+    debug_address: str
+    log_format: str = "json"
+    log_level: str = "info"
+    history_max_age: int = 172800
+    history_max_entries: int = 50
+    snapshotter: str = "auto"
+    max_parallelism: int = 4
+    gc: bool = True
+    gc_policy: list[GcRule] = field(default_factory=list)
+    insecure_entitlements: list[str] = field(default_factory=list)
+    registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
+    http_registries: list[str] = field(default_factory=list)
+    registry_tls: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> {ca, cert, key} paths
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
+        sem = Semantics.model_validate(params)
+        rules = sem.gc_policy or [GcRule.model_validate(r) for r in DEFAULT_GC_POLICY]
+        addresses = [layout.address] + ([sem.tcp_address] if sem.tcp_address else [])
+        return cls(
+            root=str(layout.root_dir), addresses=addresses, debug_address=f"127.0.0.1:{debug_port}",
+            log_format=sem.log_format, log_level=sem.log_level,
+            history_max_age=sem.history_max_age, history_max_entries=sem.history_max_entries,
+            snapshotter=sem.snapshotter, max_parallelism=sem.max_parallelism, gc=sem.gc,
+            gc_policy=rules, insecure_entitlements=list(sem.insecure_entitlements),
+            registry_mirrors=dict(sem.registry_mirrors),
+            http_registries=[f"127.0.0.1:{sem.registry_port}"] if sem.registry_port else [],
+            registry_tls={host: tls.model_dump() for host, tls in sem.registry_tls.items()},
+        )
+
+    def to_toml(self) -> str:
+        doc = tomlkit.document()
+        doc.add("root", self.root)
+        if self.insecure_entitlements:
+            doc.add("insecure-entitlements", self.insecure_entitlements)
+        log = tomlkit.table()
+        log.add("format", self.log_format)
+        log.add("level", self.log_level)
+        doc.add("log", log)
+        grpc = tomlkit.table()
+        grpc.add("address", self.addresses)
+        grpc.add("debugAddress", self.debug_address)
+        doc.add("grpc", grpc)
+        history = tomlkit.table()
+        history.add("maxAge", self.history_max_age)
+        history.add("maxEntries", self.history_max_entries)
+        doc.add("history", history)
+        oci = tomlkit.table()
+        oci.add("enabled", True)
+        oci.add("snapshotter", self.snapshotter)
+        oci.add("max-parallelism", self.max_parallelism)
+        oci.add("gc", self.gc)
+        policy = tomlkit.aot()
+        for rule in self.gc_policy:
+            entry = tomlkit.table()
+            for name, key in GC_KEYS.items():
+                value = getattr(rule, name)
+                if value not in (None, False, []):
+                    entry.add(key, value)
+            policy.append(entry)
+        oci.add("gcpolicy", policy)
+        worker = tomlkit.table(is_super_table=True)
+        worker.add("oci", oci)
+        containerd = tomlkit.table()
+        containerd.add("enabled", False)
+        worker.add("containerd", containerd)
+        doc.add("worker", worker)
+        hosts = sorted(set(self.registry_mirrors) | set(self.http_registries) | set(self.registry_tls))
+        if hosts:
+            registry = tomlkit.table(is_super_table=True)
+            for host in hosts:
+                entry = tomlkit.table()
+                if host in self.registry_mirrors:
+                    entry.add("mirrors", self.registry_mirrors[host])
+                if host in self.http_registries:  # the lab's local registry speaks plain HTTP
+                    entry.add("http", True)
+                tls = self.registry_tls.get(host) or {}
+                if tls and host not in self.http_registries:
+                    # BuildKit speaks plain HTTP to a loopback registry unless told otherwise
+                    entry.add("http", False)
+                if tls.get("ca"):
+                    entry.add("ca", [tls["ca"]])
+                if tls.get("cert"):
+                    pair = tomlkit.aot()
+                    pair.append(tomlkit.item({"key": tls["key"], "cert": tls["cert"]}))
+                    entry.add("keypair", pair)
+                registry.add(host, entry)
+            doc.add("registry", registry)
+        return HEADER + tomlkit.dumps(doc)
+
+
+def read_debug_port(path: Path) -> int | None:
+    """The debug port of the config on disk, so that `debug_port = 0` (pick one) stays
+    stable across runs without keeping any state of our own."""
+    text = files.read_text(path)
+    if not text:
+        return None
+    try:
+        address = tomlkit.parse(text).get("grpc", {}).get("debugAddress", "")
+        return int(str(address).rsplit(":", 1)[1])
+    except (Exception,):  # an unreadable file is reported by the config step, not here
+        return None
+
+
+def write_config(layout: Layout, config: BuildkitdConfig, apply: bool) -> Outcome:
+    """Converge buildkitd.toml: ok if equal, else a diff (check) or a backup + atomic
+    write (apply). Restarting the daemon is the service step's job."""
+    for host, tls in config.registry_tls.items():
+        for name, path in tls.items():
+            if path and not Path(path).is_file():
+                raise ConfigError(f"registry_tls.{host}.{name}: {path} does not exist, and buildkitd would fail to"
+                                  f" reach {host} with it", "put the file there first (the kit never writes"
+                                  " certificates or keys), or fix the path")
+    path = layout.config_path
+    outcome = files.converge({path: config.to_toml()}, apply, layout.backup_dir, config_path=str(path))
+    saved = outcome.backups.get(str(path), "")
+    if saved:
+        outcome.message += f"; previous file kept as {saved}"
+    if apply and outcome.status == "changed":
+        outcome.facts["config_backup"] = saved
+    return outcome
+
+
+def latest_backup(layout: Layout) -> Path | None:
+    backups = sorted(layout.backup_dir.glob(f"{layout.config_path.name}.*"))
+    return backups[-1] if backups else None

@@ -1,0 +1,176 @@
+"""buildkitd under systemd (production): buildkit.socket + buildkit.service with socket
+activation and resource control, checked by `systemd-analyze verify` before they are
+written, and `systemctl` on a host where systemd is PID 1."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import ServiceError
+from ..core.layout import Layout
+from .install import RUNC_PATH
+
+
+def systemd_is_pid1() -> bool:
+    try:
+        return Path("/proc/1/comm").read_text().strip() == "systemd"
+    except OSError:
+        return False
+
+
+@dataclass
+class Limits:
+    cpu_quota: str = ""
+    memory_max: str = ""
+    io_weight: int = 100
+    tasks_max: int = 4096
+
+    def cgroup(self) -> dict[str, str]:
+        """What these properties look like in the daemon's cgroup (v2) under systemd."""
+        expected = {"io.weight": f"default {self.io_weight}", "pids.max": str(self.tasks_max)}
+        if self.cpu_quota:
+            expected["cpu.max"] = f"{int(self.cpu_quota.rstrip('%')) * 1000} 100000"
+        if self.memory_max:
+            expected["memory.max"] = self.memory_max
+        return expected
+
+
+def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: Path | None = None) -> dict[str, str]:
+    """buildkit.socket + buildkit.service with socket activation and resource control.
+
+    Paths are the host's (`prefix` is where the binaries live on the real host)."""
+    exe = (prefix or Path("/usr/local/bin")) / "buildkitd"
+    config = "/" + str(layout.config_path.relative_to(layout.state_dir)) if layout.style == "fhs" else str(layout.config_path)
+    tcp = f" --addr {tcp_address}" if tcp_address else ""
+    control = [f"IOWeight={limits.io_weight}", f"TasksMax={limits.tasks_max}"]
+    if limits.cpu_quota:
+        control.insert(0, f"CPUQuota={limits.cpu_quota}")
+    if limits.memory_max:
+        control.insert(0, f"MemoryMax={limits.memory_max}")
+    service = textwrap.dedent(f"""\
+        # Managed by buildkit-ops (runbook: install).
+        [Unit]
+        Description=BuildKit daemon (standalone)
+        Documentation=https://github.com/moby/buildkit
+        Requires=buildkit.socket
+        After=buildkit.socket network-online.target
+        Wants=network-online.target
+
+        [Service]
+        Type=notify
+        Environment=PATH={RUNC_PATH}
+        ExecStart={exe} --config {config} --addr fd://{tcp}
+        Restart=on-failure
+        RestartSec=2s
+        TimeoutStopSec=60s
+        KillMode=mixed
+        Delegate=yes
+        LimitNOFILE=1048576
+        OOMScoreAdjust=-500
+        """) + "\n".join(control) + textwrap.dedent("""
+
+        [Install]
+        WantedBy=multi-user.target
+        """)
+    sock = textwrap.dedent("""\
+        # Managed by buildkit-ops (runbook: install).
+        [Unit]
+        Description=BuildKit daemon socket
+
+        [Socket]
+        ListenStream=/run/buildkit/buildkitd.sock
+        SocketMode=0660
+        SocketUser=root
+        SocketGroup=root
+        DirectoryMode=0750
+
+        [Install]
+        WantedBy=sockets.target
+        """)
+    return {"buildkit.service": service, "buildkit.socket": sock}
+
+
+def verify_units(unit_dir: Path, names: list[str]) -> None:
+    """`systemd-analyze verify`; any warning about our units counts as a failure (it
+    exits 0 on some invalid values)."""
+    tool = shutil.which("systemd-analyze")
+    if not tool:
+        raise ServiceError("systemd-analyze is not installed, so the units cannot be verified",
+                           "apt-get install systemd (the units are written only after they verify)")
+    paths = [str(unit_dir / n) for n in names]
+    proc = subprocess.run([tool, "verify", "--man=no", *paths], capture_output=True, text=True, timeout=120)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines()
+            if any(n in line for n in names) or proc.returncode]
+    if proc.returncode or ours:
+        raise ServiceError("systemd-analyze verify rejected the units:\n" + "\n".join(ours or [proc.stderr]),
+                           "fix the resource-control parameters named above (cpu_quota, memory_max, io_weight, tasks_max)")
+
+
+class Systemd:
+    """systemctl on a host where systemd is PID 1."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess:
+        # checked on use, not on creation, so the failure is a recorded step of the runbook
+        if not systemd_is_pid1():
+            raise ServiceError("systemd is not PID 1 on this host, so buildkit.service cannot run here",
+                               "use --set service_manager=supervisor (or auto) on hosts without systemd")
+        return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+
+    def info(self) -> dict[str, Any]:
+        out = self._ctl("show", "buildkit.service", "-p", "ActiveState,MainPID,ExecMainStartTimestampMonotonic").stdout
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        state = {"active": "RUNNING", "activating": "STARTING"}.get(props.get("ActiveState", ""), "STOPPED")
+        boot = time.time() - time.monotonic()
+        start = boot + int(props.get("ExecMainStartTimestampMonotonic", "0") or 0) / 1e6
+        return {"state": state, "pid": int(props.get("MainPID", "0") or 0), "start": start, "spawnerr": ""}
+
+    def log_lines(self) -> list[str]:
+        """The running buildkitd's lines in the journal (its MainPID's messages)."""
+        pid = self.info()["pid"]
+        out = subprocess.run(["journalctl", "-u", "buildkit.service", f"_PID={pid}", "-o", "cat", "--no-pager",
+                              "-n", "5000"], capture_output=True, text=True, timeout=60)
+        return [ln for ln in out.stdout.splitlines() if ln.strip()]
+
+    def start(self) -> None:
+        self._ctl("daemon-reload")
+        self._ctl("enable", "--now", "buildkit.socket")
+        self._ctl("start", "buildkit.service")
+
+    def reload_conf(self) -> None:
+        self._ctl("daemon-reload")
+
+    def restart(self) -> None:
+        self._ctl("restart", "buildkit.service")
+
+    def stop(self) -> None:
+        self._ctl("stop", "buildkit.service", "buildkit.socket")
+
+
+def host_bin_dir(layout: Layout) -> Path:
+    """Where the binaries are on the real host (an FHS tree may be rendered elsewhere)."""
+    return Path("/") / layout.bin_dir.relative_to(layout.state_dir) if layout.style == "fhs" else layout.bin_dir
+
+
+def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
+    """Verify units in a scratch directory before anything is written.
+
+    systemd-analyze checks ExecStart against this host's paths; when the units are
+    rendered into a tree (state_dir other than /) or before the binaries exist, the
+    scratch copy points at the tree's binary, or /bin/true: this step verifies unit
+    syntax and values, the binaries step owns the binary."""
+    host_exe = str(host_bin_dir(layout) / "buildkitd")
+    exe = next((str(p) for p in (Path(host_exe), layout.buildkitd) if p.exists()), "/bin/true")
+    with tempfile.TemporaryDirectory() as scratch:
+        for path, text in units.items():
+            (Path(scratch) / path.name).write_text(text.replace(f"ExecStart={host_exe} ", f"ExecStart={exe} "))
+        verify_units(Path(scratch), [p.name for p in units])
