@@ -14,7 +14,11 @@ The site shows what the kit really does, so the facts come from the kit, at buil
                                  value per profile, BuildKit's own default
   <!-- kit:buildkitd-toml -->    the buildkitd.toml each profile renders, one tab each
   <!-- kit:profiles -->          notebooks/profiles/*.yaml verbatim, one tab each
-  <!-- kit:modules -->           runbook_checks' modules, each with its docstring's summary
+  <!-- kit:packages -->          runbook_checks' packages in layer order, each module with
+                                 its docstring's summary
+  <!-- kit:metrics SOURCE -->    the metrics of one source (buildkitd, exporter, node,
+                                 prometheus) or the recording rules (rules), from
+                                 runbook_checks.monitoring.metrics
 
 A marker naming an unknown runbook fails the build; a runbook without a page that
 carries its parameters marker is a warning (so `mkdocs build --strict` fails).
@@ -206,19 +210,40 @@ class Kit:
             tabs.append(tab(profile, f"```toml title=\"buildkitd.toml ({profile})\"\n{text}```"))
         return "\n".join(tabs)
 
-    def modules(self) -> str:
+    def packages(self) -> str:
+        """Each package of runbook_checks in layer order (pyproject.toml's contract), its
+        docstring, and a table of its modules with their docstrings' first sentence."""
         import ast
+        import tomllib
 
-        rows = ["| module | job |", "|---|---|"]
-        for path in sorted((self.root / "runbook_checks").glob("*.py")):
-            if path.name == "__init__.py":
-                continue
-            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-            summary = " ".join(doc.split("\n\n")[0].split())
-            if not summary:
-                log.warning("runbook_checks/%s has no module docstring to show in the reference", path.name)
-            rows.append(f"| `{path.stem}` | {cell(summary)} |")
-        return "\n".join(rows)
+        config = tomllib.loads((self.root / "pyproject.toml").read_text())["tool"]["importlinter"]
+        layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+        out = []
+        for layer in layers:
+            for name in (n.strip() for n in re.split(r"[|:]", layer)):
+                path = self.root / "runbook_checks" / name
+                init = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+                out += [f"### `{name}`", "", summary(ast.get_docstring(ast.parse(init.read_text())) or ""), ""]
+                if not path.is_dir():
+                    continue
+                rows = ["| module | lines | job |", "|---|---:|---|"]
+                for module in sorted(path.glob("*.py")):
+                    if module.name == "__init__.py":
+                        continue
+                    text = module.read_text()
+                    doc = summary(ast.get_docstring(ast.parse(text)) or "")
+                    if not doc:
+                        log.warning("runbook_checks/%s/%s has no docstring to show in the reference", name, module.name)
+                    rows.append(f"| `{name}.{module.stem}` | {text.count(chr(10))} | {cell(doc)} |")
+                out += rows + [""]
+        return "\n".join(out)
+
+    def metrics(self, source: str) -> str:
+        from runbook_checks.monitoring import metrics
+
+        if source not in metrics.TABLES:
+            raise PluginError(f"<!-- kit:metrics {source} -->: use one of {', '.join(metrics.TABLES)}")
+        return metrics.table(source)
 
     def profile_files(self) -> str:
         from runbook_checks.core.paths import PROFILES_DIR
@@ -233,6 +258,11 @@ class Kit:
 # --------------------------------------------------------------------------------------
 # formatting
 # --------------------------------------------------------------------------------------
+def summary(doc: str) -> str:
+    """A docstring's first paragraph on one line."""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def cell(text: str) -> str:
     """Text that is safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -397,8 +427,10 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
             return _kit.toml_tabs()
         if kind == "profiles":
             return _kit.profile_files()
-        if kind == "modules":
-            return _kit.modules()
+        if kind == "packages":
+            return _kit.packages()
+        if kind == "metrics":
+            return _kit.metrics(arg or "")
         raise PluginError(f"{where}: unknown marker <!-- kit:{kind} -->")
 
     return MARKER.sub(replace, markdown)
