@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import layout as layout_mod, registry, runner, service, stack
+from runbook_checks.cache import registry
+from runbook_checks.core import layout as layout_mod, runner
+from runbook_checks.daemon import service, stack
 
 
 def short_tmpdir(prefix: str) -> Path:
@@ -46,7 +48,7 @@ def ci_daemon(runs_base):
         stop_and_remove(state_dir)
 
 
-def fresh_builder(prefix: str, runs_base, *sets: str):
+def installed_builder(prefix: str, runs_base, *sets: str):
     """A new buildkitd with an empty root, installed and configured by the runbooks (the
     caller removes it with stop_and_remove; a failed start removes it here)."""
     state = short_tmpdir(prefix)
@@ -67,7 +69,7 @@ def registry_builder(runs_base):
     `invoke up` passes them for the lab. Yields (layout, registry port); the S3 server's
     port comes from the `s3_port` fixture."""
     port, s3_port = service.free_port(), service.free_port()
-    layout = fresh_builder("bkreg-", runs_base, f"registry_port={port}", f"s3_port={s3_port}")
+    layout = installed_builder("bkreg-", runs_base, f"registry_port={port}", f"s3_port={s3_port}")
     try:
         registry.wait_ready(port, log=registry.log_path(layout))
         yield layout, port
@@ -80,7 +82,7 @@ def s3_port(registry_builder) -> int:
     """The S3 server's port beside registry_builder (from its supervisord.conf)."""
     from urllib.parse import urlparse
 
-    from runbook_checks import programs
+    from runbook_checks.daemon import programs
 
     layout, _ = registry_builder
     return urlparse(programs.served_urls(layout.supervisor_conf.read_text())["s3"]).port

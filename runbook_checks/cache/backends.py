@@ -336,9 +336,10 @@ def kind_of(kind: str) -> type[CacheBackend]:
     return KINDS[kind]
 
 
-def make(kind: str, target: str, **options: Any) -> CacheBackend:
-    """The backend of `kind` on `target` (a ref, a bucket, a directory)."""
-    return kind_of(kind)(target, **options)
+def make(kind: str, target: str, *options: Any, **named: Any) -> CacheBackend:
+    """The backend of `kind` on `target` (a ref, a bucket, a directory), then mode,
+    compression, ignore_error as its class takes them."""
+    return kind_of(kind)(target, *options, **named)
 
 
 def backend_from_params(p: dict, layout: Layout) -> CacheBackend:

@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runbook_checks import params, runner  # noqa: E402
+from runbook_checks.core import paths, profiles, runner  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def test_strict_build_succeeds(site):
     assert (site / "sitemap.xml").is_file()
 
 
-@pytest.mark.parametrize("runbook", params.list_runbooks())
+@pytest.mark.parametrize("runbook", profiles.list_runbooks())
 def test_runbook_page_has_generated_parameter_table(site, runbook):
     page = site / "runbooks" / runbook / "index.html"
     assert page.is_file(), f"no page for runbook {runbook}"
@@ -119,9 +119,9 @@ def test_install_page_lists_buildkit_version(site):
     assert "lab | ci | production" in row[-1]
 
 
-@pytest.mark.parametrize("runbook", params.list_runbooks())
+@pytest.mark.parametrize("runbook", profiles.list_runbooks())
 def test_notebook_is_rendered_not_executed(site, runbook):
-    source = params.runbook_path(runbook)
+    source = profiles.runbook_path(runbook)
     page = site / "notebooks" / source.stem / "index.html"
     assert page.is_file(), f"{source.name} was not rendered"
     html = page.read_text(encoding="utf-8")
@@ -130,7 +130,7 @@ def test_notebook_is_rendered_not_executed(site, runbook):
 
 
 def _profile_value(profile: str, key: str, runbook: str = "configure"):
-    data = yaml.safe_load((params.PROFILES_DIR / f"{profile}.yaml").read_text()) or {}
+    data = yaml.safe_load((paths.PROFILES_DIR / f"{profile}.yaml").read_text()) or {}
     if key in data:
         return data[key]
     return yaml.safe_load(runner.describe()[runbook][key]["default"])
@@ -139,15 +139,15 @@ def _profile_value(profile: str, key: str, runbook: str = "configure"):
 def test_reference_has_max_parallelism_per_profile(site):
     parsed = parse(site / "reference" / "buildkitd-toml" / "index.html")
     header, row = table_row(parsed, "worker.oci.max-parallelism")
-    assert header[2:5] == list(params.PROFILES)
-    for column, profile in enumerate(params.PROFILES, start=2):
+    assert header[2:5] == list(profiles.PROFILES)
+    for column, profile in enumerate(profiles.PROFILES, start=2):
         assert row[column] == str(_profile_value(profile, "max_parallelism")), (profile, row)
     assert row[5] == "0: no limit"  # BuildKit's own default
 
 
 def test_reference_shows_each_profiles_toml(site):
     html = (site / "reference" / "buildkitd-toml" / "index.html").read_text(encoding="utf-8")
-    for profile in params.PROFILES:
+    for profile in profiles.PROFILES:
         assert f"buildkitd.toml ({profile})" in html
 
 

@@ -3,14 +3,14 @@ registry and local backends of the session's registry builder. Counts, not timin
 
 from __future__ import annotations
 
-from runbook_checks import bench, registry
+from runbook_checks.cache import bench, registry
 
 
 def test_the_small_workload_through_every_scenario(registry_builder):
     layout, port = registry_builder
-    target = bench.Target(layout, port, 0)
+    lab = bench.Lab(layout, port, 0)
     lines: list[str] = []
-    records = bench.run(target, bench.workloads(["small"]), "20260101T000000.000000Z", ("registry", "local"),
+    records = bench.run(lab, bench.workloads(["small"]), "20260101T000000.000000Z", ("registry", "local"),
                         say=lines.append)
     got = {r.scenario: r for r in records}
     assert list(got) == ["cold", "warm", "edit", "fresh-registry", "fresh-local"]
@@ -24,4 +24,4 @@ def test_the_small_workload_through_every_scenario(registry_builder):
     assert any("fresh builder" in line for line in lines)
     # the run's caches are gone: the registry tag and the local directory
     assert not [t for t in registry.tags(port, "kit/bench-cache") if t.startswith("small-20260101")]
-    assert not (layout.state_dir / "bench-cache" / "20260101T000000.000000Z" / "small").exists()
+    assert not (layout.state_dir / "bench-cache" / "small-20260101t000000-000000z").exists()

@@ -10,9 +10,11 @@ import tomllib
 
 import pytest
 
-from runbook_checks import cache, images, registry, service
+from runbook_checks.cache import backends, images, proof, registry
+from runbook_checks.core.errors import CacheError
+from runbook_checks.daemon import service, supervisor
 
-from ..conftest import apply, fresh_builder, stop_and_remove
+from ..conftest import apply, installed_builder, stop_and_remove
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def base_image(ci_daemon, registry_builder):
 def test_the_registry_runs_beside_buildkitd(registry_builder):
     layout, port = registry_builder
     assert registry.answers(port)
-    info = service.Supervisor(layout)._rpc().getProcessInfo("registry")
+    info = supervisor.Supervisor(layout).rpc().getProcessInfo("registry")
     assert info["statename"] in ("STARTING", "RUNNING")  # startsecs=2: RUNNING after 2 s up
     assert f"127.0.0.1:{port}" in registry.config_path(layout).read_text()
     assert registry.storage_dir(layout) == layout.state_dir / "registry" and registry.storage_dir(layout).is_dir()
@@ -45,17 +47,17 @@ def test_the_busybox_base_is_pushed_once_and_builds_from(ci_daemon, registry_bui
 
 def test_registry_cache_into_a_fresh_builder(ci_daemon, registry_builder, base_image):
     fresh, port = registry_builder  # it has built nothing yet: its root is empty
-    backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/cache:verify", mode="max")
-    out = cache.prove_fresh_import(ci_daemon, fresh, backend, base_image)
+    backend = backends.make("registry", f"127.0.0.1:{port}/kit/cache:verify", mode="max")
+    out = proof.prove_fresh_import(ci_daemon, fresh, backend, base_image)
     assert out.facts["cached_steps"] == out.facts["total_steps"] == 4, out.message
     assert "verify" in registry.tags(port, "kit/cache")
 
 
 def test_local_cache_into_a_fresh_builder(ci_daemon, base_image, runs_base, tmp_path):
-    fresh = fresh_builder("bkloc-", runs_base)
+    fresh = installed_builder("bkloc-", runs_base)
     try:
-        backend = cache.CacheBackend("local", str(tmp_path / "cache"), mode="max", compression="zstd")
-        out = cache.prove_fresh_import(ci_daemon, fresh, backend, base_image)
+        backend = backends.make("local", str(tmp_path / "cache"), mode="max", compression="zstd")
+        out = proof.prove_fresh_import(ci_daemon, fresh, backend, base_image)
         assert out.facts["cached_steps"] == out.facts["total_steps"] == 4, out.message
         assert (tmp_path / "cache" / "index.json").exists()
     finally:
@@ -64,11 +66,11 @@ def test_local_cache_into_a_fresh_builder(ci_daemon, base_image, runs_base, tmp_
 
 def test_export_to_a_registry_that_is_down(ci_daemon, base_image, tmp_path):
     down = f"127.0.0.1:{service.free_port()}/kit/cache:down"  # nothing listens there
-    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
-    kept = cache.export_cache(ci_daemon, cache.CacheBackend("registry", down, ignore_error=True), ctx, args)
-    assert cache.work_steps(kept), "the build went on despite the failed export"
-    with pytest.raises(cache.CacheError, match="cache_ignore_error"):
-        cache.export_cache(ci_daemon, cache.CacheBackend("registry", down), ctx, {"NONCE": "other"})
+    ctx, args = proof.proof_context(tmp_path / "ctx", base_image)
+    kept = proof.export_cache(ci_daemon, backends.make("registry", down, ignore_error=True), ctx, args)
+    assert proof.work_steps(kept), "the build went on despite the failed export"
+    with pytest.raises(CacheError, match="cache_ignore_error"):
+        proof.export_cache(ci_daemon, backends.make("registry", down), ctx, {"NONCE": "other"})
 
 
 def test_a_registry_port_taken_by_another_process_fails_configure(ci_daemon, runs_base):
@@ -89,11 +91,11 @@ def test_a_registry_port_taken_by_another_process_fails_configure(ci_daemon, run
 
 def test_deleted_cache_is_reclaimed_by_the_registry_gc(ci_daemon, registry_builder, base_image, tmp_path):
     layout, port = registry_builder
-    backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/cache:gc", mode="max")
-    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
+    backend = backends.make("registry", f"127.0.0.1:{port}/kit/cache:gc", mode="max")
+    ctx, args = proof.proof_context(tmp_path / "ctx", base_image)
     (ctx / "input.txt").write_bytes(os.urandom(2_000_000))  # blobs no other manifest shares
-    cache.export_cache(ci_daemon, backend, ctx, args)
-    manager = service.Supervisor(layout)
+    proof.export_cache(ci_daemon, backend, ctx, args)
+    manager = supervisor.Supervisor(layout)
     assert registry.delete_tag(port, "kit/cache", "gc")
     assert "gc" not in registry.tags(port, "kit/cache")
     out = registry.garbage_collect(layout, manager, port)
@@ -103,22 +105,25 @@ def test_deleted_cache_is_reclaimed_by_the_registry_gc(ci_daemon, registry_build
 
 
 def test_export_to_an_s3_server_that_is_down(registry_builder, s3_port, base_image, tmp_path):
-    from runbook_checks import programs, s3
+    from runbook_checks.cache import s3
+    from runbook_checks.daemon import programs
+    from runbook_checks.daemon.buildctl import Buildctl
 
     layout, _ = registry_builder
-    s3.store_for(layout, {"s3_port": s3_port}).ensure_bucket("down", apply=True)
-    backend = dict(target="down", endpoint=s3.endpoint(s3_port))
-    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
-    rpc = service.Supervisor(layout)._rpc()
+    store = s3.store_for(layout, {"s3_port": s3_port})
+    store.ensure_bucket("down", apply=True)
+    backend = dict(target="down", store=store)
+    ctx, args = proof.proof_context(tmp_path / "ctx", base_image)
+    rpc = supervisor.Supervisor(layout).rpc()
     rpc.stopProcess("s3")
     try:
-        kept = cache.export_cache(layout, cache.CacheBackend("s3", ignore_error=True, **backend), ctx, args)
-        assert cache.uncached(kept), "the build ran its steps and succeeded despite the failed export"
-        with pytest.raises(cache.CacheError, match="cache_ignore_error"):
-            cache.export_cache(layout, cache.CacheBackend("s3", **backend), ctx, args)
+        kept = proof.export_cache(layout, backends.make("s3", ignore_error=True, **backend), ctx, args)
+        assert proof.uncached(kept), "the build ran its steps and succeeded despite the failed export"
+        with pytest.raises(CacheError, match="cache_ignore_error"):
+            proof.export_cache(layout, backends.make("s3", **backend), ctx, args)
         # the daemon's local cache is intact: the same build again is all CACHED, no import needed
-        again = cache.Buildctl.for_layout(layout).build(ctx, build_args=args)
-        assert cache.work_steps(again) and cache.uncached(again) == []
+        again = Buildctl.for_layout(layout).build(ctx, build_args=args)
+        assert proof.work_steps(again) and proof.uncached(again) == []
     finally:
         rpc.startProcess("s3", True)
     assert programs.answers(f"{s3.endpoint(s3_port)}/health")
@@ -126,14 +131,16 @@ def test_export_to_an_s3_server_that_is_down(registry_builder, s3_port, base_ima
 
 def test_a_running_program_moved_to_a_taken_port_is_refused(registry_builder):
     """Its own running port is no objection; a port another process holds is."""
-    from runbook_checks import programs
+    from runbook_checks import session
+    from runbook_checks.core.errors import ProgramError
+    from runbook_checks.daemon import programs
 
     layout, port = registry_builder
-    manager = service.Supervisor(layout)
-    programs.check_ports_free(programs.wanted(layout, {"registry_port": port}), manager)
+    manager = supervisor.Supervisor(layout)
+    programs.check_ports_free(session.programs(layout, {"registry_port": port}), manager)
     with socket.socket() as theirs:
         theirs.bind(("127.0.0.1", 0))
         theirs.listen()
-        moved = programs.wanted(layout, {"registry_port": theirs.getsockname()[1]})
-        with pytest.raises(programs.ProgramError, match="is taken by another process"):
+        moved = session.programs(layout, {"registry_port": theirs.getsockname()[1]})
+        with pytest.raises(ProgramError, match="is taken by another process"):
             programs.check_ports_free(moved, manager)

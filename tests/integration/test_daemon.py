@@ -12,12 +12,13 @@ import tarfile
 import threading
 import time
 from functools import partial
-from pathlib import Path
 
 import pytest
 
-from runbook_checks import BUILDKIT_VERSION, install, runner, service
-from runbook_checks.buildctl import Buildctl
+from runbook_checks.core import runner
+from runbook_checks.daemon import install, service, supervisor
+from runbook_checks.daemon.buildctl import Buildctl
+from runbook_checks.daemon.install import BUILDKIT_VERSION
 
 from ..conftest import apply, short_tmpdir, stop_and_remove
 
@@ -32,7 +33,7 @@ def wait_for(predicate, timeout=60):
 
 
 def test_crash_is_restarted_by_the_supervisor(ci_daemon):
-    manager = service.Supervisor(ci_daemon)
+    manager = supervisor.Supervisor(ci_daemon)
     before = manager.info()["pid"]
     os.kill(before, signal.SIGKILL)
     assert wait_for(lambda: manager.info()["pid"] not in (0, before) and service.daemon_answers(ci_daemon))
@@ -40,7 +41,7 @@ def test_crash_is_restarted_by_the_supervisor(ci_daemon):
 
 
 def test_stop_then_converge_starts_it_again(ci_daemon):
-    manager = service.Supervisor(ci_daemon)
+    manager = supervisor.Supervisor(ci_daemon)
     manager.stop()
     assert not manager.supervisord_up() and not service.daemon_answers(ci_daemon)
     assert manager.info()["state"] == "STOPPED"
@@ -72,7 +73,7 @@ def test_bad_config_is_rolled_back_and_the_daemon_keeps_serving(ci_daemon, runs_
 
 def test_port_in_use_fails_before_anything_is_written(ci_daemon, runs_base):
     before = ci_daemon.config_path.read_bytes()
-    pid = service.Supervisor(ci_daemon).info()["pid"]
+    pid = supervisor.Supervisor(ci_daemon).info()["pid"]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -82,7 +83,7 @@ def test_port_in_use_fails_before_anything_is_written(ci_daemon, runs_base):
     assert result.report.steps[-1].name == "debug port free"
     assert f"port {port} on 127.0.0.1 is already in use" in result.report.steps[-1].message
     assert ci_daemon.config_path.read_bytes() == before
-    assert service.Supervisor(ci_daemon).info()["pid"] == pid
+    assert supervisor.Supervisor(ci_daemon).info()["pid"] == pid
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from runbook_checks import exporter, service
-from runbook_checks.buildctl import Buildctl
+from runbook_checks.daemon import service
+from runbook_checks.daemon.buildctl import Buildctl
+from runbook_checks.monitoring import exporter
 
 
 def scrape(url: str) -> dict:

@@ -15,10 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runbook_checks import alerting, monitoring, runner, service, verify
-from runbook_checks.service import Supervisor
+from runbook_checks.core import runner
+from runbook_checks.core.errors import MonitoringError
+from runbook_checks.daemon import service, verify
+from runbook_checks.daemon.supervisor import Supervisor
+from runbook_checks.monitoring import alertmanager, prometheus, sink
 
-from ..conftest import fresh_builder, stop_and_remove
+from ..conftest import installed_builder, stop_and_remove
 
 PORTS = ("exporter_port", "prometheus_port", "alertmanager_port", "node_exporter_port",
          "notify_sink_port", "smtp_port")
@@ -54,7 +57,7 @@ class Receiver:
 @pytest.fixture(scope="module")
 def stack(runs_base):
     ports = {k: service.free_port() for k in PORTS}
-    layout = fresh_builder("bkmon-", runs_base, *(f"{k}={v}" for k, v in ports.items()))  # debug_port: a free one
+    layout = installed_builder("bkmon-", runs_base, *(f"{k}={v}" for k, v in ports.items()))  # debug_port: a free one
     receiver = Receiver()
     try:
         yield layout, ports, receiver, runs_base
@@ -66,7 +69,7 @@ def stack(runs_base):
 
 def run(name, mode, stack, *sets):
     layout, ports, _, runs_base = stack
-    from runbook_checks.params import declared_parameters, runbook_path
+    from runbook_checks.core.profiles import declared_parameters, runbook_path
 
     declared = declared_parameters(runbook_path(name))
     mine = [f"{k}={v}" for k, v in ports.items() if k in declared]
@@ -103,11 +106,11 @@ def builds_seen(layout, prometheus_port):
     first build, and a 5m rate needs an increase after the series' first sample."""
     verify.build_and_rebuild(layout)
     deadline = time.monotonic() + 30
-    while not monitoring.query(prometheus_port, HISTOGRAM_COUNT):
+    while not prometheus.query(prometheus_port, HISTOGRAM_COUNT):
         assert time.monotonic() < deadline, "the native histogram never reached Prometheus"
         time.sleep(1)
     verify.build_and_rebuild(layout)
-    while not monitoring.query(prometheus_port, "buildkit:builds:rate5m > 0"):
+    while not prometheus.query(prometheus_port, "buildkit:builds:rate5m > 0"):
         assert time.monotonic() < deadline + 30, "no build rate in Prometheus after two rounds of builds"
         time.sleep(1)
 
@@ -118,13 +121,13 @@ def test_monitoring_every_target_up_native_histogram_and_idempotent(stack, monit
     assert monitored.report.facts["scrape_targets"] == ["alertmanager", "buildkit-ops-exporter", "buildkitd", "node",
                                                         "prometheus"]
     builds_seen(layout, ports["prometheus_port"])
-    assert float(monitoring.query(ports["prometheus_port"], HISTOGRAM_COUNT)[0]["value"][1]) >= 1
+    assert float(prometheus.query(ports["prometheus_port"], HISTOGRAM_COUNT)[0]["value"][1]) >= 1
     # the p95 recording rule answers from the native histogram (BuildKit exports no
     # classic buckets, and promtool 2.42 cannot feed native ones: this is its test)
-    assert not monitoring.query(ports["prometheus_port"], "buildkit_build_duration_seconds_bucket")
+    assert not prometheus.query(ports["prometheus_port"], "buildkit_build_duration_seconds_bucket")
     deadline = time.monotonic() + 30
     while True:
-        p95 = monitoring.query(ports["prometheus_port"], "buildkit:build_duration_seconds:p95_5m")
+        p95 = prometheus.query(ports["prometheus_port"], "buildkit:build_duration_seconds:p95_5m")
         if p95 and math.isfinite(float(p95[0]["value"][1])):
             break
         assert time.monotonic() < deadline, f"no finite p95 from the native histogram: {p95}"
@@ -140,31 +143,31 @@ def test_a_reload_is_seen_at_once_and_not_repeated(stack, monitored):
     a scrape behind: right after a reload, applying the same files again changes nothing."""
     layout, ports, _, _ = stack
     port = ports["prometheus_port"]
-    path = monitoring.config_path(layout)
+    path = prometheus.config_path(layout)
     before = path.read_text()
     changed = before + "# a comment, to make a change\n"
     try:
-        assert monitoring.replace_config(layout, {path: changed}, port, True, "unchecked").status == "changed"
-        assert not monitoring.needs_reload(port, {path: changed})
-        assert monitoring.replace_config(layout, {path: changed}, port, True, "unchecked").status == "ok"
+        assert prometheus.replace_config(layout, {path: changed}, port, True, "unchecked").status == "changed"
+        assert not prometheus.needs_reload(port, {path: changed})
+        assert prometheus.replace_config(layout, {path: changed}, port, True, "unchecked").status == "ok"
     finally:
-        monitoring.replace_config(layout, {path: before}, port, True, "unchecked")
-    ok, when = monitoring.last_reload(port)
+        prometheus.replace_config(layout, {path: before}, port, True, "unchecked")
+    ok, when = prometheus.last_reload(port)
     assert ok and when >= path.stat().st_mtime
 
 
 def test_a_refused_reload_leaves_the_old_config_serving(stack, monitored):
     layout, ports, _, _ = stack
     port = ports["prometheus_port"]
-    path = monitoring.config_path(layout)
+    path = prometheus.config_path(layout)
     before = path.read_text()
-    with pytest.raises(monitoring.MonitoringError) as err:  # bypassing promtool on purpose: Prometheus refuses it
-        monitoring.replace_config(layout, {path: "scrape_configs: [this is not a job]\n"}, port, True, "unchecked")
+    with pytest.raises(MonitoringError) as err:  # bypassing promtool on purpose: Prometheus refuses it
+        prometheus.replace_config(layout, {path: "scrape_configs: [this is not a job]\n"}, port, True, "unchecked")
     assert "refused the new configuration" in err.value.problem and "previous files are back and serving" in err.value.problem
     assert path.read_text() == before
-    ok, _ = monitoring.last_reload(port)
+    ok, _ = prometheus.last_reload(port)
     assert ok
-    assert monitoring.query(port, 'up{job="buildkitd"}')[0]["value"][1] == "1"
+    assert prometheus.query(port, 'up{job="buildkitd"}')[0]["value"][1] == "1"
 
 
 def test_alerting_sends_a_test_alert_through_every_channel_and_is_idempotent(stack, alerting_applied):
@@ -173,9 +176,9 @@ def test_alerting_sends_a_test_alert_through_every_channel_and_is_idempotent(sta
     assert "webhook (request succeeded)" in delivered and "email (seen in the sink)" in delivered \
         and "slack (seen in the sink)" in delivered
     assert receiver.alerts("KitTestAlert")
-    chat = [m for m in alerting.sink_messages(ports["notify_sink_port"]) if m["channel"] == "chat"]
+    chat = [m for m in sink.messages(ports["notify_sink_port"]) if m["channel"] == "chat"]
     assert chat and "KitTestAlert" in json.dumps(chat[-1]["payload"]) and "attachments" in chat[-1]["payload"]
-    mail = [m for m in alerting.sink_messages(ports["notify_sink_port"]) if m["channel"] == "email"]
+    mail = [m for m in sink.messages(ports["notify_sink_port"]) if m["channel"] == "email"]
     assert mail and mail[-1]["payload"]["to"] == ["buildkit-oncall@localhost"]
     first_id = alerting_applied.report.facts["test_alert"]
     check = run("alerting", "check", stack, f"webhook_url={receiver.url}", *ALERTING)
@@ -187,13 +190,13 @@ def test_alerting_sends_a_test_alert_through_every_channel_and_is_idempotent(sta
 
 
 def _post(port, alerts):
-    alerting.am_api(port, "/api/v2/alerts", alerts)
+    alertmanager.am_api(port, "/api/v2/alerts", alerts)
 
 
 def test_a_stopped_buildkitd_reaches_the_webhook_and_inhibits_the_build_alerts_only(stack, alerting_applied):
     layout, ports, receiver, _ = stack
     am = ports["alertmanager_port"]
-    rpc = Supervisor(layout)._rpc()
+    rpc = Supervisor(layout).rpc()
     rpc.stopProcess("buildkitd")
     now = datetime.datetime.now(datetime.timezone.utc)
     synthetic = [{"labels": {"alertname": name, "severity": "warning", "team": team, "builder": "buildkit-ops-ci"},
@@ -207,14 +210,14 @@ def test_a_stopped_buildkitd_reaches_the_webhook_and_inhibits_the_build_alerts_o
         alert = receiver.alerts("BuildkitdDown")[0]
         assert alert["labels"]["severity"] == "critical" and alert["labels"]["builder"] == "buildkit-ops-ci"
         assert alert["annotations"]["runbook_url"].endswith("/alerts/buildkitd-down/")
-        firing = monitoring.query(ports["prometheus_port"], 'ALERTS{alertname="BuildkitdDown", alertstate="firing"}')
+        firing = prometheus.query(ports["prometheus_port"], 'ALERTS{alertname="BuildkitdDown", alertstate="firing"}')
         assert firing
         # inhibition, in the real Alertmanager: a build alert on the down builder is held
         # back, a host alert is not
         _post(am, synthetic)
-        status = {a["labels"]["alertname"]: a["status"] for a in alerting.am_api(am, "/api/v2/alerts")
+        status = {a["labels"]["alertname"]: a["status"] for a in alertmanager.am_api(am, "/api/v2/alerts")
                   if a["labels"].get("builder") == "buildkit-ops-ci"}
-        down = [a["fingerprint"] for a in alerting.am_api(am, "/api/v2/alerts")
+        down = [a["fingerprint"] for a in alertmanager.am_api(am, "/api/v2/alerts")
                 if a["labels"]["alertname"] == "BuildkitdDown"]
         assert status["CacheHitRatioLow"]["state"] == "suppressed", status
         assert status["CacheHitRatioLow"]["inhibitedBy"] == down, status
@@ -244,16 +247,19 @@ def test_dashboards_draw_every_panel_from_live_data(stack, monitored, tmp_path):
 def test_a_taken_port_is_refused_before_anything_is_written(tmp_path):
     """A new Prometheus or Alertmanager port held by another process: the service
     definition step fails naming the port, and writes no file."""
-    from runbook_checks import layout as layout_mod, programs
+    from runbook_checks import session
+    from runbook_checks.core import layout as layout_mod
+    from runbook_checks.core.errors import ProgramError
+    from runbook_checks.daemon import systemd
 
     layout = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path / "s")})
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        wanted = programs.wanted(layout, {"prometheus_port": taken, "alertmanager_port": service.free_port()})
-        with pytest.raises(programs.ProgramError) as err:
-            service.write_service_definition(layout, "supervisor", service.Limits("", "", 100, 4096), "", True, wanted)
+        wanted = session.programs(layout, {"prometheus_port": taken, "alertmanager_port": service.free_port()})
+        with pytest.raises(ProgramError) as err:
+            service.write_service_definition(layout, "supervisor", systemd.Limits("", "", 100, 4096), "", True, wanted)
     assert f"127.0.0.1:{taken} is taken by another process, so prometheus cannot listen there" in err.value.problem
     assert "--set prometheus_port=N" in err.value.fix
     assert not (tmp_path / "s").exists()

@@ -9,11 +9,13 @@ import json
 import os
 import time
 
-from runbook_checks import cache, registry, s3
-from runbook_checks.buildctl import Buildctl
+from runbook_checks.cache import backends, proof, registry, s3
+from runbook_checks.daemon.buildctl import Buildctl
 
-from ..conftest import apply, fresh_builder, stop_and_remove
-from .test_cache import base_image  # noqa: F401  (the busybox base in registry_builder's registry)
+from ..conftest import apply, installed_builder, stop_and_remove
+from . import test_cache
+
+base_image = test_cache.base_image  # the fixture: the busybox base in registry_builder's registry
 
 
 def blob_context(path, size: int):
@@ -29,7 +31,7 @@ def du_total(client: Buildctl) -> int:
 
 def test_gc_keeps_the_cache_under_a_small_max_used_space(runs_base, tmp_path):
     rule = [{"all": True, "max_used_space": "20MB"}]
-    layout = fresh_builder("bkgc-", runs_base)
+    layout = installed_builder("bkgc-", runs_base)
     try:
         reconfigured = apply("configure", layout.state_dir, f"gc_policy={json.dumps(rule)}", base=runs_base)
         assert reconfigured.report.status != "failed", reconfigured.report.to_json()
@@ -67,7 +69,7 @@ def test_prune_runbook_frees_and_reports_bytes(ci_daemon, runs_base, tmp_path):
 
 
 def test_prune_check_mode_deletes_nothing(ci_daemon, runs_base, tmp_path):
-    from runbook_checks import runner
+    from runbook_checks.core import runner
 
     client = Buildctl.for_layout(ci_daemon)
     client.build(blob_context(tmp_path / "ctx", 1_000_000))
@@ -85,17 +87,17 @@ def test_registry_retention_untags_old_tags_and_reclaims_blobs(ci_daemon, regist
     layout, port = registry_builder
     builds = []
     for i in range(4):
-        ctx, args = cache.proof_context(tmp_path / f"c{i}", base_image)
+        ctx, args = proof.proof_context(tmp_path / f"c{i}", base_image)
         (ctx / "input.txt").write_bytes(os.urandom(1_000_000))  # each tag has blobs of its own
         builds.append((ctx, args))
     # "twin" is t3's build exported first: the same cache, so the same manifest digest
     for tag, (ctx, args) in [("twin", builds[3])] + [(f"t{i}", b) for i, b in enumerate(builds)]:
-        cache.export_cache(ci_daemon, cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:{tag}"), ctx, args)
+        proof.export_cache(ci_daemon, backends.make("registry", f"127.0.0.1:{port}/kit/retain:{tag}"), ctx, args)
         time.sleep(0.05)
     assert registry.manifest_digest(port, "kit/retain", "twin") == registry.manifest_digest(port, "kit/retain", "t3")
     sets = (f"registry_port={port}", "retention_repositories=[\"kit/retain\"]", "retention_keep_tags=2",
             "s3_port=0", "prune_keep_storage=10GB")
-    from runbook_checks import runner
+    from runbook_checks.core import runner
 
     check = runner.run("prune", "ci", "check", (f"state_dir={layout.state_dir}", *sets), base=runs_base,
                        progress=False)
@@ -110,7 +112,7 @@ def test_registry_retention_untags_old_tags_and_reclaims_blobs(ci_daemon, regist
     again = apply("prune", layout.state_dir, *sets, base=runs_base)
     assert steps(again)["registry cache retention"].status == "ok", again.report.to_json()
     ctx, args = builds[3]  # what is left still imports: t3 rebuilds with every step CACHED
-    assert cache.import_and_rebuild(layout, cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/retain:t3"),
+    assert proof.import_and_rebuild(layout, backends.make("registry", f"127.0.0.1:{port}/kit/retain:t3"),
                                     ctx, args)
 
 
@@ -119,11 +121,11 @@ def test_s3_expiry_keeps_blobs_a_young_manifest_uses_and_removes_the_rest(regist
     layout, _ = registry_builder
     store = s3.store_for(layout, {"s3_port": s3_port})
     store.ensure_bucket("retain", apply=True)
-    backend = cache.CacheBackend("s3", "retain", prefix="team-a", endpoint=store.url)
-    ctx, args = cache.proof_context(tmp_path / "ctx", base_image)
-    cache.export_cache(layout, backend, ctx, args)  # this daemon has the credentials file in its environment
+    backend = backends.make("s3", "retain", prefix="team-a", store=store)
+    ctx, args = proof.proof_context(tmp_path / "ctx", base_image)
+    proof.export_cache(layout, backend, ctx, args)  # this daemon has the credentials file in its environment
     time.sleep(3)
-    cache.export_cache(layout, backend, ctx, args)  # the same build: the manifest is rewritten, the blobs reused
+    proof.export_cache(layout, backend, ctx, args)  # the same build: the manifest is rewritten, the blobs reused
     stored = store.objects("retain", "team-a/")
     manifest = next(o for o in stored if o["Key"] == "team-a/manifests/kit")
     blobs = [o for o in stored if "/blobs/" in o["Key"]]
@@ -145,10 +147,10 @@ def test_s3_expiry_keeps_blobs_a_young_manifest_uses_and_removes_the_rest(regist
 
 
 def test_registry_retention_on_a_registry_that_holds_nothing_yet(runs_base):
-    from runbook_checks import service
+    from runbook_checks.daemon import service
 
     port = service.free_port()
-    layout = fresh_builder("bkemp-", runs_base, f"registry_port={port}")
+    layout = installed_builder("bkemp-", runs_base, f"registry_port={port}")
     try:
         registry.wait_ready(port, log=registry.log_path(layout))
         done = apply("prune", layout.state_dir, f"registry_port={port}", "s3_port=0", base=runs_base)

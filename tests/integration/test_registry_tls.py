@@ -15,9 +15,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from runbook_checks import cache, params, programs, registry, service
+from runbook_checks.cache import backends, proof, registry
+from runbook_checks.core import params
+from runbook_checks.core.errors import CacheError
+from runbook_checks.daemon import programs, service
 
-from ..conftest import apply, fresh_builder, stop_and_remove
+from ..conftest import apply, installed_builder, stop_and_remove
 
 
 def _cert(subject: str, issuer_key, issuer_name, key, ca: bool, san=None):
@@ -71,25 +74,25 @@ def test_the_ca_file_is_what_lets_buildkitd_use_a_tls_registry(ci_daemon, runs_b
     ctx.mkdir()
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY a /a\n")
     (ctx / "a").write_text("tls\n")
-    backend = cache.CacheBackend("registry", f"127.0.0.1:{port}/kit/cache:tls")
+    backend = backends.make("registry", f"127.0.0.1:{port}/kit/cache:tls")
     # the ci daemon has no entry for this host: BuildKit talks plain HTTP to a loopback
     # registry by default, and the TLS server refuses it
-    with pytest.raises(cache.CacheError, match="failed: error: failed to solve: .*400 Bad Request"):
-        cache.export_cache(ci_daemon, backend, ctx, {})
-    layout = fresh_builder("bktls-", runs_base)
+    with pytest.raises(CacheError, match="failed: error: failed to solve: .*400 Bad Request"):
+        proof.export_cache(ci_daemon, backend, ctx, {})
+    layout = installed_builder("bktls-", runs_base)
     try:
         tls = json.dumps({f"127.0.0.1:{port}": {"ca": str(ca)}})
         result = apply("configure", layout.state_dir, f"registry_tls={tls}", base=runs_base)
         assert result.report.status != "failed", result.report.to_json()
         assert f'ca = ["{ca}"]' in layout.config_path.read_text()
-        assert cache.work_steps(cache.export_cache(layout, backend, ctx, {}))
+        assert proof.work_steps(proof.export_cache(layout, backend, ctx, {}))
         assert programs.answers(f"http://127.0.0.1:{port}/v2/") is False  # it speaks TLS only
         # the cache runbooks' check before any build speaks to it as buildkitd will: HTTPS with that CA
         ref = f"127.0.0.1:{port}/kit/cache:tls"
         with_ca = params.validate({"cache_ref": ref, "registry_tls": {f"127.0.0.1:{port}": {"ca": str(ca)}}})
-        assert cache.ensure_backend(layout, with_ca, apply=False).status == "ok"
-        with pytest.raises(cache.CacheError, match=f"does not answer http://127.0.0.1:{port}/v2/"):
-            cache.ensure_backend(layout, params.validate({"cache_ref": ref}), apply=False)
+        assert proof.ensure_backend(layout, with_ca, apply=False).status == "ok"
+        with pytest.raises(CacheError, match=f"does not answer http://127.0.0.1:{port}/v2/"):
+            proof.ensure_backend(layout, params.validate({"cache_ref": ref}), apply=False)
         missing = json.dumps({f"127.0.0.1:{port}": {"ca": str(tmp_path / "nowhere.pem")}})
         before = layout.config_path.read_text()
         refused = apply("configure", layout.state_dir, f"registry_tls={missing}", base=runs_base)

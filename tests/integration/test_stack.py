@@ -11,18 +11,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from runbook_checks import images, layout as layout_mod, params, service
+from runbook_checks.core import layout as layout_mod, paths
+from runbook_checks.daemon import contexts, service
 
 from ..conftest import short_tmpdir, stop_and_remove
 
 
 def invoke(*args, env, timeout=900):
     return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True,
-                          cwd=params.PROJECT_ROOT, env=env, timeout=timeout)
+                          cwd=paths.PROJECT_ROOT, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_up_brings_up_a_daemon_and_prints_where_it_is(lab):
 def test_a_build_with_run_steps_against_the_printed_address(lab, tmp_path):
     state, _, up = lab
     address = re.search(r"--addr (unix://\S+)", up.stdout).group(1)
-    ctx = images.context_with_base(tmp_path, "FROM base\nRUN echo hello > /greeting\nRUN cat /greeting\n")
+    ctx = contexts.context_with_base(tmp_path, "FROM base\nRUN echo hello > /greeting\nRUN cat /greeting\n")
     build = subprocess.run([str(state / "bin/buildctl"), "--addr", address, "build", "--frontend", "dockerfile.v0",
                             "--local", f"context={ctx}", "--local", f"dockerfile={ctx}", "--progress", "plain"],
                            capture_output=True, text=True, timeout=300)
@@ -103,7 +103,7 @@ def lab_notebooks(dest, sets: list[str]):
     import nbformat
 
     values = dict(item.split("=", 1) for item in sets if item != "--set")
-    for path in sorted((params.PROJECT_ROOT / "notebooks").glob("*.ipynb")):
+    for path in sorted((paths.PROJECT_ROOT / "notebooks").glob("*.ipynb")):
         doc = nbformat.read(path, as_version=4)
         for cell in doc.cells:
             if "parameters" in cell.metadata.get("tags", []):
@@ -119,7 +119,7 @@ def test_nbval_runs_the_stored_notebooks_against_the_lab(lab, tmp_path):
     copies = lab_notebooks(tmp_path, env["KIT_TEST_SETS"].split())
     assert len(list(copies.glob("*.ipynb"))) >= 12
     nbval = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                            str(copies)], capture_output=True, text=True, cwd=params.PROJECT_ROOT, env=env, timeout=600)
+                            str(copies)], capture_output=True, text=True, cwd=paths.PROJECT_ROOT, env=env, timeout=600)
     assert nbval.returncode == 0, nbval.stdout[-4000:]
     assert re.search(r"\d+ passed", nbval.stdout)
 

@@ -4,7 +4,7 @@ registry and local backends through a fresh builder, apply again changes nothing
 
 from __future__ import annotations
 
-from runbook_checks import runner
+from runbook_checks.core import runner
 
 
 def run(mode, state, port, runs_base, *sets):

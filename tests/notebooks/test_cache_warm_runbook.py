@@ -5,7 +5,8 @@ again changes nothing, and a bad target fails before any build."""
 
 from __future__ import annotations
 
-from runbook_checks import registry, runner
+from runbook_checks.cache import registry
+from runbook_checks.core import runner
 
 
 def run(mode, state, port, runs_base, *sets):

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from runbook_checks import buildx, runner
+from runbook_checks.core import runner
+from runbook_checks.plugins import buildx
 
 pytestmark = pytest.mark.skipif(not shutil.which("docker"), reason="the docker CLI is not installed")
 
@@ -53,7 +54,7 @@ def test_a_builder_pointing_elsewhere_is_recreated(ci_daemon, tmp_path):
 def test_debian_source_without_the_package_names_the_fix(tmp_path):
     if buildx.debian_candidate():
         pytest.skip("this host's apt sources carry docker-buildx")
-    from runbook_checks.errors import InstallError
+    from runbook_checks.core.errors import InstallError
 
     with pytest.raises(InstallError, match="buildx_source=go"):
         buildx.ensure_plugin(tmp_path, buildx.BUILDX_VERSION, "debian", apply=True)

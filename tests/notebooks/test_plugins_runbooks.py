@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import params, runner
+from runbook_checks.core import paths, runner
 
 from .. import plugin_fixtures as pf
 from ..conftest import short_tmpdir
@@ -98,7 +98,7 @@ def test_audit_after_clean_passes_and_is_idempotent(lab):
 
 def invoke(*args, env):
     return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True,
-                          cwd=params.PROJECT_ROOT, env=env, timeout=300)
+                          cwd=paths.PROJECT_ROOT, env=env, timeout=300)
 
 
 def test_restore_and_maint_audit_from_invoke(lab, tmp_path):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import layout as layout_mod, params, runner, service
+from runbook_checks.core import layout as layout_mod, paths, runner
+from runbook_checks.daemon import supervisor
 
 from ..conftest import short_tmpdir, stop_and_remove
 
@@ -83,7 +84,7 @@ def test_verify_passes_on_the_configured_daemon(state, runs_base):
 
 def test_check_mode_leaves_an_installed_state_dir_byte_identical(state, runs_base):
     lay = layout_mod.for_params({"profile": "ci", "state_dir": str(state)})
-    manager = service.Supervisor(lay)
+    manager = supervisor.Supervisor(lay)
     manager.stop()  # a running daemon writes its own state; stop it to compare bytes
     before = tree_digest(state)
     for name in ("install", "configure"):
@@ -104,19 +105,19 @@ def test_a_failed_run_is_recorded_and_stops(state, runs_base):
 def test_cli_exit_codes_and_list(state, runs_base, tmp_path):
     env = dict(os.environ, BUILDKIT_OPS_RUNS_DIR=str(tmp_path))
     invoke = [sys.executable, "-m", "invoke"]
-    listing = subprocess.run(invoke + ["runbook", "--list"], capture_output=True, text=True, cwd=params.PROJECT_ROOT,
+    listing = subprocess.run(invoke + ["runbook", "--list"], capture_output=True, text=True, cwd=paths.PROJECT_ROOT,
                              env=env, timeout=120)
     assert listing.returncode == 0 and "buildkit_version" in listing.stdout and "max_parallelism" in listing.stdout
     bad = subprocess.run(invoke + ["runbook", "configure", "--profile", "ci", "--set", "colour=blue"],
-                         capture_output=True, text=True, cwd=params.PROJECT_ROOT, env=env, timeout=120)
+                         capture_output=True, text=True, cwd=paths.PROJECT_ROOT, env=env, timeout=120)
     assert bad.returncode == 2 and "'colour'" in bad.stderr
     assert not (tmp_path / "configure").exists()  # nothing ran
     failing = subprocess.run(invoke + ["runbook", "verify", "--profile", "ci", "--set", f"state_dir={state}",
                                        "--set", "max_parallelism=3"],
-                             capture_output=True, text=True, cwd=params.PROJECT_ROOT, env=env, timeout=300)
+                             capture_output=True, text=True, cwd=paths.PROJECT_ROOT, env=env, timeout=300)
     assert failing.returncode == 1 and "failed" in failing.stdout
     ok = subprocess.run(invoke + ["runbook", "configure", "--profile", "ci", "--set", f"state_dir={state}"],
-                        capture_output=True, text=True, cwd=params.PROJECT_ROOT, env=env, timeout=300)
+                        capture_output=True, text=True, cwd=paths.PROJECT_ROOT, env=env, timeout=300)
     assert ok.returncode == 0 and "ok=4 changed=0 failed=0" in ok.stdout
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 
-from runbook_checks import params, runner
+from runbook_checks.core import profiles, runner
 
 
 def test_a_dead_kernel_is_a_recorded_failed_run(tmp_path, monkeypatch):
@@ -18,7 +18,7 @@ def test_a_dead_kernel_is_a_recorded_failed_run(tmp_path, monkeypatch):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "99-dying.ipynb"
     nbformat.write(nb, path)
-    monkeypatch.setattr(params, "runbook_path", lambda name: path)  # a runbook of this test's own
+    monkeypatch.setattr(profiles, "runbook_path", lambda name: path)  # a runbook of this test's own
     tmp = Path(tempfile.gettempdir())
     sockets_before = set(tmp.glob("bk-kernel-*"))
     result = runner.run("dying", "ci", "check", base=tmp_path / "runs", progress=False)

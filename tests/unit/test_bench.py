@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from runbook_checks import bench
+from runbook_checks.cache import bench
+from runbook_checks.core.errors import BenchError
 
 
 def records(cold=60.0, fresh=2.0, cached=8):
@@ -41,7 +42,7 @@ def test_records_are_written_as_a_list_with_the_documented_fields_and_read_back(
 def test_a_file_that_is_not_a_list_of_records_is_refused(tmp_path):
     path = tmp_path / "x.json"
     path.write_text(json.dumps([{"workload": "w", "scenario": "cold"}]))
-    with pytest.raises(bench.BenchError, match="missing"):
+    with pytest.raises(BenchError, match="missing"):
         bench.read_results(path)
 
 
@@ -60,7 +61,7 @@ def test_workloads_name_their_bases_and_the_edit(tmp_path):
     assert {"small", "go-app", "py-app"} <= set(found)
     assert found["small"].bases == ["kit/busybox:latest"]
     assert found["go-app"].bases == ["kit/debian:bookworm"]
-    with pytest.raises(bench.BenchError, match="no workload named nope"):
+    with pytest.raises(BenchError, match="no workload named nope"):
         bench.workloads(["nope"])
     import shutil
 
@@ -85,7 +86,7 @@ def test_the_plot_is_a_png_and_publish_replaces_only_the_results_block(tmp_path)
     assert "| go-app | fresh-s3 | 2.00 |  | 30.0x | 8/8 |" in text
     assert (tmp_path / "img" / "cache-benchmark.png").exists()
     page.write_text("no markers")
-    with pytest.raises(bench.BenchError, match="bench:results"):
+    with pytest.raises(BenchError, match="bench:results"):
         bench.publish(records(), png, page, "c")
 
 

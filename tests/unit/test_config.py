@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import config, layout as layout_mod, params
+from runbook_checks.core import layout as layout_mod, params, profiles
+from runbook_checks.daemon import config
 
 
 def lay(tmp_path, profile="ci"):
@@ -12,7 +13,7 @@ def lay(tmp_path, profile="ci"):
 
 
 def render(tmp_path, profile="ci", port=16000, **overrides):
-    values = {k: v for k, v in params.load_profile(profile).items() if k in params.Semantics.model_fields}
+    values = {k: v for k, v in profiles.load_profile(profile).items() if k in params.Semantics.model_fields}
     values.update(profile=profile, state_dir=str(tmp_path), **overrides)
     cfg = config.BuildkitdConfig.from_params(params.validate(values).model_dump(), lay(tmp_path, profile), port)
     return cfg, tomllib.loads(cfg.to_toml())
@@ -69,7 +70,7 @@ def test_production_paths(tmp_path):
 
 
 def test_long_state_dir_is_refused(tmp_path):
-    from runbook_checks.errors import ParameterError
+    from runbook_checks.core.errors import ParameterError
 
     with pytest.raises(ParameterError, match="shorter state_dir"):
         layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path / ("x" * 100))})
@@ -109,7 +110,7 @@ def test_read_debug_port(tmp_path):
 
 
 def test_unwritable_config_dir_fails_with_fix(tmp_path):
-    from runbook_checks.errors import KitError
+    from runbook_checks.core.errors import KitError
 
     if os.getuid() == 0:
         # root ignores directory modes: make the parent a file instead
@@ -130,22 +131,21 @@ def test_unwritable_config_dir_fails_with_fix(tmp_path):
 
 
 def test_purge_refuses_what_it_must_never_remove(tmp_path):
-    from pathlib import Path
+    from runbook_checks.core import paths
+    from runbook_checks.daemon import stack
 
-    from runbook_checks import params, stack
-
-    for path in (Path("/"), Path("/var"), Path("/tmp"), params.PROJECT_ROOT, params.PROJECT_ROOT.parent, Path.home()):
+    for path in (Path("/"), Path("/var"), Path("/tmp"), paths.PROJECT_ROOT, paths.PROJECT_ROOT.parent, Path.home()):
         assert not stack.purgeable(path), path
     assert stack.purgeable(tmp_path / "lab")
-    from runbook_checks.errors import KitError
+    from runbook_checks.core.errors import KitError
 
     with pytest.raises(KitError, match="refusing to purge"):
-        stack.down(purge=True, state_dir=str(params.PROJECT_ROOT))
+        stack.down(purge=True, state_dir=str(paths.PROJECT_ROOT))
 
 
 def test_up_refuses_an_unknown_set_before_anything_runs():
-    from runbook_checks import stack
-    from runbook_checks.errors import ParameterError
+    from runbook_checks.core.errors import ParameterError
+    from runbook_checks.daemon import stack
 
     with pytest.raises(ParameterError, match="debug_prot"):
         stack.up(("debug_prot=1",))

@@ -4,7 +4,8 @@ import urllib.request
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runbook_checks import exporter, service
+from runbook_checks.daemon import service
+from runbook_checks.monitoring import exporter
 
 
 def write_report(runs, inventory, finished="2026-01-01T00:00:10Z"):

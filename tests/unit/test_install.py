@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import install, layout as layout_mod
-from runbook_checks.errors import InstallError
+from runbook_checks.core import layout as layout_mod
+from runbook_checks.core.errors import InstallError
+from runbook_checks.daemon import install
 
 
 def fake_buildkitd(directory: Path, version: str) -> Path:

@@ -1,7 +1,7 @@
 import pytest
 
-from runbook_checks import params
-from runbook_checks.errors import ParameterError
+from runbook_checks.core import params, profiles, units
+from runbook_checks.core.errors import ParameterError
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -9,13 +9,13 @@ from runbook_checks.errors import ParameterError
     ("10%", "10%"), (0, 0),
 ])
 def test_sizes(value, expected):
-    assert params.parse_size(value) == expected
+    assert units.parse_size(value) == expected
 
 
 @pytest.mark.parametrize("value", ["12 parsecs", "-5MB", "0%", "150%", True, "lots"])
 def test_bad_sizes_name_the_parameter_and_the_fix(value):
     with pytest.raises(ParameterError) as err:
-        params.parse_size(value, "max_used_space")
+        units.parse_size(value, "max_used_space")
     assert "max_used_space" in str(err.value)
     assert "fix:" in str(err.value)
 
@@ -23,25 +23,25 @@ def test_bad_sizes_name_the_parameter_and_the_fix(value):
 @pytest.mark.parametrize("value,seconds", [(172800, 172800), ("48h", 172800), ("7d", 604800), ("1w 2d", 777600),
                                            ("90m", 5400), ("30s", 30), ("45", 45)])
 def test_durations(value, seconds):
-    assert params.parse_duration(value) == seconds
+    assert units.parse_duration(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["soon", "", "3 fortnights", -1])
 def test_bad_durations(value):
     with pytest.raises(ParameterError, match="not a duration"):
-        params.parse_duration(value, "keep_duration")
+        units.parse_duration(value, "keep_duration")
 
 
 def test_every_parameter_line_parses_in_every_runbook():
     """papermill silently drops a line with two '=' (e.g. in its help): count them all."""
     import nbformat
 
-    for name in params.list_runbooks():
-        path = params.runbook_path(name)
+    for name in profiles.list_runbooks():
+        path = profiles.runbook_path(name)
         nb = nbformat.read(path, as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")]
-        declared = params.declared_parameters(path)
+        declared = profiles.declared_parameters(path)
         assert len(declared) == len(lines), (name, sorted(declared))
         assert {"mode", "profile", "state_dir"} <= set(declared)
         assert declared["mode"]["default"] == '"check"', "runbooks must default to check mode"
@@ -51,21 +51,21 @@ def test_every_parameter_line_parses_in_every_runbook():
 
 def test_shared_parameters_have_one_default_everywhere():
     seen: dict[str, tuple[str, str]] = {}
-    for name in params.list_runbooks():
-        for pname, p in params.declared_parameters(params.runbook_path(name)).items():
+    for name in profiles.list_runbooks():
+        for pname, p in profiles.declared_parameters(profiles.runbook_path(name)).items():
             if pname in seen:
                 assert seen[pname][1] == p["default"], f"{pname}: {seen[pname]} vs {name} {p['default']}"
             seen[pname] = (name, p["default"])
 
 
 def test_every_declared_parameter_has_semantics():
-    for name in params.list_runbooks():
-        for pname in params.declared_parameters(params.runbook_path(name)):
+    for name in profiles.list_runbooks():
+        for pname in profiles.declared_parameters(profiles.runbook_path(name)):
             assert pname in params.Semantics.model_fields, f"{name}.{pname} is not in params.Semantics"
 
 
 def test_resolve_layers_profile_and_sets():
-    values = params.resolve("configure", "ci", "check", ["max_parallelism=3", "log_level=debug"])
+    values = profiles.resolve("configure", "ci", "check", ["max_parallelism=3", "log_level=debug"])
     assert values["max_parallelism"] == 3 and values["log_level"] == "debug"
     assert values["history_max_age"] == "1h"  # from ci.yaml
     assert values["mode"] == "check" and values["profile"] == "ci"
@@ -73,7 +73,7 @@ def test_resolve_layers_profile_and_sets():
 
 def test_unknown_parameter_names_it_and_lists_the_accepted_ones():
     with pytest.raises(ParameterError) as err:
-        params.resolve("install", "lab", "check", ["colour=blue"])
+        profiles.resolve("install", "lab", "check", ["colour=blue"])
     assert "'colour'" in str(err.value) and "buildkit_version" in str(err.value)
 
 
@@ -90,24 +90,24 @@ def test_unknown_parameter_names_it_and_lists_the_accepted_ones():
 def test_ill_typed_values_fail_before_anything_runs(item, words):
     name = "configure" if not item.startswith("buildkit_version") else "install"
     with pytest.raises(ParameterError) as err:
-        params.resolve(name, "lab", "check", [item])
+        profiles.resolve(name, "lab", "check", [item])
     for word in words:
         assert word in str(err.value)
 
 
 def test_unknown_profile_and_runbook():
     with pytest.raises(ParameterError, match="lab, ci, production"):
-        params.resolve("install", "staging", "check")
+        profiles.resolve("install", "staging", "check")
     with pytest.raises(ParameterError, match="install"):
-        params.runbook_path("frobnicate")
+        profiles.runbook_path("frobnicate")
 
 
 def test_coerce():
-    assert params.coerce("x", "a,b", "list") == ["a", "b"]
-    assert params.coerce("x", '["a"]', "list") == ["a"]
-    assert params.coerce("x", "true", "bool") is True
-    assert params.coerce("x", "3", "float") == 3.0
-    assert params.coerce("x", "01", "str") == "01"
+    assert profiles.coerce("x", "a,b", "list") == ["a", "b"]
+    assert profiles.coerce("x", '["a"]', "list") == ["a"]
+    assert profiles.coerce("x", "true", "bool") is True
+    assert profiles.coerce("x", "3", "float") == 3.0
+    assert profiles.coerce("x", "01", "str") == "01"
 
 
 def test_gc_rule_filters_are_checked():
@@ -119,8 +119,8 @@ def test_lab_profile_equals_the_notebook_defaults():
     """Run All in Jupyter (and nbval) uses the defaults: they must be the lab profile."""
     import ast
 
-    lab = params.load_profile("lab")
-    for name in params.list_runbooks():
-        for pname, p in params.declared_parameters(params.runbook_path(name)).items():
+    lab = profiles.load_profile("lab")
+    for name in profiles.list_runbooks():
+        for pname, p in profiles.declared_parameters(profiles.runbook_path(name)).items():
             if pname in lab and pname not in ("state_dir", "debug_port", "service_manager"):
                 assert ast.literal_eval(p["default"]) == lab[pname], (name, pname)

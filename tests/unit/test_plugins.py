@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import params, plugins, quarantine
-from runbook_checks.errors import PluginError
+from runbook_checks.core import files, paths
+from runbook_checks.core.errors import PluginError
+from runbook_checks.plugins import audit as audit_mod, clean, discovery, metadata, oracle, quarantine
 
 from .. import plugin_fixtures as pf
 
@@ -25,12 +26,12 @@ TIMEOUT = 1  # our limit per metadata command
 HANG = TIMEOUT + 2  # the hanging plugin: docker waits it out, we do not
 
 
-def scan(tree: pf.Tree, required=("buildx",), timeout=TIMEOUT) -> plugins.Audit:
-    return plugins.Audit(tree.config_dir, list(required), timeout).scan()
+def scan(tree: pf.Tree, required=("buildx",), timeout=TIMEOUT) -> audit_mod.Audit:
+    return audit_mod.Audit(tree.config_dir, list(required), timeout).scan()
 
 
-def cleanup(audit, qdir: Path, apply: bool, not_required=False, backups: Path | None = None) -> quarantine.Cleanup:
-    return quarantine.Cleanup(audit, qdir, backups or qdir.parent / "backups", not_required, apply)
+def cleanup(audit, qdir: Path, apply: bool, not_required=False, backups: Path | None = None) -> clean.Cleanup:
+    return clean.Cleanup(audit, qdir, backups or qdir.parent / "backups", not_required, apply)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +109,8 @@ def test_a_disagreement_fails_and_names_the_plugin(hang_tree):
     listed = json.loads(json.dumps(audit.docker["plugins"]))
     hello = next(p for p in listed if p["Path"].endswith("docker-hello"))
     hello["Err"] = "pretend docker refused it"
-    plugins_copy = [plugins.Plugin(**{k: v for k, v in p.to_dict().items() if k != "active"}) for p in audit.plugins]
-    lines = plugins.compare(plugins_copy, audit.ignored, listed)
+    plugins_copy = [discovery.Plugin(**{k: v for k, v in p.to_dict().items() if k != "active"}) for p in audit.plugins]
+    lines = oracle.compare(plugins_copy, audit.ignored, listed)
     assert lines == [f"{hello['Path']}: docker says invalid: pretend docker refused it, the kit says valid"]
 
 
@@ -118,7 +119,7 @@ def test_search_order_is_dockers(tree):
     order = [(d.path, d.origin) for d in audit.dirs]
     assert order[:3] == [(str(tree.extra_dir), "cliPluginsExtraDirs"), (str(tree.gone_dir), "cliPluginsExtraDirs"),
                          (str(tree.plugin_dir), "DOCKER_CONFIG")]
-    assert [d for d, _ in order[3:]] == list(plugins.SYSTEM_PLUGIN_DIRS)
+    assert [d for d, _ in order[3:]] == list(discovery.SYSTEM_PLUGIN_DIRS)
     assert audit.dirs[1].state == "missing"
     twice = [p for p in audit.plugins if p.name == "twice"]
     assert [p.directory for p in twice] == [str(tree.extra_dir), str(tree.plugin_dir)]
@@ -127,19 +128,19 @@ def test_search_order_is_dockers(tree):
 
 def test_docker_config_defaults_to_the_environment_then_home(monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert plugins.config_dir("") == tmp_path
-    assert plugins.config_dir("/elsewhere") == Path("/elsewhere")
+    assert discovery.config_dir("") == tmp_path
+    assert discovery.config_dir("/elsewhere") == Path("/elsewhere")
     monkeypatch.delenv("DOCKER_CONFIG")
-    assert plugins.config_dir("") == Path.home() / ".docker"
+    assert discovery.config_dir("") == Path.home() / ".docker"
 
 
 def test_inventory_records_files_owner_purpose_and_findings(tree, tmp_path):
     audit = scan(tree)
     by_name = {p.name: p for p in audit.active}
     hello = by_name["hello"]
-    assert hello.sha256 == plugins.sha256_file(tree.plugin_dir / "docker-hello")
+    assert hello.sha256 == files.sha256(tree.plugin_dir / "docker-hello")
     assert hello.size == (tree.plugin_dir / "docker-hello").stat().st_size
-    assert hello.mode == "0755" and hello.owner == plugins.user_name(os.geteuid())
+    assert hello.mode == "0755" and hello.owner == discovery.user_name(os.geteuid())
     assert hello.required == "not required" and by_name["buildx"].required == "required"
     assert by_name["buildx"].purpose.startswith("Docker Buildx") and by_name["buildx"].status == "current"
     assert hello.purpose == "a crafted test plugin" and hello.metadata["Vendor"] == pf.VENDOR
@@ -159,19 +160,19 @@ def test_inventory_records_files_owner_purpose_and_findings(tree, tmp_path):
 def test_hashing_does_not_count_as_use(tree):
     path = tree.plugin_dir / "docker-hello"
     os.utime(path, (1_000_000_000, 1_000_000_000))
-    plugins.sha256_file(path)
+    files.sha256(path)
     assert os.stat(path).st_atime == 1_000_000_000
 
 
 def test_last_use_says_how_far_to_trust_it():
     st = os.stat_result((0o100755, 0, 0, 1, 0, 0, 10, 2_000_000_000, 1_000_000_000, 1_000_000_000))
-    assert plugins.last_use(st, plugins.Mount("/x", ("rw", "noatime"), "ext4"))[0] is None
-    assert "noatime" in plugins.last_use(st, plugins.Mount("/x", ("rw", "noatime"), "ext4"))[1]
-    when, note = plugins.last_use(st, plugins.Mount("/x", ("rw", "relatime"), "ext4"))
+    assert discovery.last_use(st, discovery.Mount("/x", ("rw", "noatime"), "ext4"))[0] is None
+    assert "noatime" in discovery.last_use(st, discovery.Mount("/x", ("rw", "noatime"), "ext4"))[1]
+    when, note = discovery.last_use(st, discovery.Mount("/x", ("rw", "relatime"), "ext4"))
     assert when == "2033-05-18T03:33:20Z" and "relatime" in note
-    when, note = plugins.last_use(st, plugins.Mount("/x", ("rw",), "ext4"))
+    when, note = discovery.last_use(st, discovery.Mount("/x", ("rw",), "ext4"))
     assert when and note.startswith("access time")
-    assert plugins.mount_of("/proc/self") .point == "/proc"
+    assert discovery.mount_of("/proc/self") .point == "/proc"
 
 
 def test_inventory_files_json_and_markdown(tree, tmp_path):
@@ -213,18 +214,18 @@ def test_findings_fail_the_verdict_with_a_fix_each(tree):
     (b'', False, "invalid metadata"),
 ])
 def test_metadata_is_read_the_way_go_reads_it(raw, valid, words):
-    reason, error, _ = plugins.judge_metadata(raw)
+    reason, error, _ = metadata.judge_metadata(raw)
     assert (not reason) == valid, error
     assert words.lower() in error.lower()
 
 
 def test_names_and_builtins():
-    assert plugins.judge_name("buildx") == ("", "")
-    assert plugins.judge_name("")[0] == "name"
-    assert plugins.judge_name("a1")[0] == ""
-    assert plugins.judge_name("1a")[0] == "name"
-    assert plugins.judge_name("x\n")[0] == "name"  # Go's $ does not match before a newline
-    assert plugins.judge_name("bake")[1] == 'plugin "bake" duplicates builtin command'
+    assert metadata.judge_name("buildx") == ("", "")
+    assert metadata.judge_name("")[0] == "name"
+    assert metadata.judge_name("a1")[0] == ""
+    assert metadata.judge_name("1a")[0] == "name"
+    assert metadata.judge_name("x\n")[0] == "name"  # Go's $ does not match before a newline
+    assert metadata.judge_name("bake")[1] == 'plugin "bake" duplicates builtin command'
 
 
 @needs_docker
@@ -239,7 +240,7 @@ def test_builtin_table_covers_the_installed_dockers_commands(tmp_path):
             word = line.split()[0]
             if not word.endswith("*"):  # plugins are starred
                 commands.add(word)
-    assert commands and commands <= plugins.BUILTIN_COMMANDS, sorted(commands - plugins.BUILTIN_COMMANDS)
+    assert commands and commands <= metadata.BUILTIN_COMMANDS, sorted(commands - metadata.BUILTIN_COMMANDS)
 
 
 def test_config_json_that_is_not_json_is_reported_never_rewritten(tmp_path):
@@ -263,7 +264,7 @@ def test_config_json_that_is_not_json_is_reported_never_rewritten(tmp_path):
 ])
 def test_config_json_shapes(tmp_path, text, error):
     (tmp_path / "config.json").write_text(text)
-    cfg = plugins.read_config(tmp_path)
+    cfg = discovery.read_config(tmp_path)
     assert (error in cfg.error) if error else not cfg.error
     assert cfg.extra_dirs == []
 
@@ -355,7 +356,7 @@ def test_a_name_collision_in_quarantine_keeps_both(tree, tmp_path):
     assert [e["stored"] for e in second.facts["quarantined"]] == ["docker-garbage.2"]
     stored = {e["stored"]: e for e in first.facts["quarantined"] + second.facts["quarantined"]}
     assert "still not json, second edition" in (qdir / "docker-garbage.2").read_text()
-    assert plugins.sha256_file(qdir / "docker-garbage") == stored["docker-garbage"]["sha256"]
+    assert files.sha256(qdir / "docker-garbage") == stored["docker-garbage"]["sha256"]
     done = quarantine.restore(qdir, "garbage")
     assert "second edition" in garbage.read_text()
     assert any("older copy docker-garbage" in line for line in done)
@@ -389,12 +390,12 @@ def test_unwritable_plugin_directory_moves_nothing():
         tree = pf.build(base / "tree", ["hello", "exitthree", "garbage"])
         before = pf.tree_state(base)
         code = (
-            "from pathlib import Path; from runbook_checks import plugins, quarantine\n"
-            f"a = plugins.Audit(Path({str(tree.config_dir)!r}), [], 2).scan()\n"
-            f"c = quarantine.Cleanup(a, Path('/tmp/bkq-nobody-{os.getpid()}'), Path('/tmp'), False, True)\n"
+            "from pathlib import Path; from runbook_checks.plugins import audit, clean\n"
+            f"a = audit.Audit(Path({str(tree.config_dir)!r}), [], 2).scan()\n"
+            f"c = clean.Cleanup(a, Path('/tmp/bkq-nobody-{os.getpid()}'), Path('/tmp'), False, True)\n"
             "try:\n    c.quarantine()\nexcept Exception as e:\n    print(e)\n")
         out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                              code], capture_output=True, text=True, cwd=params.PROJECT_ROOT, timeout=60)
+                              code], capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=60)
         assert "nothing was moved" in out.stdout and "docker-exitthree" in out.stdout, out.stdout + out.stderr
         assert pf.tree_state(base) == before
     finally:
@@ -417,15 +418,15 @@ def test_protected_hardlinks_fall_back_to_rename():
         os.chown(tree.plugin_dir / "docker-exitthree", 0, 0)  # root's file in nobody's directory
         before = pf.tree_state(base / "tree")
         code = (
-            "import json; from pathlib import Path; from runbook_checks import plugins, quarantine\n"
-            f"a = plugins.Audit(Path({str(tree.config_dir)!r}), [], 2).scan()\n"
+            "import json; from pathlib import Path; from runbook_checks.plugins import audit, clean, quarantine\n"
+            f"a = audit.Audit(Path({str(tree.config_dir)!r}), [], 2).scan()\n"
             f"q = Path({str(base / 'q')!r})\n"
-            "out = quarantine.Cleanup(a, q, q.parent / 'b', False, True).quarantine()\n"
+            "out = clean.Cleanup(a, q, q.parent / 'b', False, True).quarantine()\n"
             "print(json.dumps([e['moved_by'] for e in out.facts['quarantined']]))\n"
             "print(quarantine.restore(q, 'exitthree'))\n")
         os.chown(base, 65534, 65534)
         out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                              code], capture_output=True, text=True, cwd=params.PROJECT_ROOT, timeout=60)
+                              code], capture_output=True, text=True, cwd=paths.PROJECT_ROOT, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         assert json.loads(out.stdout.splitlines()[0]) == ["rename"]
         after = pf.tree_state(base / "tree")
@@ -492,7 +493,7 @@ def test_stability_names_a_required_plugin_that_was_never_there(tmp_path):
 
 
 def test_default_quarantine_dir_follows_the_layout(tmp_path):
-    from runbook_checks import layout
+    from runbook_checks.core import layout
 
     flat = layout.for_params({"profile": "ci", "state_dir": str(tmp_path)})
     fhs = layout.for_params({"profile": "production", "state_dir": str(tmp_path)})
@@ -523,7 +524,7 @@ def test_a_hanging_oracle_is_killed_with_its_plugins(tmp_path):
     hang.chmod(0o755)
     env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "cfg"))
     with pytest.raises(PluginError, match="did not answer within 1s"):
-        plugins.docker_verdicts(DOCKER, env, timeout=1)
+        oracle.docker_verdicts(DOCKER, env, timeout=1)
     time.sleep(0.3)
     left = subprocess.run(["pgrep", "-f", "sleep 31.4159"], capture_output=True, text=True).stdout.split()
     assert left == []

@@ -4,8 +4,9 @@ import datetime as dt
 
 import pytest
 
-from runbook_checks import layout as layout_mod, params, prune
-from runbook_checks.errors import ParameterError
+from runbook_checks.cache import prune
+from runbook_checks.core import layout as layout_mod, params
+from runbook_checks.core.errors import ParameterError, PruneError
 
 
 def test_tags_beyond_the_newest_n_or_older_than_d_expire():
@@ -23,7 +24,7 @@ def test_prune_candidates_are_unused_and_old_enough():
           {"inUse": False, "lastUsedAt": "2026-11-25T00:00:00.5+00:00", "size": 4}]
     assert [r["size"] for r in prune.candidates(du, 3600, now)] == [4]
     assert [r["size"] for r in prune.candidates(du, 0, now)] == [2, 4]
-    with pytest.raises(prune.PruneError, match="cannot read"):
+    with pytest.raises(PruneError, match="cannot read"):
         prune.when("yesterday")
 
 
@@ -61,6 +62,6 @@ def test_the_production_timer_verifies_and_is_idempotent(tmp_path):
     assert "OnCalendar=*-*-* 03:30:00" in timer and "Persistent=true" in timer
     assert "maint.prune --profile production" in (lay.unit_dir / "buildkit-prune.service").read_text()
     assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "ok"
-    with pytest.raises(prune.PruneError, match="prune_schedule"):
+    with pytest.raises(PruneError, match="prune_schedule"):
         prune.write_timer(lay, "systemd", "every tuesday-ish", apply=True)
     assert prune.write_timer(lay, "supervisor", "daily", apply=True).status == "skipped"

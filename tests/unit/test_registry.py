@@ -6,8 +6,11 @@ import socket
 import pytest
 import yaml
 
-from runbook_checks import layout as layout_mod, programs, registry, service
-from runbook_checks.errors import ServiceError
+from runbook_checks import session
+from runbook_checks.cache import registry
+from runbook_checks.core import layout as layout_mod
+from runbook_checks.core.errors import ProgramError, ServiceError
+from runbook_checks.daemon import programs, service, supervisor, systemd
 
 from .test_config import render
 
@@ -25,8 +28,8 @@ def test_config_listens_on_loopback_with_deletes_on(tmp_path):
 
 def test_supervisor_program_only_when_a_port_is_set(tmp_path):
     layout = lay(tmp_path)
-    assert "[program:registry]" not in service.render_supervisor_conf(layout, programs.wanted(layout, {}))
-    text = service.render_supervisor_conf(layout, programs.wanted(layout, {"registry_port": 15000}))
+    assert "[program:registry]" not in service.render_supervisor_conf(layout, session.programs(layout, {}))
+    text = service.render_supervisor_conf(layout, session.programs(layout, {"registry_port": 15000}))
     assert f"command=/usr/bin/docker-registry serve {tmp_path}/etc/registry.yml" in text
     assert 'REGISTRY_HTTP_ADDR="127.0.0.1:15000"' in text
     assert programs.served_urls(text) == {"registry": "http://127.0.0.1:15000/v2/"}
@@ -34,20 +37,20 @@ def test_supervisor_program_only_when_a_port_is_set(tmp_path):
 
 def test_service_definition_writes_the_registry_config(tmp_path):
     layout = lay(tmp_path)
-    progs = programs.wanted(layout, {"registry_port": service.free_port()})
-    out = service.write_service_definition(layout, "supervisor", service.Limits(), "", True, progs)
+    progs = session.programs(layout, {"registry_port": service.free_port()})
+    out = service.write_service_definition(layout, "supervisor", systemd.Limits(), "", True, progs)
     assert out.status == "changed" and "registry.yml" in out.message
     assert (tmp_path / "registry").is_dir()
     assert f"127.0.0.1:{progs[0].port}" in registry.config_path(layout).read_text()
-    again = service.write_service_definition(layout, "supervisor", service.Limits(), "", True, progs)
+    again = service.write_service_definition(layout, "supervisor", systemd.Limits(), "", True, progs)
     assert again.status == "ok"
 
 
 def test_systemd_has_no_registry_program(tmp_path):
     layout = lay(tmp_path, "production")
     with pytest.raises(ServiceError, match="supervisord only"):
-        service.write_service_definition(layout, "systemd", service.Limits(), "", False,
-                                         programs.wanted(layout, {"registry_port": 15000}))
+        service.write_service_definition(layout, "systemd", systemd.Limits(), "", False,
+                                         session.programs(layout, {"registry_port": 15000}))
 
 
 def test_buildkitd_reaches_the_local_registry_over_http(tmp_path):
@@ -63,7 +66,7 @@ def test_last_error_quotes_the_program(tmp_path):
     log = tmp_path / "registry.log"
     log.write_text('time="2026-11-27T12:00:00Z" level=info msg="listening on 127.0.0.1:1"\n'
                    'time="2026-11-27T12:00:01Z" level=fatal msg="listen tcp 127.0.0.1:1: bind: address already in use"\n')
-    prog = programs.wanted(lay(tmp_path), {"registry_port": 1})[0]
+    prog = session.programs(lay(tmp_path), {"registry_port": 1})[0]
     assert programs.last_error(log, prog.error_patterns) == "listen tcp 127.0.0.1:1: bind: address already in use"
     assert programs.last_error(tmp_path / "none.log", ()).startswith("(no log at")
 
@@ -74,13 +77,13 @@ def test_a_taken_port_is_refused_before_anything_is_written(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(programs.ProgramError, match=f"(?s)127.0.0.1:{port} is taken.*registry_port=N"):
-            service.write_service_definition(layout, "supervisor", service.Limits(), "", True,
-                                             programs.wanted(layout, {"registry_port": port}))
+        with pytest.raises(ProgramError, match=f"(?s)127.0.0.1:{port} is taken.*registry_port=N"):
+            service.write_service_definition(layout, "supervisor", systemd.Limits(), "", True,
+                                             session.programs(layout, {"registry_port": port}))
     assert not layout.supervisor_conf.exists() and not registry.config_path(layout).exists()
 
 
 def test_converge_skips_without_programs(tmp_path):
-    out = programs.converge(lay(tmp_path), service.Supervisor(lay(tmp_path)), [], apply=True)
+    out = programs.converge(lay(tmp_path), supervisor.Supervisor(lay(tmp_path)), [], apply=True)
     assert out.status == "skipped"
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from runbook_checks.errors import KitError, StepFailed
-from runbook_checks.results import Outcome, Report, render_recap
+from runbook_checks.core.errors import KitError, StepFailed
+from runbook_checks.core.results import Outcome, Report, render_recap
 
 
 def test_report_contract_and_recap():
@@ -54,7 +54,7 @@ def test_outcome_rejects_unknown_status():
 
 def test_recap_prints_messages_that_look_like_markup(capsys):
     """A message quoting a path in brackets is text, not a rich closing tag."""
-    from runbook_checks.results import print_recap
+    from runbook_checks.core.results import print_recap
 
     report = Report("plugins-audit", "ci", "check")
     report.step("plugins [all]", lambda: Outcome.ok("hello [/tmp/x/docker-hello] [bold]"))

@@ -2,8 +2,9 @@ import shutil
 
 import pytest
 
-from runbook_checks import layout as layout_mod, service
-from runbook_checks.errors import ServiceError
+from runbook_checks.core import layout as layout_mod
+from runbook_checks.core.errors import ServiceError
+from runbook_checks.daemon import service, systemd
 
 pytestmark = pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 
@@ -14,7 +15,7 @@ def prod(tmp_path):
 
 def test_units_render_and_verify(tmp_path):
     layout = prod(tmp_path)
-    limits = service.Limits("400%", "17179869184", 200, 8192)
+    limits = systemd.Limits("400%", "17179869184", 200, 8192)
     out = service.write_service_definition(layout, "systemd", limits, "tcp://127.0.0.1:1234", apply=False)
     assert out.status == "changed" and not (tmp_path / "etc").exists()
     out = service.write_service_definition(layout, "systemd", limits, "tcp://127.0.0.1:1234", apply=True)
@@ -28,8 +29,8 @@ def test_units_render_and_verify(tmp_path):
     assert service.write_service_definition(layout, "systemd", limits, "tcp://127.0.0.1:1234", apply=True).status == "ok"
 
 
-@pytest.mark.parametrize("limits", [service.Limits(cpu_quota="abc%"), service.Limits(memory_max="lots"),
-                                    service.Limits(io_weight=0)])
+@pytest.mark.parametrize("limits", [systemd.Limits(cpu_quota="abc%"), systemd.Limits(memory_max="lots"),
+                                    systemd.Limits(io_weight=0)])
 def test_systemd_analyze_warnings_are_failures(tmp_path, limits):
     """systemd-analyze verify exits 0 on 'Invalid CPU quota ..., ignoring': we fail anyway,
     and nothing is written."""
@@ -40,7 +41,7 @@ def test_systemd_analyze_warnings_are_failures(tmp_path, limits):
 
 
 def test_cgroup_expectations():
-    assert service.Limits("200%", "1073741824", 50, 100).cgroup() == {
+    assert systemd.Limits("200%", "1073741824", 50, 100).cgroup() == {
         "cpu.max": "200000 100000", "memory.max": "1073741824", "io.weight": "default 50", "pids.max": "100"}
 
 
@@ -53,7 +54,7 @@ def test_supervisor_conf(tmp_path):
 
 
 def test_systemd_manager_refuses_without_systemd(tmp_path):
-    if service.systemd_is_pid1():
+    if systemd.systemd_is_pid1():
         pytest.skip("systemd is PID 1 here")
     with pytest.raises(ServiceError, match="service_manager=supervisor"):
         service.manager_for(layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)}), "systemd").info()

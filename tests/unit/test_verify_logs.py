@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from runbook_checks import service, verify
-from runbook_checks.errors import KitError, ServiceError
+from runbook_checks.core.errors import KitError, ServiceError
+from runbook_checks.daemon import service, supervisor, verify
 
 
 def j(level, msg="m", time="2026-01-01T00:00:00Z"):
@@ -49,20 +49,20 @@ def test_only_the_running_daemons_lines_count(tmp_path):
     log.write_text("\n".join(["partial line cut by the tail", j("info", "old"), j("info", "stopping server", "2026-01-01T00:00:30Z"),
                               "buildkitd: got SIGTERM/SIGINT, forcing shutdown", "\truntime/asm_amd64.s:1771",
                               j("info", "new", "2026-01-01T00:00:30Z"), j("info", "newer", "2026-01-01T00:01:00Z")]) + "\n")
-    lines = service.read_log_tail(log)
+    lines = supervisor.read_log_tail(log)
     since = dt.datetime(2026, 1, 1, 0, 0, 30, 400000, tzinfo=dt.timezone.utc).timestamp()
-    current = service.current_process_lines(lines, since)
+    current = supervisor.current_process_lines(lines, since)
     assert [json.loads(x)["msg"] for x in current] == ["new", "newer"]
     assert check(current).status == "ok"
-    assert service.current_process_lines(lines, since + 3600) == []
+    assert supervisor.current_process_lines(lines, since + 3600) == []
     # a crashed first start with no exit message: only the time cut applies
     plain = [j("info", "a"), j("info", "b", "2026-01-01T00:02:00Z")]
-    assert service.current_process_lines(plain, since) == plain[1:]
+    assert supervisor.current_process_lines(plain, since) == plain[1:]
 
 
 def test_missing_log():
     with pytest.raises(ServiceError, match="no log"):
-        service.read_log_tail(__import__("pathlib").Path("/nonexistent/log"))
+        supervisor.read_log_tail(__import__("pathlib").Path("/nonexistent/log"))
 
 
 def test_limits_skipped_without_systemd():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from runbook_checks import images, layout as layout_mod, params, warm
-from runbook_checks.cache import CacheBackend
-from runbook_checks.errors import ParameterError
+from runbook_checks.cache import backends, images, s3 as s3_mod, warm
+from runbook_checks.core import layout as layout_mod, params, paths
+from runbook_checks.core.errors import ParameterError
 
 
 def semantics(**values):
@@ -18,7 +18,7 @@ def semantics(**values):
 
 def test_targets_are_directories_with_a_dockerfile_and_an_existing_stage(tmp_path):
     small = warm.parse_target("workloads/small")
-    assert small.context == params.PROJECT_ROOT / "workloads/small" and small.stage == "" and small.name == "small"
+    assert small.context == paths.PROJECT_ROOT / "workloads/small" and small.stage == "" and small.name == "small"
     assert small.bases() == ["kit/busybox:latest"]
     build = warm.parse_target("workloads/go-app#build")
     assert build.stage == "build" and build.name == "go-app-build"
@@ -38,13 +38,14 @@ def test_targets_are_directories_with_a_dockerfile_and_an_existing_stage(tmp_pat
 
 def test_each_target_gets_a_cache_of_its_own():
     t = warm.parse_target("workloads/go-app#build")
-    reg = warm.backend_of(CacheBackend("registry", "127.0.0.1:15000/kit/cache:registry"), t)
+    reg = backends.make("registry", "127.0.0.1:15000/kit/cache:registry").for_context(t.name)
     assert reg.export_option().startswith("type=registry,ref=127.0.0.1:15000/kit/cache:warm-go-app-build,mode=max")
-    assert warm.backend_of(CacheBackend("registry", "127.0.0.1:15000/team/cache"), t).target == \
+    assert backends.make("registry", "127.0.0.1:15000/team/cache").for_context(t.name).target == \
         "127.0.0.1:15000/team/cache:warm-go-app-build"
-    s3 = warm.backend_of(CacheBackend("s3", "buildkit-cache", prefix="team/", endpoint="http://127.0.0.1:1"), t)
+    store = s3_mod.Store("http://127.0.0.1:1", Path("/nonexistent/credentials"))
+    s3 = backends.make("s3", "buildkit-cache", prefix="team/", store=store).for_context(t.name)
     assert "prefix=team/warm/go-app-build/" in s3.export_option()
-    local = warm.backend_of(CacheBackend("local", "/var/cache/bk"), t)
+    local = backends.make("local", "/var/cache/bk").for_context(t.name)
     assert local.import_option() == "type=local,src=/var/cache/bk/go-app-build"
 
 
@@ -69,11 +70,10 @@ def test_the_rootfs_key_follows_packages_mirror_and_local_certificates(tmp_path)
 
 
 def test_a_cache_the_kit_cannot_read_is_unknown_and_an_absent_local_one_is_empty(tmp_path):
-    lay = layout_mod.for_params({"profile": "ci", "state_dir": "/tmp/bk-none"})
-    remote = CacheBackend("registry", "registry.example.com/team/cache:warm-small")
-    assert warm.fingerprint(lay, semantics(), remote) is None  # no request is made
-    local = CacheBackend("local", str(tmp_path / "c"))
-    assert warm.fingerprint(lay, semantics(), local) == ""
+    remote = backends.make("registry", "registry.example.com/team/cache:warm-small")
+    assert remote.fingerprint() is None  # no request is made
+    local = backends.make("local", str(tmp_path / "c"))
+    assert local.fingerprint() == ""
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "index.json").write_text("{}")
-    assert len(warm.fingerprint(lay, semantics(), local)) == 64
+    assert len(local.fingerprint()) == 64
