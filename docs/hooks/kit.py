@@ -116,7 +116,7 @@ class Kit:
         self.kit_profiles = profiles
         self.described = runner.describe()  # {runbook: {parameter: {type, default, help}}}
         self.notebooks = {name: profiles.runbook_path(name) for name in self.described}
-        self.profiles = {p: profiles.load_profile(p) for p in profiles.PROFILES}
+        self.profiles = {p: profiles.load_profile(p).values for p in profiles.PROFILES}
 
     def check_runbook(self, name: str | None, marker: str, page: str) -> str:
         if name not in self.described:

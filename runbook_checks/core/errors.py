@@ -19,6 +19,16 @@ class ParameterError(KitError):
     """A runbook parameter or a profile is unknown, ill-typed or out of range."""
 
 
+class Refusal(ParameterError, ValueError):
+    """A parameter validator's refusal of one value (a ValueError, so pydantic collects it
+    with the parameter's name): what is wrong with the value, and what to write instead.
+    A rule between parameters names the one to change (`parameter`)."""
+
+    def __init__(self, problem: str, fix: str, parameter: str = ""):
+        super().__init__(problem, fix)
+        self.parameter = parameter
+
+
 class StepFailed(KitError):
     """Raised inside a notebook to stop the runbook after a failed step."""
 

@@ -33,14 +33,16 @@ def unified_diff(old: str | None, new: str, path: Path) -> str:
         fromfile=f"{path} (on disk)" if old is not None else "/dev/null", tofile=f"{path} (desired)"))
 
 
-def writable_dir(path: Path) -> Path:
+def writable_dir(path: Path, what: str = "") -> Path:
     """The nearest existing ancestor of `path`, if we may create `path` under it."""
     probe = path
     while not probe.exists():
         probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise KitError(f"{probe} is not writable by uid {os.getuid()}, so {path} cannot be created",
-                       f"run as a user who may write {probe}, or choose another state_dir/prefix")
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        why = "is not a directory" if not probe.is_dir() else f"is not writable by uid {os.getuid()}"
+        raise KitError(f"{probe} {why}, so {path}{f' ({what})' if what else ''} cannot be created",
+                       f"run as a user who may write {probe}, or choose another place"
+                       + (f" for the {what}" if what else " (state_dir, or the parameter naming it)"))
     return probe
 
 

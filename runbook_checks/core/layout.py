@@ -5,6 +5,7 @@ production tree into a temporary directory."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,24 +63,62 @@ class Layout:
             raise ParameterError(
                 f"state_dir {self.state_dir} makes the socket path {len(str(self.socket_path))} bytes long;"
                 f" unix sockets allow {UNIX_SOCKET_MAX}",
-                "choose a shorter state_dir (for example /tmp/bk)",
+                f"choose a state_dir at least {len(str(self.socket_path)) - UNIX_SOCKET_MAX} characters shorter"
+                " (for example /tmp/bk)",
             )
 
 
-def default_state_dir(profile: str) -> Path:
+# Directories a state directory must never be: the kit writes, and `down --purge` removes,
+# everything under it. Production may use / itself (its FHS layout); no profile may use these.
+SYSTEM_DIRS = frozenset(["/etc", "/usr", "/var", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot",
+                         "/dev", "/proc", "/sys", "/run", "/tmp", "/home", "/root", "/opt", "/srv", "/mnt", "/media",
+                         "/var/lib", "/var/log", "/var/tmp", "/usr/local", "/usr/lib", "/usr/bin", "/usr/sbin"])
+SAFE_PATH = re.compile(r"/[A-Za-z0-9._@+/-]*")
+PATH_CHARACTERS = "letters, digits and . _ @ + - /"
+
+
+def default_state_dir(profile: str) -> tuple[Path, str]:
+    """(the state directory, where it came from) when state_dir is empty."""
     if profile == "production":
-        return Path("/")
+        return Path("/"), "the production default"
     env = os.environ.get("BUILDKIT_OPS_STATE_DIR")
-    return Path(env) if env else PROJECT_ROOT / ".lab"
+    return (Path(env), "BUILDKIT_OPS_STATE_DIR") if env else (PROJECT_ROOT / ".lab", "the lab default")
+
+
+def check_state_dir(state_dir: Path, profile: str, given_by: str = "state_dir") -> None:
+    """A state directory the kit may own: absolute, of plain characters, not a system
+    directory, not one that holds the checkout or a home directory (only production may
+    use /)."""
+    text = str(state_dir)
+    if not text.startswith("/"):
+        raise ParameterError(f"{given_by} {text!r} is not an absolute path",
+                             f"give the full path, for example {PROJECT_ROOT / '.lab'} or /tmp/bk")
+    if not SAFE_PATH.fullmatch(text):
+        raise ParameterError(f"{given_by} {text!r} holds a character the kit does not put in paths (spaces, control"
+                             " characters, quotes...)", f"use {PATH_CHARACTERS} only, for example /srv/buildkit-lab")
+    norm = os.path.normpath(text)
+    if norm == "/" and profile == "production":
+        return
+    home = str(Path.home())
+    if norm == "/" or norm in SYSTEM_DIRS or norm == home:
+        raise ParameterError(f"{given_by} {text!r} is a system directory: the kit would write its files into it and"
+                             " `invoke down --purge` would remove it",
+                             "choose a directory of the lab's own, for example /srv/buildkit-lab or"
+                             f" {PROJECT_ROOT / '.lab'}" + (" (only the production profile may use /)" if norm == "/" else ""))
+    for precious in (str(PROJECT_ROOT), home):
+        if precious == norm or precious.startswith(norm.rstrip("/") + "/"):
+            raise ParameterError(f"{given_by} {text!r} holds {precious}: `invoke down --purge` would remove it",
+                                 f"choose a directory beside it, for example {norm.rstrip('/')}/buildkit-lab")
 
 
 def for_params(params: dict) -> Layout:
-    """The layout for a runbook's parameters (profile, state_dir, layout)."""
+    """The layout for a runbook's parameters (profile, state_dir, layout); a state
+    directory the kit may not own is refused (check_state_dir)."""
     profile = params.get("profile", "lab")
     raw = params.get("state_dir") or ""
-    state_dir = Path(raw).expanduser() if raw else default_state_dir(profile)
-    if not state_dir.is_absolute():
-        state_dir = (PROJECT_ROOT / state_dir).resolve()
+    state_dir, given_by = (Path(raw), "state_dir") if raw else default_state_dir(profile)
+    check_state_dir(state_dir, profile, given_by)
+    state_dir = Path(os.path.normpath(state_dir))
     style = params.get("layout") or ("fhs" if profile == "production" else "flat")
     s = state_dir
     if style == "fhs":

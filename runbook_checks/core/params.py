@@ -1,7 +1,8 @@
 """What each runbook parameter means: one pydantic model (`Semantics`) that every runbook
 shares, so `debug_port` is checked the same way wherever it appears. The runbook's own
 parameters cell says which names it accepts (core.profiles); this says what they mean:
-a size, a duration, a port, one of a few words. Errors name the parameter and the fix."""
+a size, a duration, a port, a path, one of a few words. Every refusal names the
+parameter and says, in plain words, what it accepts."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ParameterError
+from . import layout as layout_mod
+from .errors import ParameterError, Refusal
 from .units import parse_duration, parse_size, prom_minutes
 
 # An image reference with an explicit registry host (localhost, a dotted name, or any name
-# with a port): HOST[:PORT]/PATH[:TAG], no digest; the kit never guesses docker.io. Cache refs (cache_ref) are checked against it.
+# with a port): HOST[:PORT]/PATH[:TAG], no digest; the kit never guesses docker.io. Cache
+# refs (cache_ref) are checked against it.
 IMAGE_REF = re.compile(r"^(?P<host>(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::\d{1,5})?"
                        r"|[A-Za-z0-9-]+:\d{1,5})/(?P<path>[a-z0-9]+(?:[._-][a-z0-9]+)*"
                        r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$")
@@ -22,6 +25,11 @@ IMAGE_REF = re.compile(r"^(?P<host>(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)
 # The rate window of every recording rule (monitoring.rules): a scrape interval must
 # leave at least 4 scrapes in it.
 RULE_WINDOW = "5m"
+
+PORT = dict(ge=0, le=65535, description="a TCP port from 1 to 65535 on 127.0.0.1, or 0")
+NAME = dict(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a name of letters, digits and . _ - (not first)")
+URL = dict(pattern=r"^(https?://[^\s,'\"]+)?$", description="an http:// or https:// URL, or empty")
+
 
 class GcRule(BaseModel):
     """One [[worker.oci.gcpolicy]] entry (BuildKit ≥ 0.17 names; never keepBytes)."""
@@ -38,19 +46,19 @@ class GcRule(BaseModel):
     @field_validator("keep_duration", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
-        return None if v is None else parse_duration(v, "gc_policy.keep_duration")
+        return None if v is None else parse_duration(v)
 
     @field_validator("reserved_space", "max_used_space", "min_free_space", mode="before")
     @classmethod
-    def _size(cls, v: Any, info: Any) -> Any:
-        return None if v is None else parse_size(v, f"gc_policy.{info.field_name}")
+    def _size(cls, v: Any) -> Any:
+        return None if v is None else parse_size(v)
 
     @field_validator("filters")
     @classmethod
     def _filters(cls, v: list[str]) -> list[str]:
         for f in v:
             if not re.match(r"^[a-z.]+(==|!=|~=)[\w.\-/:]+$", f):
-                raise ValueError(f"filter {f!r} is not key==value (e.g. type==exec.cachemount)")
+                raise Refusal(f"the filter {f!r} is not key==value", "write it like type==exec.cachemount")
         return v
 
 
@@ -62,6 +70,20 @@ LIST_ITEMS = {
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
                       "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
 }
+# path parameters: (absolute only, what else it must not hold)
+PATHS = ("state_dir", "archive_path", "s3_credentials_file", "cache_dir", "docker_config", "quarantine_dir",
+         "dashboards_dir")
+
+
+def check_path(value: str, parameter: str) -> str:
+    """An absolute path of plain characters (the kit writes paths into unit files,
+    supervisord.conf and buildctl options, which split on spaces and commas)."""
+    if value and not value.startswith("/"):
+        raise Refusal(f"{value!r} is not an absolute path", f"give the full path, for example /srv/{parameter}")
+    if value and not layout_mod.SAFE_PATH.fullmatch(value):
+        raise Refusal(f"{value!r} holds a character the kit does not put in paths (spaces, commas, quotes, control"
+                      " characters)", f"use {layout_mod.PATH_CHARACTERS} only")
+    return value
 
 
 class RegistryTls(BaseModel):
@@ -77,13 +99,11 @@ class RegistryTls(BaseModel):
     @model_validator(mode="after")
     def _files(self) -> "RegistryTls":
         for name in ("ca", "cert", "key"):
-            value = getattr(self, name)
-            if value and not value.startswith("/"):
-                raise ValueError(f"{name}: {value!r} is not an absolute path")
+            check_path(getattr(self, name), name)
         if bool(self.cert) != bool(self.key):
-            raise ValueError("cert and key go together (a client certificate needs its key)")
+            raise Refusal("cert and key go together (a client certificate needs its key)", "give both, or neither")
         if not (self.ca or self.cert):
-            raise ValueError("give ca, or cert and key")
+            raise Refusal("the entry names no file", "give ca, or cert and key")
         return self
 
 
@@ -100,37 +120,40 @@ class Semantics(BaseModel):
     buildkit_version: str = ""
     source: Literal["auto", "release", "go", "archive"] = "auto"
     release_mirror: str = ""
-    release_sha256: str = ""
+    release_sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$", description="a sha256: 64 hexadecimal digits")
     archive_path: str = ""
     install_runc: bool = True
     tcp_address: str = ""
-    debug_port: int = Field(0, ge=0, le=65535)
+    debug_port: int = Field(0, **PORT)
     log_format: Literal["text", "json"] = "json"
     log_level: Literal["error", "warn", "info", "debug", "trace"] = "info"
     history_max_age: int = 172800
     history_max_entries: int = Field(50, ge=0)
-    snapshotter: str = Field("auto", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    snapshotter: str = Field("auto", pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+                             description="a snapshotter name such as auto, overlayfs or native")
     max_parallelism: int = Field(4, ge=1, le=256)
     gc: bool = True
     gc_policy: list[GcRule] = Field(default_factory=list)
     insecure_entitlements: list[Literal["network.host", "security.insecure", "device"]] = Field(default_factory=list)
     registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
     registry_tls: dict[str, RegistryTls] = Field(default_factory=dict)
-    cpu_quota: str = Field("", pattern=r"^(\d+%)?$")
+    cpu_quota: str = Field("", pattern=r"^([1-9]\d*%)?$", description="a percentage of one CPU such as 200%, or empty")
     memory_max: str = ""
     io_weight: int = Field(100, ge=1, le=10000)
     tasks_max: int = Field(4096, ge=1)
     ready_timeout: int = Field(60, ge=1)
-    exporter_port: int = Field(0, ge=0, le=65535)
-    registry_port: int = Field(0, ge=0, le=65535)
-    s3_port: int = Field(0, ge=0, le=65535)
+    exporter_port: int = Field(0, **PORT)
+    registry_port: int = Field(0, **PORT)
+    s3_port: int = Field(0, **PORT)
     s3_credentials_file: str = ""
-    s3_endpoint: str = Field("", pattern=r"^(https?://[A-Za-z0-9.\-\[\]:]+)?$")
-    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]+$")
+    s3_endpoint: str = Field("", pattern=r"^(https?://[A-Za-z0-9.\-\[\]:]+)?$",
+                             description="an http:// or https:// address with a host and port only, or empty")
+    s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]+$", description="a region name like us-east-1")
     # remote build cache (runbook_checks.cache.backends)
     cache_backend: Literal["local", "registry", "inline", "s3"] = "registry"
-    cache_bucket: str = Field("buildkit-cache", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-    cache_prefix: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$")
+    cache_bucket: str = Field("buildkit-cache", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+                              description="an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens")
+    cache_prefix: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$", description="a key prefix of letters, digits, . _ / -")
     cache_ref: str = ""
     cache_dir: str = ""
     cache_mode: Literal["min", "max"] = "max"
@@ -143,7 +166,8 @@ class Semantics(BaseModel):
     retention_keep_tags: int = Field(10, ge=0)
     retention_max_age: int = 30 * 86400
     s3_max_age: int = 14 * 86400
-    prune_schedule: str = Field("daily", pattern=r"^[A-Za-z0-9 :*,./~-]+$")
+    prune_schedule: str = Field("daily", pattern=r"^[A-Za-z0-9 :*,./~-]+$",
+                                description="a systemd OnCalendar expression such as daily or Sun 03:00")
     # cache warming and benchmark (runbook_checks.cache.warm, runbook_checks.cache.bench)
     warm_contexts: list[str] = Field(default_factory=lambda: ["workloads/small", "workloads/go-app", "workloads/py-app"])
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
@@ -154,14 +178,14 @@ class Semantics(BaseModel):
     clean_not_required: bool = False
     buildx_version: str = ""
     buildx_source: Literal["auto", "go", "debian"] = "auto"
-    buildx_builder: str = Field("buildkit-ops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    buildx_builder: str = Field("buildkit-ops", **NAME)
     # monitoring and alerting (runbook_checks.monitoring)
-    builder_name: str = Field("buildkit-ops", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    prometheus_port: int = Field(0, ge=0, le=65535)
-    alertmanager_port: int = Field(0, ge=0, le=65535)
-    node_exporter_port: int = Field(0, ge=0, le=65535)
-    notify_sink_port: int = Field(0, ge=0, le=65535)
-    smtp_port: int = Field(0, ge=0, le=65535)
+    builder_name: str = Field("buildkit-ops", **NAME)
+    prometheus_port: int = Field(0, **PORT)
+    alertmanager_port: int = Field(0, **PORT)
+    node_exporter_port: int = Field(0, **PORT)
+    notify_sink_port: int = Field(0, **PORT)
+    smtp_port: int = Field(0, **PORT)
     scrape_interval: str = "15s"
     evaluation_interval: str = "15s"
     builder_down_for: str = "1m"
@@ -172,12 +196,15 @@ class Semantics(BaseModel):
     cache_hit_ratio_min: float = Field(0.5, gt=0, le=1)
     cache_usage_max_ratio: float = Field(0.9, gt=0, lt=1)
     disk_fill_hours: float = Field(4.0, gt=0, le=8760)
-    docs_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://\S+$")
-    webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
-    escalation_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
-    chat_webhook_url: str = Field("", pattern=r"^(https?://\S+)?$")
-    email_to: str = Field("buildkit-oncall@localhost", pattern=r"^([^@\s,]+@[^@\s,]+)?$")
-    smtp_smarthost: str = Field("", pattern=r"^([A-Za-z0-9.-]+:\d{1,5})?$")
+    docs_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^\s,'\"]+$",
+                          description="an http:// or https:// URL")
+    webhook_url: str = Field("", **URL)
+    escalation_webhook_url: str = Field("", **URL)
+    chat_webhook_url: str = Field("", **URL)
+    email_to: str = Field("buildkit-oncall@localhost", pattern=r"^([^@\s,'\"]+@[^@\s,'\"]+)?$",
+                          description="one email address like oncall@example.org, or empty")
+    smtp_smarthost: str = Field("", pattern=r"^([A-Za-z0-9.-]+:\d{1,5})?$",
+                                description="HOST:PORT of an SMTP server, or empty")
     team_receivers: dict[str, str] = Field(default_factory=lambda: {"build": "chat", "platform": "email"})
     group_wait: str = "30s"
     group_interval: str = "5m"
@@ -193,18 +220,26 @@ class Semantics(BaseModel):
     def _prom_duration(cls, v: str, info: Any) -> str:
         zero = "|0s" if info.field_name == "group_wait" else ""  # only group_wait may be 0s
         if not re.fullmatch(r"[1-9]\d*(s|m|h|d|w)" + zero, str(v)):
-            raise ValueError(f"{info.field_name}: {v!r} is not a Prometheus duration above 0 like 15s, 5m, 2h or 1d")
+            raise Refusal(f"{v!r} is not a duration above 0", "write it like 15s, 5m, 2h or 1d")
         return v
 
+    @field_validator(*PATHS)
+    @classmethod
+    def _path(cls, v: str, info: Any) -> str:
+        return check_path(v, info.field_name)
+
     @model_validator(mode="after")
-    def _scrape_fits_the_rate_window(self) -> "Semantics":
-        """Every rate() of the rules spans RULE_WINDOW; it needs at least 4 scrapes in it
-        (a 5m scrape would leave every rate empty)."""
+    def _whole(self) -> "Semantics":
+        """Rules between parameters: the state directory the profile may own, and a
+        scrape interval that leaves 4 scrapes in the rules' rate window."""
+        try:
+            layout_mod.for_params({"profile": self.profile, "state_dir": self.state_dir, "layout": self.layout})
+        except ParameterError as exc:
+            raise Refusal(exc.problem, exc.fix, "state_dir") from None
         longest = prom_minutes(RULE_WINDOW) * 60 / 4
         if prom_minutes(self.scrape_interval) * 60 > longest:
-            raise ParameterError(f"parameter 'scrape_interval': {self.scrape_interval} leaves fewer than 4 scrapes"
-                                 f" in the rules' {RULE_WINDOW} rate window, so every rate would be empty",
-                                 f"set scrape_interval to at most {longest:g}s")
+            raise Refusal(f"{self.scrape_interval!r} leaves fewer than 4 scrapes in the rules' {RULE_WINDOW} rate"
+                          " window, so every rate would be empty", f"use at most {longest:g}s", "scrape_interval")
         return self
 
     @field_validator("required_plugins", "retention_repositories", "warm_contexts")
@@ -213,48 +248,45 @@ class Semantics(BaseModel):
         pattern, what = LIST_ITEMS[info.field_name]
         for item in v:
             if not re.fullmatch(pattern, item):
-                raise ValueError(f"{item!r} is not {what}")
+                raise Refusal(f"{item!r} is not {what}", f"give each item as {what}")
         return v
 
     @field_validator("cache_ref")
     @classmethod
     def _cache_ref(cls, v: str) -> str:
         if v and not IMAGE_REF.match(v):
-            raise ValueError(f"{v!r} is not an image reference HOST[:PORT]/PATH[:TAG], e.g. 127.0.0.1:15000/kit/cache:main")
+            raise Refusal(f"{v!r} is not an image reference with a registry host",
+                          "write it as HOST[:PORT]/PATH[:TAG], for example 127.0.0.1:15000/kit/cache:main")
         return v
 
-    @field_validator("prune_keep_duration", "retention_max_age", "s3_max_age", mode="before")
+    @field_validator("prune_keep_duration", "retention_max_age", "s3_max_age", "history_max_age", mode="before")
     @classmethod
-    def _durations(cls, v: Any, info: Any) -> int:
-        return parse_duration(v, info.field_name)
+    def _durations(cls, v: Any) -> int:
+        return parse_duration(v)
 
     @field_validator("prune_keep_storage", mode="before")
     @classmethod
     def _keep_storage(cls, v: Any) -> int:
-        size = parse_size(v, "prune_keep_storage")
+        size = parse_size(v)
         if isinstance(size, str):
-            raise ValueError("buildctl prune takes bytes here, not a share of the disk: write e.g. 10GB")
+            raise Refusal(f"{v!r} is a share of the disk, and buildctl prune takes bytes here",
+                          "write a size, for example 10GB")
         return size
 
-    @field_validator("dashboards_dir", "s3_credentials_file")
+    @field_validator("buildkit_version", "buildx_version")
     @classmethod
-    def _absolute(cls, v: str) -> str:
-        if v and not v.startswith("/"):
-            raise ValueError(f"{v!r} is not an absolute path")
-        return v
-
-    @field_validator("cache_dir")
-    @classmethod
-    def _cache_dir(cls, v: str) -> str:
-        if v and (not v.startswith("/") or "," in v):
-            raise ValueError(f"{v!r} is not an absolute directory without commas (buildctl splits options on commas)")
-        return v
-
-    @field_validator("buildkit_version")
-    @classmethod
-    def _version(cls, v: str) -> str:
+    def _version(cls, v: str, info: Any) -> str:
         if v and not re.match(r"^v\d+\.\d+\.\d+(-rc\.?\d+)?$", v):
-            raise ValueError(f"{v!r} is not a BuildKit release tag like v0.34.2")
+            raise Refusal(f"{v!r} is not a release tag", "write it like v0.34.2 (empty: the version the kit pins)")
+        return v
+
+    @field_validator("release_mirror")
+    @classmethod
+    def _mirror(cls, v: str) -> str:
+        if v and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~%/+-]*)?", v):
+            raise Refusal(f"{v!r} is not an http:// or https:// URL",
+                          "give the base URL of a mirror of the release archives, for example"
+                          " https://mirror.example.org/buildkit")
         return v
 
     @field_validator("tcp_address")
@@ -263,40 +295,108 @@ class Semantics(BaseModel):
         # buildkitd's gRPC runs builds as root: without mutual TLS (which the kit does not
         # render yet) it may listen on loopback only
         if v and not re.fullmatch(r"tcp://(127\.0\.0\.1|\[::1\]):\d{1,5}", v):
-            raise ValueError(f"{v!r} is not tcp://127.0.0.1:PORT; without mutual TLS buildkitd's gRPC"
-                             " must stay on loopback")
+            raise Refusal(f"{v!r} is not a loopback address: without mutual TLS buildkitd's gRPC must stay on"
+                          " this host", "write tcp://127.0.0.1:PORT, or leave it empty")
         return v
-
-    @field_validator("history_max_age", mode="before")
-    @classmethod
-    def _age(cls, v: Any) -> int:
-        return parse_duration(v, "history_max_age")
 
     @field_validator("memory_max", mode="before")
     @classmethod
     def _memory(cls, v: Any) -> str:
         if v in ("", None, "infinity"):
             return v or ""
-        return str(parse_size(v, "memory_max"))
+        return str(parse_size(v))
 
 
-def validate(values: dict[str, Any]) -> Semantics:
-    """Check meaning and range; the error names the parameter and what it accepts."""
+# --------------------------------------------------------------------------------------
+# refusals in plain words
+# --------------------------------------------------------------------------------------
+KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
+         "list": "a list", "dict": "a mapping of key: value"}
+
+
+def _where(loc: tuple) -> str:
+    """('gc_policy', 0, 'keep_duration') -> gc_policy[0].keep_duration"""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _field(loc: tuple):
+    """The pydantic field behind a location, for its description."""
+    model, found = Semantics, None
+    for part in loc:
+        if isinstance(part, str) and isinstance(model, type) and issubclass(model, BaseModel):
+            found = model.model_fields.get(part)
+            if found is None:
+                return None
+            annotation = found.annotation
+            nested = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            model = nested[0] if nested else annotation
+    return found
+
+
+def plain(err: dict[str, Any]) -> tuple[str, str]:
+    """(problem, fix) of one pydantic error, without pydantic's words."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    shown = repr(value)
+    if isinstance(ctx.get("error"), Refusal):
+        return ctx["error"].problem, ctx["error"].fix
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        return f"{shown} is not one of the accepted values", "use one of: " + ", ".join(c or '""' for c in choices)
+    bounds = {"greater_than_equal": ("is below the lowest value,", "at least", "ge"),
+              "less_than_equal": ("is above the highest value,", "at most", "le"),
+              "greater_than": ("is not above", "more than", "gt"), "less_than": ("is not below", "less than", "lt")}
+    if kind in bounds:
+        said, words, key = bounds[kind]
+        return f"{shown} {said} {ctx[key]}", f"use a value of {words} {ctx[key]}"
+    if kind == "string_pattern_mismatch":
+        field = _field(err["loc"])
+        what = field.description if field is not None and field.description else "a value of the documented form"
+        return f"{shown} is not {what}", f"give {what}"
+    if kind == "extra_forbidden":
+        parent = _field(err["loc"][:-1])
+        annotation = getattr(parent, "annotation", None)
+        nested = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        known = ", ".join(nested[0].model_fields) if nested else ""
+        return f"there is no field {err['loc'][-1]!r} here", f"use the fields: {known}" if known else "remove it"
+    for prefix, words in (("int", KINDS["int"]), ("float", KINDS["float"]), ("bool", KINDS["bool"]),
+                          ("string", KINDS["str"]), ("list", KINDS["list"]), ("dict", KINDS["dict"]),
+                          ("model", "a mapping of the fields below"), ("missing", "a value")):
+        if kind.startswith(prefix):
+            return f"{shown} is not {words}", f"give {words}"
+    return f"{shown} is refused ({err['msg']})", "see the parameter's help: invoke runbook NAME --list"
+
+
+def _check(values: dict[str, Any], sources: dict[str, str] | None) -> tuple[Semantics | None, list[ParameterError]]:
     try:
-        return Semantics.model_validate(values)
-    except ParameterError:
-        raise
+        return Semantics.model_validate(values), []
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        accepted = ""
-        if err["type"] == "literal_error":
-            accepted = "accepted values: " + err["ctx"]["expected"]
-        elif err["type"] == "value_error":  # the kit's own validators say what is wanted
-            accepted = str(err["ctx"]["error"])
-        elif err.get("ctx"):
-            accepted = "accepted: " + ", ".join(f"{k} {v}" for k, v in err["ctx"].items())
-        raise ParameterError(
-            f"parameter {where!r}: {err['input']!r} is invalid ({err['msg']})",
-            accepted or "see the parameter's help: invoke runbook --list",
-        ) from None
+        found = []
+        for err in exc.errors():
+            problem, fix = plain(err)
+            refusal = (err.get("ctx") or {}).get("error")
+            loc = err["loc"] or ((refusal.parameter,) if isinstance(refusal, Refusal) and refusal.parameter else ())
+            name = _where(loc)
+            origin = (sources or {}).get(str(loc[0])) if loc else None
+            if name and problem.startswith(f"{name} "):  # "state_dir '/x' is ..." names it already
+                problem = problem[len(name) + 1:]
+            found.append(ParameterError((f"parameter {name!r}: " if name else "") + problem
+                                        + (f" ({origin})" if origin else ""),
+                                        f"{name}: {fix}" if name and not fix.startswith(name) else fix))
+        return None, found
+
+
+def problems(values: dict[str, Any], sources: dict[str, str] | None = None) -> list[ParameterError]:
+    """Every refusal of these values (all of them, not only the first), each naming the
+    parameter and, when known, where its value came from (`sources`: name -> where)."""
+    return _check(values, sources)[1]
+
+
+def validate(values: dict[str, Any], sources: dict[str, str] | None = None) -> Semantics:
+    """The values' meaning, or the first refusal (problems() gives them all)."""
+    semantics, found = _check(values, sources)
+    if found:
+        raise found[0]
+    return semantics

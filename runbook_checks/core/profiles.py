@@ -1,24 +1,37 @@
 """Runbooks, their parameters cells and the profiles: which parameters a runbook declares
 (papermill's inspector reads its `name: type = default  # help` lines), what a profile
-passes, and the resolved values of one run: defaults < profile < --set, validated."""
+passes, and the resolved values of one run: defaults < profile < site profile < --set,
+each value with where it came from, all validated before anything runs.
+
+A profile is a name (lab, ci, production: notebooks/profiles/NAME.yaml) or the path of
+an organisation's site profile: a YAML file outside the checkout that says
+`extends: NAME` and overrides some values. Every refusal names the file and the line."""
 
 from __future__ import annotations
 
+import difflib
 import re
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import ParameterError
-from .params import validate
+from .params import Semantics, problems
 from .paths import NOTEBOOKS, PROFILES_DIR
 
 PROFILES = ("lab", "ci", "production")
-
+KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
+         "list": "a list", "dict": "a mapping of key: value"}
 _PYTYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+OPTIONS = {"mode": "--mode check|apply", "profile": "--profile NAME|PATH"}  # parameters with options of their own
 
 
+# --------------------------------------------------------------------------------------
+# runbooks and their parameters cells
+# --------------------------------------------------------------------------------------
 def runbook_path(name: str) -> Path:
     """notebooks/NN-name.ipynb for a runbook called `name`."""
     matches = sorted(NOTEBOOKS.glob(f"[0-9][0-9]-{name}.ipynb")) + sorted(NOTEBOOKS.glob(f"{name}.ipynb"))
@@ -31,27 +44,141 @@ def list_runbooks() -> list[str]:
     return [re.sub(r"^\d\d-", "", p.stem) for p in sorted(NOTEBOOKS.glob("*.ipynb"))]
 
 
-def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
-    """The parameters cell as {name: {type, default, help}}, via papermill's inspector."""
+@lru_cache(maxsize=None)
+def _inspect(path: Path, mtime: float) -> dict[str, dict[str, Any]]:
     from papermill.inspection import inspect_notebook
 
     found = inspect_notebook(str(path))
-    return {
-        name: {"type": p["inferred_type_name"], "default": p["default"], "help": p["help"]}
-        for name, p in found.items()
-    }
+    return {name: {"type": p["inferred_type_name"], "default": p["default"], "help": p["help"]}
+            for name, p in found.items()}
 
 
-def load_profile(profile: str) -> dict[str, Any]:
-    if profile not in PROFILES:
-        raise ParameterError(f"profile: {profile!r} is not a profile", f"use one of: {', '.join(PROFILES)}")
-    path = PROFILES_DIR / f"{profile}.yaml"
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ParameterError(f"{path} is not a mapping of parameter: value", "fix the YAML file")
-    return data
+def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """The parameters cell as {name: {type, default, help}}, via papermill's inspector."""
+    return dict(_inspect(path, path.stat().st_mtime))
 
 
+def every_parameter() -> set[str]:
+    """Every name some runbook declares."""
+    return set().union(*(declared_parameters(runbook_path(r)) for r in list_runbooks()))
+
+
+# --------------------------------------------------------------------------------------
+# profiles: a name or a site profile file
+# --------------------------------------------------------------------------------------
+@dataclass
+class Profile:
+    """A profile as read: its base name (lab, ci, production), its values, and where each
+    value was set ("notebooks/profiles/ci.yaml:12", "/etc/site.yaml:3")."""
+
+    name: str
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    site: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.site} (extends {self.name})" if self.site else self.name
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A YAML mapping and the line of each key; a refusal names the file and the line."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParameterError(f"the profile file {path} does not exist",
+                             f"give a profile name ({', '.join(PROFILES)}) or the path of a site profile") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"the profile file {path} cannot be read: {exc}", "check its permissions and encoding") \
+            from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ParameterError(f"{path}{where} is not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                             "fix the YAML: one `parameter: value` per line, lists as [a, b] or `- item` lines")\
+            from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise ParameterError(f"{path} is not a mapping of parameter: value", "write one `parameter: value` per line")
+    lines: dict[str, int] = {}
+    for key_node, _ in node.value:
+        key = key_node.value
+        if key in lines:
+            raise ParameterError(f"{path}, line {key_node.start_mark.line + 1}: {key!r} is set twice (line"
+                                 f" {lines[key]} too)", "keep one of the two lines")
+        lines[key] = key_node.start_mark.line + 1
+    return data, lines
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(NOTEBOOKS.parent))
+    except ValueError:
+        return str(path)
+
+
+def load_profile(profile: str | Path) -> Profile:
+    """A profile by name, or a site profile by path (`extends: NAME` plus overrides)."""
+    text = str(profile)
+    if text in PROFILES:
+        path = PROFILES_DIR / f"{text}.yaml"
+        data, lines = read_yaml(path)
+        return Profile(text, data, {k: f"{_relative(path)}:{lines[k]}" for k in data})
+    if not re.search(r"[/.]", text):
+        close = difflib.get_close_matches(text, PROFILES, n=1)
+        raise ParameterError(f"--profile {text!r} is neither a profile nor a file",
+                             f"use one of: {', '.join(PROFILES)}" + (f" (did you mean {close[0]}?)" if close else "")
+                             + ", or the path of a site profile (a YAML file with `extends: production`)")
+    path = Path(text).expanduser()
+    data, lines = read_yaml(path)
+    base = data.pop("extends", None)
+    if base not in PROFILES:
+        line = f", line {lines['extends']}" if "extends" in lines else ""
+        raise ParameterError(f"{path}{line}: a site profile must say which profile it extends"
+                             + (f" (it says {base!r})" if base is not None else ""),
+                             f"add a first line `extends: production` (or {', '.join(PROFILES[:-1])})")
+    parent = load_profile(base)
+    values = {**parent.values, **data}
+    sources = {**parent.sources, **{k: f"{path}:{lines[k]}" for k in data}}
+    return Profile(base, values, sources, site=path)
+
+
+def check_profile(profile: str | Path) -> list[ParameterError]:
+    """Everything wrong with a profile, validated as a whole: unknown keys, mode or
+    profile set in the file, and each value's meaning and type, each refusal naming the
+    file and the line."""
+    found: list[ParameterError] = []
+    try:
+        read = load_profile(profile)
+    except ParameterError as exc:
+        return [exc]
+    known = every_parameter()
+    for key, where in read.sources.items():
+        if key in OPTIONS:
+            found.append(ParameterError(f"{where}: {key!r} is not a profile setting", f"pass it as {OPTIONS[key]}"))
+        elif key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            found.append(ParameterError(f"{where}: no runbook has a parameter {key!r}",
+                                        f"did you mean {close[0]}?" if close else
+                                        "remove it, or see the parameters with `invoke runbook NAME --list`"))
+    kept = {k: v for k, v in read.values.items() if k in known and k not in OPTIONS}
+    for runbook in list_runbooks():
+        declared = declared_parameters(runbook_path(runbook))
+        for key, value in kept.items():
+            if key in declared and (error := type_error(key, value, declared[key], read.sources.get(key))):
+                if str(error) not in {str(e) for e in found}:
+                    found.append(error)
+    found += problems({**kept, "profile": read.name}, {k: f"set at {w}" for k, w in read.sources.items()})
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# one run's parameters
+# --------------------------------------------------------------------------------------
 def coerce(name: str, raw: str, type_name: str) -> Any:
     """A --set value (a string) in the declared type of the parameter."""
     if type_name == "str":
@@ -67,47 +194,88 @@ def coerce(name: str, raw: str, type_name: str) -> Any:
     return value
 
 
-def _check_type(name: str, value: Any, type_name: str) -> None:
+def type_error(name: str, value: Any, declared: dict[str, Any], where: str | None = None) -> ParameterError | None:
+    """A refusal when `value` is not of the type the runbook's parameters cell declares."""
+    type_name = declared["type"]
     expected = _PYTYPES.get(type_name)
     if expected is None:
-        return
+        return None
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
-    if not ok:
-        raise ParameterError(
-            f"parameter {name!r}: {value!r} is not of type {type_name}",
-            f"give {name} a {type_name} value (see `invoke runbook --list`)",
-        )
+    if ok:
+        return None
+    kind = KINDS.get(type_name, type_name)
+    return ParameterError(f"parameter {name!r}: {value!r} is not {kind}" + (f" (set at {where})" if where else ""),
+                          f"give {name} {kind}, for example {name}={declared['default'].strip(chr(34))}")
 
 
-def resolve(name: str, profile: str, mode: str, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """All parameters for one run: defaults < profile file < --set, validated.
+@dataclass
+class Resolved:
+    """One run's parameters and where each came from: "default", a profile file and line,
+    or "--set"."""
 
-    Profile keys the runbook does not declare are ignored (a profile serves many
-    runbooks); --set keys it does not declare are an error."""
-    declared = declared_parameters(runbook_path(name))
-    values: dict[str, Any] = {}
-    for key, value in load_profile(profile).items():
-        if key in declared:
-            values[key] = value
+    runbook: str
+    profile: Profile
+    values: dict[str, Any]
+    sources: dict[str, str]
+
+
+def parse_sets(sets: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """--set key=value items as {key: raw}; malformed, repeated, or mode/profile refused."""
+    out: dict[str, str] = {}
     for item in sets:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise ParameterError(f"--set {item!r} is not key=value", "write --set name=value")
         key, raw = item.split("=", 1)
         key = key.strip()
+        if key in OPTIONS:
+            raise ParameterError(f"--set {key}={raw} would be ignored: {key} is an option of its own",
+                                 f"use {OPTIONS[key]}")
+        if key in out:
+            raise ParameterError(f"--set {key} is given twice ({out[key]!r} and {raw!r})",
+                                 f"give {key} once, with the value you mean")
+        out[key] = raw
+    return out
+
+
+def resolve_sources(name: str, profile: str | Path, mode: str, sets: list[str] | tuple[str, ...] = ()) -> Resolved:
+    """All parameters for one run with their sources: defaults < profile < --set,
+    validated. Profile keys the runbook does not declare are ignored (a profile serves
+    many runbooks); --set keys it does not declare are an error."""
+    if mode not in ("check", "apply"):
+        raise ParameterError(f"--mode {mode!r} is not a mode", "use --mode check (change nothing) or --mode apply")
+    declared = declared_parameters(runbook_path(name))
+    read = load_profile(profile)
+    values: dict[str, Any] = {}
+    sources = {k: "default" for k in declared}
+    for key, value in read.values.items():
+        if key in declared and key not in OPTIONS:
+            values[key], sources[key] = value, read.sources[key]
+    for key, raw in parse_sets(sets).items():
         if key not in declared:
-            raise ParameterError(
-                f"runbook {name!r} has no parameter {key!r}",
-                f"its parameters are: {', '.join(sorted(declared))}",
-            )
-        values[key] = coerce(key, raw, declared[key]["type"])
-    values["mode"] = mode
-    values["profile"] = profile
+            close = difflib.get_close_matches(key, declared, n=1)
+            raise ParameterError(f"runbook {name!r} has no parameter {key!r}",
+                                 (f"did you mean {close[0]}? " if close else "")
+                                 + f"its parameters are: {', '.join(sorted(declared))}")
+        values[key], sources[key] = coerce(key, raw, declared[key]["type"]), "--set"
     for key in ("mode", "profile"):
         if key not in declared:
             raise ParameterError(f"runbook {name!r} does not declare {key!r}", "add it to its parameters cell")
+    values["mode"], values["profile"] = mode, read.name
+    sources["mode"], sources["profile"] = "--mode", "--profile"
     for key, value in values.items():
-        _check_type(key, value, declared[key]["type"])
-    validate(values)
-    return values
+        where = sources[key] if sources[key] not in ("--set", "--mode", "--profile") else None
+        if error := type_error(key, value, declared[key], where):
+            raise error
+    found = problems(values, {k: (f"set at {w}" if w not in ("--set", "--mode", "--profile", "default") else
+                                  f"from {w}" if w != "default" else "the runbook's default")
+                              for k, w in sources.items()})
+    if found:
+        raise found[0]
+    return Resolved(name, read, values, sources)
+
+
+def resolve(name: str, profile: str | Path, mode: str, sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """All parameters for one run (resolve_sources, without the sources)."""
+    return resolve_sources(name, profile, mode, sets).values

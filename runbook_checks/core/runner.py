@@ -47,6 +47,7 @@ def _ipc_kernel_manager(socket_dir: Path):
 
 def _stamp_paths(base: Path, name: str) -> tuple[Path, Path]:
     folder = base / name
+    files.writable_dir(folder, what="run records (BUILDKIT_OPS_RUNS_DIR)")
     folder.mkdir(parents=True, exist_ok=True)
     stamp = files.stamp()
     return folder / f"{stamp}.ipynb", folder / f"{stamp}.json"
@@ -74,7 +75,8 @@ def run(name: str, profile: str = "lab", mode: str = "check", sets: tuple[str, .
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
-    values = profiles.resolve(name, profile, mode, sets)
+    resolved = profiles.resolve_sources(name, profile, mode, sets)
+    values = resolved.values
     source = profiles.runbook_path(name)
     notebook, report_path = _stamp_paths(base or runs_dir(), name)
     error = ""
@@ -90,11 +92,13 @@ def run(name: str, profile: str = "lab", mode: str = "check", sets: tuple[str, .
         error = f"the notebook's kernel died: {exc}"
     report = report_from_notebook(notebook) if notebook.exists() else None
     if report is None:  # the notebook broke before any step ran: still a failed, recorded run
-        report = Report(name, profile, mode)
+        report = Report(name, resolved.profile.name, mode)
         report.steps.append(Step("runbook", "failed", error or "the notebook emitted no report"))
         report.finished = report.started
     data: dict[str, Any] = report.to_dict()
     data["parameters"] = values
+    if resolved.profile.site:
+        data["site_profile"] = str(resolved.profile.site)
     data["notebook"] = str(notebook)
     files.atomic_write(report_path, json.dumps(data, indent=2) + "\n")
     return RunResult(report, notebook, report_path)

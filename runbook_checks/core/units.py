@@ -8,41 +8,39 @@ from typing import Any
 
 from pydantic import ByteSize
 
-from .errors import ParameterError
+from .errors import ParameterError, Refusal
 
 _DURATION = re.compile(r"^\s*(?:(\d+)w)?\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*$")
 
 
-def parse_size(value: Any, name: str = "size") -> int | str:
+def parse_size(value: Any) -> int | str:
     """Bytes as an int, or a percentage of the disk as "N%" (BuildKit accepts both).
 
     Accepts 512000000, "512MB", "10GiB", "1.5 GB", "10%"."""
+    fix = 'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage of the disk ("10%")'
     if isinstance(value, bool):
-        raise ParameterError(f"{name}: {value!r} is not a size", 'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage ("10%")')
+        raise Refusal(f"{value!r} is not a size", fix)
     if isinstance(value, str) and value.strip().endswith("%"):
         number = value.strip()[:-1].strip()
         if number.isdigit() and 0 < int(number) <= 100:
             return f"{int(number)}%"
-        raise ParameterError(f"{name}: {value!r} is not a percentage between 1% and 100%", 'write it like "10%"')
+        raise Refusal(f"{value!r} is not a percentage between 1% and 100%", 'write it like "10%"')
     try:
         size = int(ByteSize._validate(value, None)) if not isinstance(value, int) else value
-    except (ValueError, TypeError) as exc:
-        raise ParameterError(
-            f"{name}: {value!r} is not a size ({exc})",
-            'use bytes (512000000), a unit ("512MB", "10GiB") or a percentage of the disk ("10%")',
-        ) from None
+    except (ValueError, TypeError):
+        raise Refusal(f"{value!r} is not a size", fix) from None
     if size < 0:
-        raise ParameterError(f"{name}: {value!r} is negative", "sizes are zero or more bytes")
+        raise Refusal(f"{value!r} is negative", "give zero or more bytes")
     return size
 
 
-def parse_duration(value: Any, name: str = "duration") -> int:
+def parse_duration(value: Any) -> int:
     """Seconds. Accepts 172800, "48h", "2d", "1w 2d", "90m", "30s"."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     match = _DURATION.match(str(value)) if isinstance(value, str) and value.strip() else None
     if not match or not any(match.groups()):
-        raise ParameterError(f"{name}: {value!r} is not a duration", 'use seconds (172800) or units w/d/h/m/s ("48h", "7d")')
+        raise Refusal(f"{value!r} is not a duration", 'write seconds (172800) or units w/d/h/m/s ("48h", "7d")')
     w, d, h, m, s = (int(g or 0) for g in match.groups())
     return (((w * 7 + d) * 24 + h) * 60 + m) * 60 + s
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from ..core import layout as layout_mod, runner
 from ..core.errors import KitError, ParameterError
 from ..core.paths import PROJECT_ROOT
-from ..core.profiles import declared_parameters, runbook_path
+from ..core.profiles import declared_parameters, parse_sets, resolve, runbook_path
 from .config import read_debug_port
-from .programs import served_urls
+from .programs import answers, served_urls
 from .supervisor import Supervisor
 
 UP_SEQUENCE = (("install", "apply"), ("configure", "apply"), ("verify", "check"), ("monitoring", "apply"),
@@ -31,40 +31,47 @@ class Status:
     services: dict[str, str] = field(default_factory=dict)
     reports: dict[str, str] = field(default_factory=dict)
 
+    answering: dict[str, bool] = field(default_factory=dict)  # service -> its URL answers now
+
     def rows(self) -> list[tuple[str, str]]:
         rows = [("state directory", self.state_dir), ("buildkitd", f"{self.state} (pid {self.pid})" if self.pid else self.state),
                 ("address", self.address), ("metrics", self.metrics_url), ("log", self.log_path)]
-        rows += [(name, url) for name, url in self.services.items()]
+        rows += [(name, f"{url} ({'answers' if self.answering.get(name) else 'does not answer'})")
+                 for name, url in self.services.items()]
         rows += [(f"report: {name}", path) for name, path in self.reports.items()]
         return rows
 
 
-def _layout(state_dir: str = ""):
-    return layout_mod.for_params({"profile": "lab", "state_dir": state_dir})
-
-
 def status(state_dir: str = "") -> Status:
-    layout = _layout(state_dir)
+    """The lab of `state_dir` (empty: $BUILDKIT_OPS_STATE_DIR, else .lab): its daemon, and
+    each service beside it with whether its URL answers now."""
+    layout = layout_mod.for_params({"profile": "lab", "state_dir": state_dir})
     info = Supervisor(layout).info()
     port = read_debug_port(layout.config_path)
     conf = layout.supervisor_conf.read_text() if layout.supervisor_conf.exists() else ""
+    services = served_urls(conf)
     return Status(str(layout.state_dir), info["state"], info["pid"], layout.address,
                   f"http://127.0.0.1:{port}/metrics" if port else "(not configured)", str(layout.log_path),
-                  served_urls(conf),
-                  {name: str(path) for name, path in runner.latest_reports().items()})
+                  services, {name: str(path) for name, path in runner.latest_reports().items()},
+                  {name: answers(url) for name, url in services.items()})
 
 
 def up(sets: tuple[str, ...] = (), progress: bool = True, on_report=None) -> list[runner.RunResult]:
-    """install → configure → verify with the lab profile; stop at the first failure.
-    A --set key that none of them declares is an error before anything runs."""
+    """install → configure → verify → monitoring → alerting with the lab profile; stop
+    at the first failure. Every value is validated for every runbook before any runs:
+    a --set key none of them declares, or one any of them refuses, changes nothing."""
+    given = parse_sets(sets)
     known = set().union(*(declared_parameters(runbook_path(name)) for name, _ in UP_SEQUENCE))
-    unknown = sorted({s.split("=", 1)[0] for s in sets} - known)
+    unknown = sorted(set(given) - known)
     if unknown:
         raise ParameterError(f"no runbook of `invoke up` has the parameter(s) {', '.join(unknown)}",
                              f"their parameters are: {', '.join(sorted(known - {'mode', 'profile'}))}")
+    plan = [(name, mode, [s for s in sets if _declares(name, s)]) for name, mode in UP_SEQUENCE]
+    for name, mode, chosen in plan:
+        resolve(name, "lab", mode, chosen)
     results = []
-    for name, mode in UP_SEQUENCE:
-        result = runner.run(name, "lab", mode, [s for s in sets if _declares(name, s)], progress=progress)
+    for name, mode, chosen in plan:
+        result = runner.run(name, "lab", mode, chosen, progress=progress)
         results.append(result)
         if on_report:
             on_report(result)

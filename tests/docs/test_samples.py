@@ -120,8 +120,10 @@ def problems(argv: list[str], inline: bool) -> list[str]:
         return [f"invoke refuses it: {exc}"]
     found = []
     for task, args in parsed[1:]:
-        name = args.get("name", "")
-        if task == "runbook" and name not in RUNBOOKS + list(tasks.LIST_WORDS) and not PLACEHOLDER.match(name):
+        name = args.get("name") or (args["list"] if isinstance(args.get("list"), str) else "")
+        listing = "list" in args and not name
+        if task == "runbook" and not listing and name not in RUNBOOKS + list(tasks.LIST_WORDS) \
+                and not PLACEHOLDER.match(name):
             found.append(f"no runbook {name!r} (runbooks: {', '.join(RUNBOOKS)})")
         profile = args.get("profile", "")
         if profile and profile not in profiles.PROFILES and not PLACEHOLDER.match(profile):

@@ -86,7 +86,7 @@ def test_unwritable_prefix(tmp_path):
     layout = layout_mod.for_params({"profile": "ci", "state_dir": str(blocker / "s")})
     with pytest.raises((InstallError, Exception)) as err:
         install.check_prefix(layout)
-    assert "not writable" in str(err.value) or "Not a directory" in str(err.value)
+    assert "not writable" in str(err.value) or "not a directory" in str(err.value)
 
 
 def test_no_source_is_probed_when_the_binaries_are_in_place(tmp_path, monkeypatch):

@@ -1,0 +1,20 @@
+"""buildkit-ops tasks: `invoke --list`. One explicit Collection of thin tasks; the logic
+lives in runbook_checks. Every refusal exits 2 with the problem and the fix."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from . import bench, docs, lab, maint, plugins, profile, runbooks
+from .runbooks import LIST_WORDS, RUNBOOKS
+
+__all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
+
+ns = Collection(
+    runbooks.runbook, lab.up, lab.down, lab.status,
+    Collection("profile", profile.show, profile.check),
+    Collection("docs", docs.build, docs.serve),
+    Collection("maint", maint.prune, plugins_audit=maint.plugins_audit),
+    Collection("plugins", plugins.restore),
+    Collection("bench", bench.cache),
+)

@@ -1,0 +1,59 @@
+"""`invoke bench.*`: the benchmarks (speed targets live here, never in timed tests)."""
+
+from __future__ import annotations
+
+from invoke import Exit, task
+
+from runbook_checks.core import layout, profiles
+from runbook_checks.core.errors import ParameterError
+from runbook_checks.core.paths import PROJECT_ROOT, runs_dir
+
+from ._kit import console, port_option, refusals
+
+
+@task(help={
+    "workloads": "comma-separated workloads under workloads/ (default: all: small, go-app, py-app)",
+    "backends": "comma-separated cache backends for the fresh-builder scenarios (default: registry,s3,local)",
+    "state_dir": "the lab's state directory (default: the lab profile's, .lab)",
+    "registry_port": "its local registry's port (default: the lab profile's, 15000)",
+    "s3_port": "its S3 server's port (default: the lab profile's, 19000)",
+    "publish": "also copy the plot and the table into docs/guides/cache-benchmark.md",
+    "keep_caches": "keep what the run exported (registry tags, S3 prefix, local directories)",
+})
+@refusals
+def cache(c, workloads="", backends="registry,s3,local", state_dir="", registry_port="", s3_port="",
+          publish=False, keep_caches=False):
+    """Measure the build cache: cold, warm, edit, and fresh builders importing each backend.
+
+    Needs the running lab (./kit up). Writes runs/bench/cache-<stamp>.json (a list of
+    records) and cache-<stamp>.png; prints a recap. Exits 1 when a fresh builder importing
+    the registry or S3 cache of a Debian workload is not 5x faster than cold, all CACHED."""
+    from runbook_checks.cache import bench
+    from runbook_checks.core import files
+
+    values = profiles.load_profile("lab").values
+    lab = bench.Lab(layout.for_params({"profile": "lab", "state_dir": state_dir or values.get("state_dir") or ""}),
+                    port_option(registry_port, "--registry-port") or values["registry_port"],
+                    port_option(s3_port, "--s3-port") or values["s3_port"])
+    names = tuple(b.strip() for b in backends.split(",") if b.strip())
+    unknown = [b for b in names if b not in bench.BACKENDS]
+    if unknown or not names:
+        raise ParameterError(f"--backends {backends!r}: {', '.join(unknown) or 'none'} is not a benchmark backend",
+                             f"use some of: {', '.join(bench.BACKENDS)}, separated by commas")
+    chosen = bench.workloads([w.strip() for w in workloads.split(",") if w.strip()])
+    stamp = files.stamp()
+    out = console()
+    records = bench.run(lab, chosen, stamp, names, say=lambda m: out.print(m, soft_wrap=True, highlight=False),
+                        keep_caches=keep_caches)
+    caption = f"run {stamp} on {bench.machine()}"
+    path = bench.write_results(records, runs_dir(), stamp)
+    png = bench.plot(records, path.with_suffix(".png"), caption)
+    out.print(bench.recap_table(records, f"cache benchmark {stamp}"))
+    out.print(f"results: {path}\nplot:    {png}", soft_wrap=True)
+    if publish:
+        bench.publish(records, png, PROJECT_ROOT / "docs/guides/cache-benchmark.md", caption)
+        out.print("published to docs/guides/cache-benchmark.md")
+    debian = tuple(w.name for w in chosen if any("debian" in b for b in w.bases))
+    misses = bench.verdict(records, debian)
+    if misses:
+        raise Exit("below the goal (5x faster than cold, every step CACHED):\n  " + "\n  ".join(misses), code=1)
