@@ -29,15 +29,15 @@ def show(c, profile, runbook="install", mode="check", set_=None, json_=False):
     from rich.table import Table
 
     resolved = profiles.resolve_sources(runbook, profile, mode, sets_of(set_))
+    every = resolved.everything()
     if json_:
-        print(json.dumps({k: {"value": v, "source": resolved.sources[k]} for k, v in resolved.values.items()},
-                         indent=2))
+        print(json.dumps({k: {"value": v, "source": source} for k, (v, source) in every.items()}, indent=2))
         return
     table = Table(title=f"{runbook} · {resolved.profile.label} · {mode}", title_justify="left")
     for col in ("parameter", "value", "from"):
         table.add_column(col, overflow="fold")
-    for key, value in resolved.values.items():
-        table.add_row(key, json.dumps(value), resolved.sources[key])
+    for key, (value, source) in every.items():
+        table.add_row(key, json.dumps(value), source)
     console().print(table)
 
 

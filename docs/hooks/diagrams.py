@@ -5,9 +5,12 @@
                                 as grimp finds it in the code
   <!-- diagram:runbook-flow -->  how `invoke runbook configure` runs, from the command to
                                 the run record, naming the real functions and steps
+  ```dot ... ```                any Graphviz source in a page, drawn in place
 
 Each marker becomes an image; the SVG is a generated file of the site (nothing is
-written into docs/). A marker the hook does not know fails the build.
+written into docs/); a ```dot block becomes the SVG itself, inline. Nothing is loaded
+from the internet when a page is viewed (the site serves air-gapped build hosts). A
+marker the hook does not know, or a dot source Graphviz refuses, fails the build.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 MARKER = re.compile(r"<!--\s*diagram:([a-z-]+)\s*-->")
+DOT_FENCE = re.compile(r"^(?P<indent>[ \t]*)```dot[^\n]*\n(?P<source>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 FOLDER = "reference/img"
 ALT = {"packages": "runbook_checks' packages in their layers, and the imports between them",
        "runbook-flow": "how invoke runbook runs a runbook, from the command to the run record"}
@@ -138,8 +142,18 @@ def on_files(files: Files, config, **kwargs) -> Files:
     return files
 
 
+def inline_svg(dot_source: str, indent: str) -> str:
+    """A dot source drawn as an inline <svg> block (no XML prologue), at `indent`."""
+    svg = render(dot_source)
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg style="max-width: 100%; height: auto"', svg, count=1)
+    body = "\n".join(indent + line for line in svg.splitlines() if line.strip())
+    return f'{indent}<div class="kit-diagram" markdown="0">\n{body}\n{indent}</div>'
+
+
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
     depth = page.file.src_uri.count("/")
+    markdown = DOT_FENCE.sub(lambda m: inline_svg(m.group("source"), m.group("indent")), markdown)
 
     def replace(match: re.Match) -> str:
         name = match.group(1)

@@ -190,7 +190,7 @@ def render_timer(schedule: str) -> dict[str, str]:
         [Service]
         Type=oneshot
         WorkingDirectory={PROJECT_ROOT}
-        ExecStart={sys.executable} -m invoke maint.prune --profile production
+        ExecStart={sys.executable} -m invoke maint.prune --profile production --mode apply
         Nice=10
         IOSchedulingClass=idle
         """)

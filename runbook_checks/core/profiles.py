@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,12 @@ import yaml
 from .errors import ParameterError
 from .params import Semantics, problems
 from .paths import NOTEBOOKS, PROFILES_DIR
+
+# jsonschema (imported by nbformat, imported by papermill) imports rfc3987-syntax when it is
+# installed (jupyter-events asks for it) and compiles its grammar: 2 of the 3 seconds every
+# `invoke runbook` took before it could check a parameter, for IRI formats that no notebook
+# schema uses. Left out of the kit's processes (measured: papermill imports in 0.8 s, not 3.1 s).
+sys.modules.setdefault("rfc3987_syntax", None)
 
 PROFILES = ("lab", "ci", "production")
 KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
@@ -213,12 +220,28 @@ def type_error(name: str, value: Any, declared: dict[str, Any], where: str | Non
 @dataclass
 class Resolved:
     """One run's parameters and where each came from: "default", a profile file and line,
-    or "--set"."""
+    or "--set". `values` holds what the run passes (papermill leaves the rest at the
+    parameters cell's defaults); `everything()` adds those defaults."""
 
     runbook: str
     profile: Profile
     values: dict[str, Any]
     sources: dict[str, str]
+
+    def everything(self) -> dict[str, tuple[Any, str]]:
+        """{parameter: (value, source)} for every parameter the runbook declares."""
+        import ast
+
+        out = {}
+        for key, spec in declared_parameters(runbook_path(self.runbook)).items():
+            if key in self.values:
+                out[key] = (self.values[key], self.sources[key])
+            else:
+                try:
+                    out[key] = (ast.literal_eval(spec["default"]), "default")
+                except (ValueError, SyntaxError):
+                    out[key] = (spec["default"], "default")
+        return out
 
 
 def parse_sets(sets: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -247,6 +270,11 @@ def resolve_sources(name: str, profile: str | Path, mode: str, sets: list[str] |
         raise ParameterError(f"--mode {mode!r} is not a mode", "use --mode check (change nothing) or --mode apply")
     declared = declared_parameters(runbook_path(name))
     read = load_profile(profile)
+    if read.site:  # an organisation's file is validated as a whole before anything runs
+        found = check_profile(profile)
+        if found:
+            more = f" (and {len(found) - 1} more: `invoke profile.check {read.site}` lists them)" if len(found) > 1 else ""
+            raise ParameterError(found[0].problem + more, found[0].fix)
     values: dict[str, Any] = {}
     sources = {k: "default" for k in declared}
     for key, value in read.values.items():

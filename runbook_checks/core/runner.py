@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from . import files, profiles
 from .paths import PROJECT_ROOT, runs_dir
 from .results import REPORT_MIME, Report, Step
@@ -55,6 +53,8 @@ def _stamp_paths(base: Path, name: str) -> tuple[Path, Path]:
 
 def report_from_notebook(path: Path) -> Report | None:
     """The last report the notebook emitted (each failed step and the last cell emit one)."""
+    import nbformat  # imported here: it takes seconds (jsonschema's format checkers), and kernels need none of it
+
     nb = nbformat.read(path, as_version=4)
     found = None
     for cell in nb.cells:

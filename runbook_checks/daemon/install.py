@@ -73,29 +73,52 @@ def _reachable(url: str, timeout: float) -> bool:
         return False
 
 
+def go_has_version(module: str, version: str, timeout: float = 60) -> bool:
+    """The Go module proxy serves module@version (`go list -m`, outside any module)."""
+    go = shutil.which("go")
+    if not go:
+        return False
+    with tempfile.TemporaryDirectory(prefix="bk-golist-") as tmp:
+        proc = subprocess.run([go, "list", "-m", "-json", f"{module}@{version}"], cwd=tmp, capture_output=True,
+                              text=True, timeout=timeout, env=dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on"))
+    return proc.returncode == 0
+
+
 def resolve_source(source: str, version: str, mirror: str = "", archive_path: str = "",
                    timeout: float = PROBE_TIMEOUT, layout: Layout | None = None) -> Outcome:
-    """Which source this run uses; `auto` probes the release host, then the Go toolchain.
-    Nothing is probed when `layout` already holds both binaries at `version`."""
+    """Which source this run uses, checked in check mode as in apply: an archive_path must
+    be a file; a version that is not installed must exist on the chosen source (release:
+    its archive answers; go: the module proxy serves it). `auto` probes the release
+    host, then the Go toolchain. Nothing is probed when `layout` already holds both
+    binaries at `version`."""
+    if (source == "archive" or archive_path) and not (archive_path and Path(archive_path).is_file()):
+        raise InstallError(f"archive_path {archive_path!r} is not a file" if archive_path else
+                           "source=archive needs archive_path",
+                           "set archive_path to a buildkit-vX.linux-ARCH.tar.gz you copied onto this host")
     if layout is not None and all(binary_version(layout.bin_dir / name) == version for name in BINARIES):
         return Outcome.ok(f"none needed: BuildKit {version} is already in {layout.bin_dir}", source_used="installed")
     if source == "archive":
-        if not archive_path or not Path(archive_path).is_file():
-            raise InstallError(f"source=archive but archive_path {archive_path!r} is not a file",
-                               "set archive_path to a buildkit-vX.linux-ARCH.tar.gz you copied onto this host")
         return Outcome.ok(f"archive {archive_path}", source_used="archive")
-    if source in ("release", "go"):
-        return Outcome.ok(f"{source} (as requested)", source_used=source)
     url = release_url(version, mirror)
-    if _reachable(url, timeout):
+    if source in ("release", "auto") and _reachable(url, timeout):
         return Outcome.ok(f"release: {url} answered", source_used="release")
-    if shutil.which("go"):
-        return Outcome.ok(f"go: {url} did not answer within {timeout:.0f}s; building from the Go module proxy",
-                          source_used="go")
-    raise InstallError(
-        f"no source for BuildKit {version}: {url} did not answer within {timeout:.0f}s and no Go toolchain is on PATH",
-        "choose one: --set source=release --set release_mirror=URL (an internal mirror of the release archives),"
-        " --set source=go (install Go, reach the Go module proxy), or --set source=archive --set archive_path=FILE")
+    if source == "release":
+        raise InstallError(f"BuildKit {version} is not at {url} (no answer within {timeout:.0f}s)",
+                           "check buildkit_version and release_mirror, or use source=go or source=archive")
+    if not shutil.which("go"):
+        if source == "go":
+            raise InstallError("source=go but no Go toolchain is on PATH",
+                               "install Go 1.21 or newer, or use source=release / source=archive")
+        raise InstallError(
+            f"no source for BuildKit {version}: {url} did not answer within {timeout:.0f}s and no Go toolchain is on"
+            " PATH", "choose one: --set source=release --set release_mirror=URL (an internal mirror of the release"
+            " archives), --set source=go (install Go, reach the Go module proxy), or --set source=archive"
+            " --set archive_path=FILE")
+    if not go_has_version(MODULE, version):
+        raise InstallError(f"the Go module proxy has no {MODULE}@{version}",
+                           "check buildkit_version (a release tag like v0.34.2; empty: the version the kit pins)")
+    why = "as requested" if source == "go" else f"{url} did not answer within {timeout:.0f}s"
+    return Outcome.ok(f"go: {why}; the Go module proxy serves {version}", source_used="go")
 
 
 # --------------------------------------------------------------------------------------

@@ -127,7 +127,10 @@ def problems(argv: list[str], inline: bool) -> list[str]:
             found.append(f"no runbook {name!r} (runbooks: {', '.join(RUNBOOKS)})")
         profile = args.get("profile", "")
         if profile and profile not in profiles.PROFILES and not PLACEHOLDER.match(profile):
-            found.append(f"no profile {profile!r}")
+            if "/" not in profile and not profile.endswith((".yaml", ".yml")):
+                found.append(f"no profile {profile!r}")
+            elif not (ROOT / profile).is_file():
+                found.append(f"the site profile {profile} is not a file of the checkout (a sample must run as written)")
         if args.get("mode", "check") not in ("check", "apply") and not PLACEHOLDER.match(args["mode"]):
             found.append(f"no mode {args['mode']!r}")
         behind = [r for r in runbooks_behind(task, args) if r in RUNBOOKS]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -190,3 +192,108 @@ def test_index_opens_in_headless_chromium(site, tmp_path):
     dom.feed(proc.stdout)
     assert "buildkit-ops" in dom.title, dom.title
     assert "md-header" in proc.stdout  # Material's layout was rendered
+
+
+EXTERNAL = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)=["'](?:https?:)?//""", re.I)
+
+
+def test_no_page_loads_a_script_style_font_or_image_from_outside(site):
+    """The site is read on air-gapped build hosts: every script, stylesheet, font and
+    image a page loads is in the site itself (links to elsewhere are fine)."""
+    found = [f"{p.relative_to(site)}: {m.group(0)}" for p in site.rglob("*.html")
+             for m in EXTERNAL.finditer(p.read_text(encoding="utf-8"))]
+    found += [f"{p.relative_to(site)}: {m.group(0)}" for p in site.rglob("*.css")
+              for m in re.finditer(r"@import\s+url\(\s*[\"']?https?:|url\(\s*[\"']?https?://[^)]*\)", p.read_text())]
+    assert not found, "\n".join(found[:20])
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol: open a page, and see every
+    request the page itself makes (the browser's own update and sign-in pings are not the
+    page's). Every request goes to a proxy that answers nothing, so the network is off."""
+
+    def __init__(self, profile: Path):
+        import websocket
+
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--proxy-server=http://127.0.0.1:9",
+             "--proxy-bypass-list=<-loopback>", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+             "about:blank"], stderr=subprocess.PIPE, text=True)
+        for line in self.proc.stderr:
+            if "DevTools listening on " in line:
+                url = line.split("DevTools listening on ", 1)[1].strip()
+                break
+        self.ws = websocket.create_connection(url, timeout=30)
+        self.ids = 0
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Network.enable", session=True)
+        self.call("Page.enable", session=True)
+
+    def call(self, method, session=False, **params):
+        self.ids += 1
+        message = {"id": self.ids, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        self.ws.send(json.dumps(message))
+        while True:
+            answer = json.loads(self.ws.recv())
+            if answer.get("id") == self.ids:
+                assert "error" not in answer, answer
+                return answer.get("result", {})
+            self.events.append(answer)
+
+    events: list = []
+
+    def open(self, url: str, settle: float = 2.0) -> list[str]:
+        """Load `url`; the URLs of the requests the page made (not file:, data:, about:)."""
+        import time
+
+        self.events = []
+        self.call("Page.navigate", session=True, url=url)
+        deadline = time.monotonic() + 60
+        loaded = None
+        self.ws.settimeout(0.5)
+        while time.monotonic() < deadline and (loaded is None or time.monotonic() < loaded + settle):
+            try:
+                event = json.loads(self.ws.recv())
+            except Exception:
+                continue
+            self.events.append(event)
+            if event.get("method") == "Page.loadEventFired" and loaded is None:
+                loaded = time.monotonic()
+        self.ws.settimeout(30)
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"
+                and not e["params"]["request"]["url"].startswith(("file:", "data:", "about:", "blob:"))]
+
+    def count(self, selector: str) -> int:
+        result = self.call("Runtime.evaluate", session=True, returnByValue=True,
+                           expression=f"document.querySelectorAll({json.dumps(selector)}).length")
+        return result["result"]["value"]
+
+    def close(self):
+        self.ws.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium)")
+def test_pages_render_with_the_network_off(site, tmp_path):
+    """Each kind of page renders with the network off and asks for nothing outside the
+    site; the diagrams are there as SVG (inline, or the generated files), none left for
+    a script to draw."""
+    browser = Browser(tmp_path / "profile")
+    try:
+        for page, selector, least in (("get-started/index.html", ".kit-diagram svg", 1),
+                                      ("runbooks/index.html", ".kit-diagram svg", 1),
+                                      ("runbooks/alerting/index.html", ".kit-diagram svg", 1),
+                                      ("reference/architecture/index.html", "img[src$='.svg']", 2),
+                                      ("notebooks/02-configure/index.html", ".jp-Notebook", 1),
+                                      ("index.html", ".md-header", 1)):
+            asked = browser.open((site / page).as_uri())
+            assert not asked, f"{page} asked the network for {asked}"
+            assert browser.count(selector) >= least, f"{page}: fewer than {least} {selector}"
+            assert browser.count(".mermaid") == 0, page
+    finally:
+        browser.close()

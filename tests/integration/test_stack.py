@@ -90,11 +90,12 @@ def test_the_kit_exporter_runs_beside_the_daemon(lab):
 def test_maint_prune_reports_the_bytes_it_frees(lab):
     _, env, _ = lab
     ports = [f"--set={kv}" for kv in env["KIT_TEST_SETS"].split() if kv.startswith(("registry_port=", "s3_port="))]
-    out = invoke("maint.prune", *ports, "--set", "prune_keep_duration=0", "--set", "prune_keep_storage=0", env=env)
+    check = invoke("maint.prune", *ports, env=env)  # check is the default: nothing deleted
+    assert check.returncode == 0 and "would reclaim" in check.stdout, check.stdout[-2000:]
+    out = invoke("maint.prune", "--mode", "apply", *ports, "--set", "prune_keep_duration=0", "--set",
+                 "prune_keep_storage=0", env=env)
     assert out.returncode == 0, out.stdout[-3000:]
     assert re.search(r"reclaimed: \d+\.\d MB", out.stdout), out.stdout[-2000:]
-    check = invoke("maint.prune", "--mode", "check", *ports, env=env)
-    assert check.returncode == 0 and "would reclaim" in check.stdout, check.stdout[-2000:]
 
 
 def lab_notebooks(dest, sets: list[str]):
@@ -131,11 +132,31 @@ def test_up_again_changes_nothing_and_status_shows_it(lab):
     assert again.stdout.count("changed=0 failed=0") >= 3, again.stdout[-3000:]
     status = invoke("status", env=env)
     assert status.returncode == 0 and "RUNNING" in status.stdout and str(state) in status.stdout
+    for name in ("exporter", "registry", "s3", "prometheus", "alertmanager"):
+        assert re.search(rf"{name}\s*│\s*http://127\.0\.0\.1:\d+\S* \(answers\)", status.stdout), (name, status.stdout)
+    # the same lab found by --state-dir, from an environment that does not name it
+    other = {k: v for k, v in env.items() if k != "BUILDKIT_OPS_STATE_DIR"}
+    named = invoke("status", "--state-dir", str(state), env=other)
+    assert named.returncode == 0 and "RUNNING" in named.stdout and str(state) in named.stdout
+
+
+def test_a_stopped_service_shows_in_status(lab):
+    state, env, _ = lab
+    from runbook_checks.daemon.supervisor import Supervisor
+
+    manager = Supervisor(layout_mod.for_params({"profile": "lab", "state_dir": str(state)}))
+    manager.stop_program("registry")
+    try:
+        status = invoke("status", env=env)
+        assert re.search(r"registry\s*│\s*http://\S+ \(does not answer\)", status.stdout), status.stdout
+    finally:
+        manager.rpc().startProcess("registry", True)
 
 
 def test_down_then_purge(lab):
     state, env, _ = lab
-    down = invoke("down", env=env)
+    other = {k: v for k, v in env.items() if k != "BUILDKIT_OPS_STATE_DIR"}
+    down = invoke("down", "--state-dir", str(state), env=other)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert not service.daemon_answers(layout_mod.for_params({"profile": "lab", "state_dir": str(state)}))
     assert "STOPPED" in invoke("status", env=env).stdout

@@ -60,7 +60,7 @@ def test_the_production_timer_verifies_and_is_idempotent(tmp_path):
     assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "changed"
     timer = (lay.unit_dir / "buildkit-prune.timer").read_text()
     assert "OnCalendar=*-*-* 03:30:00" in timer and "Persistent=true" in timer
-    assert "maint.prune --profile production" in (lay.unit_dir / "buildkit-prune.service").read_text()
+    assert "maint.prune --profile production --mode apply" in (lay.unit_dir / "buildkit-prune.service").read_text()
     assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "ok"
     with pytest.raises(PruneError, match="prune_schedule"):
         prune.write_timer(lay, "systemd", "every tuesday-ish", apply=True)
