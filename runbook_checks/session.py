@@ -85,9 +85,6 @@ class Session:
     def log_where(self) -> str:
         return "the journal (buildkit.service)" if self.manager_name == "systemd" else str(self.layout.log_path)
 
-    def expected_cgroup(self) -> dict[str, str]:
-        return self.limits().cgroup()
-
     @cached_property
     def debug_port(self) -> int:
         """The configured port; 0 keeps the port of the config on disk, or picks a free one."""

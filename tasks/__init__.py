@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import bench, docs, lab, maint, plugins, profile, runbooks
+from . import bench, docs, hosts, lab, maint, plugins, profile, runbooks
 from .runbooks import LIST_WORDS, RUNBOOKS
 
 __all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
@@ -17,4 +17,5 @@ ns = Collection(
     Collection("maint", maint.prune, plugins_audit=maint.plugins_audit),
     Collection("plugins", plugins.restore),
     Collection("bench", bench.cache),
+    Collection("host", hosts.up, hosts.down, hosts.list_, hosts.shell),
 )

@@ -36,9 +36,10 @@ def print_parameters(name: str = "") -> None:
     "mode": "check (change nothing, show the diff) | apply",
     "set_": "override a parameter: --set key=value (repeatable, once per key)",
     "list_": "list the parameters instead of running: every runbook's, or NAME's (--list NAME, NAME --list)",
+    "host": "run it inside this rehearsal host (invoke host.up HOST); the record comes back to runs/",
 })
 @refusals
-def runbook(c, name=None, profile="lab", mode="check", set_=None, list_=None):
+def runbook(c, name=None, profile="lab", mode="check", set_=None, list_=None, host=""):
     """Run a runbook with papermill; write runs/NAME/<stamp>.{ipynb,json}; print the recap.
 
     Exit 2 (nothing run, nothing written) when a parameter is refused, 1 when a step
@@ -49,6 +50,14 @@ def runbook(c, name=None, profile="lab", mode="check", set_=None, list_=None):
     if list_ is not None or name in LIST_WORDS:
         chosen = list_ if isinstance(list_, str) else name
         return print_parameters("" if chosen in LIST_WORDS or chosen is None else chosen)
+    if host:
+        from runbook_checks.production import rehearsal
+
+        code, records = rehearsal.run_runbook(host, name, profile, mode, sets_of(set_))
+        console().print("\n".join(f"report: {r}" for r in records), soft_wrap=True)
+        if code:
+            raise Exit(code=code)
+        return
     result = runner.run(name, profile, mode, sets_of(set_))
     show(result)
     if result.report.status == "failed":

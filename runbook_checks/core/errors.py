@@ -92,6 +92,15 @@ class DashboardError(KitError):
     """The dashboard could not be generated, or Prometheus gave no data to draw."""
 
 
+# -- production ----------------------------------------------------------------------------
+class HostError(KitError):
+    """A rehearsal host cannot be made, booted, reached or stopped."""
+
+
+class AccessError(KitError):
+    """The front door, the certificate authority, a certificate or the audit log is wrong."""
+
+
 # -- plugins -------------------------------------------------------------------------------
 class PluginError(KitError):
     """A Docker CLI plugin could not be audited, quarantined or restored."""

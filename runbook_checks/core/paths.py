@@ -14,3 +14,9 @@ WORKLOADS_DIR = PROJECT_ROOT / "workloads"
 def runs_dir() -> Path:
     """Where run records go: $BUILDKIT_OPS_RUNS_DIR, else runs/ in the checkout."""
     return Path(os.environ.get("BUILDKIT_OPS_RUNS_DIR") or PROJECT_ROOT / "runs")
+
+
+def cache_dir() -> Path:
+    """What the kit builds once and keeps across checkouts (BuildKit binaries by version, the
+    rehearsal hosts' root filesystems): $BUILDKIT_OPS_CACHE, else ~/.cache/buildkit-ops."""
+    return Path(os.environ.get("BUILDKIT_OPS_CACHE") or Path.home() / ".cache" / "buildkit-ops")

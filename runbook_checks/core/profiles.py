@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import ParameterError
-from .params import Semantics, problems
+from .params import problems
 from .paths import NOTEBOOKS, PROFILES_DIR
 
 # jsonschema (imported by nbformat, imported by papermill) imports rfc3987-syntax when it is

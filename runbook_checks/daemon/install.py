@@ -21,6 +21,7 @@ from pathlib import Path
 from ..core import files
 from ..core.errors import InstallError
 from ..core.layout import Layout
+from ..core.paths import cache_dir
 from ..core.results import Outcome
 
 BUILDKIT_VERSION = "v0.34.2"
@@ -224,6 +225,39 @@ def build_with_go(version: str, staging: Path) -> None:
                            "read the compiler output above; a newer Go toolchain may be needed")
 
 
+def built_with_go(version: str) -> Path:
+    """cache_dir()/buildkit/VERSION: buildkitd and buildctl built from the Go module proxy
+    once per version (about 90 s cold), kept outside the checkout for every later install,
+    test and rehearsal host."""
+    folder = cache_dir() / "buildkit" / version
+    if all(binary_version(folder / name) == version for name in BINARIES):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
+    try:
+        build_with_go(version, staging)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def release_archive(version: str) -> Path:
+    """The release layout (bin/buildkitd, bin/buildctl) as a tar.gz beside the cached
+    binaries: what an air-gapped build server installs with source=archive."""
+    folder = built_with_go(version)
+    archive = folder / release_url(version).rsplit("/", 1)[1]
+    if not archive.exists():
+        partial = archive.with_name(archive.name + ".partial")
+        with tarfile.open(partial, "w:gz") as tar:
+            for name in BINARIES:
+                tar.add(folder / name, arcname=f"bin/{name}")
+        os.replace(partial, archive)
+    return archive
+
+
 def unpack_archive(archive_path: str, staging: Path) -> None:
     _extract(Path(archive_path), staging)
 
@@ -251,7 +285,8 @@ def ensure_binaries(layout: Layout, version: str, source_used: str, apply: bool,
         if source_used == "release":
             fetch_release(release_url(version, mirror), sha256, staging)
         elif source_used == "go":
-            build_with_go(version, staging)
+            for name in BINARIES:
+                shutil.copy2(built_with_go(version) / name, staging / name)
         else:
             unpack_archive(archive_path, staging)
         for name in BINARIES:

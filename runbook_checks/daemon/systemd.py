@@ -32,14 +32,15 @@ class Limits:
     io_weight: int = 100
     tasks_max: int = 4096
 
-    def cgroup(self) -> dict[str, str]:
-        """What these properties look like in the daemon's cgroup (v2) under systemd."""
-        expected = {"io.weight": f"default {self.io_weight}", "pids.max": str(self.tasks_max)}
+    def configured(self) -> dict[str, str]:
+        """The limits as daemon.cgroups reads them back: memory in bytes, CPU as a
+        percentage, tasks and I/O weight as numbers ("" or absent: not set)."""
+        out = {"tasks_max": str(self.tasks_max), "io_weight": str(self.io_weight)}
         if self.cpu_quota:
-            expected["cpu.max"] = f"{int(self.cpu_quota.rstrip('%')) * 1000} 100000"
+            out["cpu_quota"] = self.cpu_quota
         if self.memory_max:
-            expected["memory.max"] = self.memory_max
-        return expected
+            out["memory_max"] = self.memory_max
+        return out
 
 
 def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: Path | None = None) -> dict[str, str]:

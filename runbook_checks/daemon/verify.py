@@ -15,8 +15,10 @@ from ..core.layout import Layout
 from ..core.results import Outcome
 from .buildctl import Buildctl
 from .config import GC_KEYS, BuildkitdConfig
+from . import cgroups
 from .contexts import context_with_base
 from .service import daemon_answers
+from .systemd import Limits
 
 LEVELS = ["trace", "debug", "info", "warning", "error", "fatal", "panic"]
 
@@ -184,29 +186,21 @@ def build_and_rebuild(layout: Layout) -> Outcome:
                       build_seconds=first.seconds, rebuild_seconds=second.seconds)
 
 
-def cgroup_limits(pid: int) -> dict[str, str]:
-    """The cgroup v2 limits around a process (cpu.max, memory.max, io.weight, pids.max)."""
-    try:
-        rel = Path(f"/proc/{pid}/cgroup").read_text().strip().split("::", 1)[1]
-    except (OSError, IndexError):
-        return {}
-    base = Path("/sys/fs/cgroup") / rel.lstrip("/")
-    found = {}
-    for name in ("cpu.max", "memory.max", "io.weight", "pids.max"):
-        try:
-            found[name] = (base / name).read_text().strip().replace("\n", " ")
-        except OSError:
-            continue
-    return found
-
-
-def limits_in_force(manager_name: str, pid: int, expected: dict[str, str]) -> Outcome:
-    """Under systemd, the unit's limits show in the daemon's cgroup; elsewhere skip with why."""
+def limits_in_force(manager_name: str, pid: int, limits: Limits, data_dir: Path) -> Outcome:
+    """Under systemd, each of the unit's limits as the daemon's cgroups hold it (memory,
+    CPU quota, tasks, I/O weight), in the units the profile gives them; a limit this
+    machine cannot enforce is reported with the reason, never passed. Elsewhere (no
+    systemd) the step is skipped and says why."""
     if manager_name != "systemd":
         return Outcome.skipped("CPUQuota/MemoryMax/IOWeight/TasksMax are systemd properties and systemd is not PID 1"
-                               " here; max-parallelism is checked above", cgroup=cgroup_limits(pid))
-    seen = cgroup_limits(pid)
-    wrong = {k: (v, seen.get(k)) for k, v in expected.items() if seen.get(k) != v}
+                               " here; max-parallelism is checked above", manager=manager_name)
+    found = cgroups.in_force(pid, limits.configured(), data_dir)
+    facts = {"manager": manager_name, "limits_in_force": {k: v.to_dict() for k, v in found.items()}}
+    wrong = {k: v for k, v in found.items() if not v.holds and not v.reason}
     if wrong:
-        raise KitError(f"cgroup limits differ: {wrong}", "daemon-reload and restart buildkit.service")
-    return Outcome.ok(f"cgroup limits in force: {seen}", cgroup=seen)
+        raise KitError("limits differ from the unit's: " + "; ".join(f"{k} configured {v.configured}, in force"
+                                                                    f" {v.in_force}" for k, v in wrong.items()),
+                       "systemctl daemon-reload, then restart buildkit.service (apply the configure runbook)")
+    held = ", ".join(f"{k}={v.in_force}" for k, v in found.items() if v.holds)
+    unable = "; ".join(f"{k}={v.configured} not enforced here: {v.reason}" for k, v in found.items() if v.reason)
+    return Outcome.ok(f"in force in the daemon's cgroups: {held or 'none'}" + (f". {unable}" if unable else ""), **facts)

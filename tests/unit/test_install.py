@@ -104,3 +104,19 @@ def test_no_source_is_probed_when_the_binaries_are_in_place(tmp_path, monkeypatc
     assert time.monotonic() - start < 2
     with pytest.raises(InstallError, match="no source"):
         install.resolve_source("auto", "v0.35.0", mirror="http://127.0.0.1:9", timeout=1, layout=layout)
+
+
+def test_check_mode_looks_at_the_source_of_a_version_not_installed(tmp_path):
+    """A version the Go module proxy does not serve is refused before apply would try it;
+    an archive_path that is not a file is refused even when the binaries are in place."""
+    assert install.go_has_version(install.MODULE, install.BUILDKIT_VERSION)
+    with pytest.raises(InstallError, match="the Go module proxy has no github.com/moby/buildkit@v99.99.99"):
+        install.resolve_source("go", "v99.99.99")
+    with pytest.raises(InstallError, match="is not at .*v99.99.99"):
+        install.resolve_source("release", "v99.99.99", mirror="http://127.0.0.1:9", timeout=1)
+    layout = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path / "s")})
+    fake = fake_buildkitd(layout.bin_dir, "v0.34.2")
+    (layout.bin_dir / "buildctl").write_bytes(fake.read_bytes())
+    (layout.bin_dir / "buildctl").chmod(0o755)
+    with pytest.raises(InstallError, match="is not a file"):
+        install.resolve_source("auto", "v0.34.2", archive_path=str(tmp_path / "gone.tgz"), layout=layout)

@@ -40,9 +40,10 @@ def test_systemd_analyze_warnings_are_failures(tmp_path, limits):
     assert not layout.unit_dir.exists()
 
 
-def test_cgroup_expectations():
-    assert systemd.Limits("200%", "1073741824", 50, 100).cgroup() == {
-        "cpu.max": "200000 100000", "memory.max": "1073741824", "io.weight": "default 50", "pids.max": "100"}
+def test_configured_limits_as_the_cgroups_read_them_back():
+    assert systemd.Limits("200%", "1073741824", 50, 100).configured() == {
+        "cpu_quota": "200%", "memory_max": "1073741824", "io_weight": "50", "tasks_max": "100"}
+    assert systemd.Limits().configured() == {"io_weight": "100", "tasks_max": "4096"}
 
 
 def test_supervisor_conf(tmp_path):

@@ -66,7 +66,9 @@ def test_missing_log():
 
 
 def test_limits_skipped_without_systemd():
-    out = verify.limits_in_force("supervisor", 1, {})
+    from runbook_checks.daemon.systemd import Limits
+
+    out = verify.limits_in_force("supervisor", 1, Limits(), __import__("pathlib").Path("/"))
     assert out.status == "skipped" and "systemd is not PID 1" in out.message
 
 

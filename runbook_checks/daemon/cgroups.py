@@ -1,0 +1,128 @@
+"""The resource limits a process runs under, read from its cgroups (v2, or the v1
+controllers of a hybrid host), in the units the kit configures them in: memory in bytes,
+CPU as a percentage of one CPU, tasks as a count, I/O as systemd's IOWeight.
+
+A limit the kernel cannot apply here is reported with the reason, never as in force:
+an I/O weight needs the BFQ scheduler (cgroup v1) or a weight-based I/O controller (v2)
+on the disk that holds the daemon's root; on v1, systemd 252 writes IOWeight as
+blkio.bfq.weight through two conversions (IOWeight -> blkio weight, clamped to 10..1000,
+then that number as an IOWeight -> BFQ weight), measured inside a rehearsal host."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNLIMITED = "infinity"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit: as configured, as in force (None: not applied), and why not."""
+
+    configured: str
+    in_force: str | None
+    reason: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.in_force == self.configured
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paths(pid: int) -> dict[str, Path]:
+    """{controller: its cgroup directory} of a process; "unified" for the v2 hierarchy."""
+    found: dict[str, Path] = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, rel = line.split(":", 2)
+        rel = rel.lstrip("/")
+        if not controllers:
+            root = CGROUP_ROOT / "unified" if (CGROUP_ROOT / "unified").is_dir() else CGROUP_ROOT
+            found["unified"] = root / rel
+        for name in controllers.split(","):
+            if name and not name.startswith("name="):
+                found[name] = CGROUP_ROOT / name / rel
+    return found
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def io_weight_to_bfq_v1(io_weight: int) -> int:
+    """What systemd 252 writes to blkio.bfq.weight for IOWeight=N on cgroup v1."""
+    blkio = min(max(io_weight * 500 // 100, 10), 1000)
+    return blkio if blkio <= 100 else 100 + (blkio - 100) * 900 // 9900
+
+
+def scheduler(path: Path) -> str:
+    """The I/O scheduler of the disk that holds `path` ("" when it cannot be told)."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return ""
+    block = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    for candidate in (block / "queue/scheduler", block.resolve().parent / "queue/scheduler"):
+        text = _read(candidate)
+        if text and "[" in text:
+            return text.split("[", 1)[1].split("]", 1)[0]
+    return ""
+
+
+def in_force(pid: int, configured: dict[str, str], data_dir: Path) -> dict[str, Limit]:
+    """Each configured limit (memory_max, cpu_quota, tasks_max, io_weight) as the
+    process's cgroups hold it."""
+    where = paths(pid)
+    v2 = where.get("unified")
+    out: dict[str, Limit] = {}
+    for name, wanted in configured.items():
+        if name == "memory_max":
+            raw = _read(where["memory"] / "memory.limit_in_bytes") if "memory" in where else None
+            raw = raw if raw is not None else _read(v2 / "memory.max") if v2 else None
+            value = None if raw is None else UNLIMITED if raw == "max" or int(raw) >= 2**62 else raw
+            out[name] = Limit(wanted or UNLIMITED, value, "" if raw is not None else "no memory controller here")
+        elif name == "cpu_quota":
+            cpu = where.get("cpu")
+            quota, period = (_read(cpu / "cpu.cfs_quota_us"), _read(cpu / "cpu.cfs_period_us")) if cpu else (None, None)
+            if quota is None and v2 and (text := _read(v2 / "cpu.max")):
+                quota, period = text.split()
+            value = None if quota is None else "" if quota in ("-1", "max") else f"{int(quota) * 100 // int(period)}%"
+            out[name] = Limit(wanted, value, "" if quota is not None else "no cpu controller here")
+        elif name == "tasks_max":
+            raw = _read(where["pids"] / "pids.max") if "pids" in where else _read(v2 / "pids.max") if v2 else None
+            out[name] = Limit(wanted, None if raw is None else UNLIMITED if raw == "max" else raw,
+                              "" if raw is not None else "no pids controller here")
+        elif name == "io_weight":
+            out[name] = _io_weight(where, int(wanted), data_dir)
+    return out
+
+
+def _io_weight(where: dict[str, Path], wanted: int, data_dir: Path) -> Limit:
+    sched = scheduler(data_dir)
+    if "blkio" in where:
+        bfq = _read(where["blkio"] / "blkio.bfq.weight")
+        if bfq is None:
+            return Limit(str(wanted), None, "the blkio controller has no BFQ weight file (the bfq scheduler is not"
+                                            " loaded): no I/O weight applies")
+        if sched != "bfq":
+            return Limit(str(wanted), None, f"the disk holding {data_dir} uses the {sched or 'unknown'} I/O scheduler,"
+                                            f" not bfq, so no cgroup I/O weight applies (the cgroup has"
+                                            f" blkio.bfq.weight {bfq})")
+        expected = io_weight_to_bfq_v1(wanted)
+        reason = "" if int(bfq) == expected else f"blkio.bfq.weight is {bfq}, systemd writes {expected} for it"
+        return Limit(str(wanted), str(wanted) if not reason else None, reason)
+    raw = _read(where["unified"] / "io.weight") if "unified" in where else None
+    if raw is None:
+        return Limit(str(wanted), None, "no io controller here")
+    value = raw.split()[1] if raw.startswith("default") else raw
+    if sched not in ("bfq",) and not _read(CGROUP_ROOT / "io.cost.qos"):
+        return Limit(str(wanted), None, f"io.weight is {value}, but the disk holding {data_dir} uses the"
+                                        f" {sched or 'unknown'} scheduler and io.cost is off: no weight applies")
+    return Limit(str(wanted), value)
