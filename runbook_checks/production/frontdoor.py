@@ -1,0 +1,164 @@
+"""The front door: HAProxy (Debian's) terminating mutual TLS in front of buildkitd's unix
+socket, in two tiers from the start.
+
+- `door` (mode tcp): TLS with a client certificate from the installation's CA, checked
+  against its CRL; one audit line per connection, the team being the certificate's CN.
+  Queueing and priorities belong here, per connection (never per gRPC method).
+- `calls` (mode http, HTTP/2 over a unix socket, PROXY protocol v2 from `door` carrying
+  the team as its unique id): one audit line per gRPC call, forwarded to buildkitd.
+
+HAProxy logs to the audit shipper (production.auditlog) over a unix datagram socket.
+A `metrics` listener serves HAProxy's own Prometheus metrics and buildkitd's, read-only,
+for the organisation's Prometheus. Units: buildkit-frontdoor.service (HAProxy in
+master-worker mode: a reload keeps the builds in flight) and buildkit-audit.service."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from ..core.errors import AccessError
+from ..core.layout import Layout
+from ..core.paths import PROJECT_ROOT
+from . import ca
+
+GROUP = "buildkit"  # the socket's group: root and the front door's workers only
+RUN_DIR = "/run/buildkit-frontdoor"
+HAPROXY = "/usr/sbin/haproxy"
+# one JSON object per line: the audit shipper reads these fields
+CONNECTION_FORMAT = ('{"tier":"connection","time":"%t","peer":"%ci:%cp","team":"%[ssl_c_s_dn(cn)]",'
+                     '"ssl_verify":%[ssl_c_verify],"bytes_in":%U,"bytes_out":%B,"duration_ms":%Tt,"termination":"%ts"}')
+CALL_FORMAT = ('{"tier":"call","time":"%tr","peer":"%ci:%cp","team":"%[fc_pp_unique_id]","method":"%HP",'
+               '"http_status":%ST,"bytes_in":%U,"bytes_out":%B,"duration_ms":%Ta,"termination":"%ts"}')
+
+
+def config_path(layout: Layout) -> Path:
+    return ca.access_dir(layout) / "frontdoor.cfg"
+
+
+def host_path(layout: Layout, path: Path) -> str:
+    """A path as the host sees it (an FHS tree may be rendered under another state_dir)."""
+    return "/" + str(path.relative_to(layout.state_dir)) if layout.style == "fhs" else str(path)
+
+
+def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int) -> str:
+    """frontdoor.cfg for HAProxy 2.6."""
+    p = {k: host_path(layout, v) for k, v in ca.paths(layout).items()}
+    socket = host_path(layout, layout.socket_path)
+    metrics = textwrap.dedent(f"""
+        frontend metrics
+            mode http
+            bind :{metrics_port}
+            http-request use-service prometheus-exporter if {{ path /metrics }}
+            use_backend buildkitd_metrics if {{ path /buildkitd/metrics }}
+            http-request deny
+
+        backend buildkitd_metrics
+            mode http
+            http-request set-path /metrics
+            server buildkitd 127.0.0.1:{debug_port}
+        """) if metrics_port else ""
+    return textwrap.dedent(f"""\
+        # Managed by buildkit-ops (runbook: access). Changes here are overwritten.
+        global
+            user haproxy
+            group {GROUP}
+            log unix@{RUN_DIR}/audit.sock len 8192 format raw local0
+            stats socket {RUN_DIR}/admin.sock mode 600 level admin
+            ssl-default-bind-options ssl-min-ver TLSv1.2
+
+        defaults
+            log global
+            option dontlognull
+            timeout connect 5s
+            timeout client 1h
+            timeout server 1h
+            timeout tunnel 1h
+
+        # tier 1: mutual TLS, a line per connection; queueing per connection goes here
+        frontend door
+            mode tcp
+            bind :{port} ssl crt {p['server']} ca-file {p['ca']} crl-file {p['crl']} verify required alpn h2
+            unique-id-format %[ssl_c_s_dn(cn)]
+            log-format '{CONNECTION_FORMAT}'
+            default_backend calls
+
+        backend calls
+            mode tcp
+            server calls unix@{RUN_DIR}/calls.sock send-proxy-v2 proxy-v2-options unique-id
+
+        # tier 2: a line per gRPC call, to buildkitd's socket
+        frontend calls
+            mode http
+            bind unix@{RUN_DIR}/calls.sock accept-proxy proto h2 mode 600
+            log-format '{CALL_FORMAT}'
+            default_backend buildkitd
+
+        backend buildkitd
+            mode http
+            server buildkitd unix@{socket} proto h2
+        """) + metrics
+
+
+def check_config(text: str, layout: Layout) -> str:
+    """`haproxy -c` on the rendered text (with the installation's certificate files)."""
+    haproxy = shutil.which("haproxy") or HAPROXY
+    if not Path(haproxy).exists():
+        raise AccessError("HAProxy is not installed, so there is no front door", "apt-get install haproxy")
+    with tempfile.TemporaryDirectory(prefix="kit-frontdoor-") as tmp:
+        cfg = Path(tmp) / "frontdoor.cfg"
+        cfg.write_text(text if layout.style != "fhs" or str(layout.state_dir) == "/" else
+                       text.replace(" /etc/", f" {layout.state_dir}/etc/"))
+        proc = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
+    if proc.returncode:
+        raise AccessError(f"haproxy -c refused the front door's configuration:\n{(proc.stdout + proc.stderr).strip()}",
+                          "fix the parameter named above; nothing was written")
+    return "haproxy -c: valid"
+
+
+def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int) -> dict[str, str]:
+    """buildkit-audit.service (the shipper) and buildkit-frontdoor.service (HAProxy)."""
+    cfg = host_path(layout, config_path(layout))
+    audit = textwrap.dedent(f"""\
+        # Managed by buildkit-ops (runbook: access).
+        [Unit]
+        Description=buildkit-ops: the front door's audit log
+        Before=buildkit-frontdoor.service
+
+        [Service]
+        Type=simple
+        RuntimeDirectory=buildkit-frontdoor
+        RuntimeDirectoryPreserve=yes
+        WorkingDirectory={PROJECT_ROOT}
+        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {RUN_DIR}/audit.sock --file {host_path(layout, audit_log)} --keep {keep} --max-bytes {max_bytes}
+        Restart=on-failure
+
+        [Install]
+        WantedBy=multi-user.target
+        """)
+    door = textwrap.dedent(f"""\
+        # Managed by buildkit-ops (runbook: access).
+        [Unit]
+        Description=buildkit-ops: the front door (HAProxy, mutual TLS to buildkitd)
+        After=network-online.target buildkit.socket buildkit-audit.service
+        Wants=network-online.target buildkit-audit.service
+
+        [Service]
+        Type=notify
+        RuntimeDirectory=buildkit-frontdoor
+        RuntimeDirectoryPreserve=yes
+        ExecStartPre={HAPROXY} -c -q -f {cfg}
+        ExecStart={HAPROXY} -Ws -f {cfg} -p {RUN_DIR}/haproxy.pid
+        ExecReload={HAPROXY} -c -q -f {cfg}
+        ExecReload=/bin/kill -USR2 $MAINPID
+        KillMode=mixed
+        Restart=on-failure
+
+        [Install]
+        WantedBy=multi-user.target
+        """)
+    return {"buildkit-audit.service": audit, "buildkit-frontdoor.service": door}
