@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import bench, docs, hosts, lab, maint, plugins, profile, runbooks
+from . import access, bench, docs, hosts, lab, maint, plugins, profile, runbooks
 from .runbooks import LIST_WORDS, RUNBOOKS
 
 __all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
@@ -18,4 +18,6 @@ ns = Collection(
     Collection("plugins", plugins.restore),
     Collection("bench", bench.cache),
     Collection("host", hosts.up, hosts.down, hosts.list_, hosts.shell),
+    Collection("certs", access.issue, access.revoke, access.list_),
+    Collection("report", access.audit),
 )

@@ -67,6 +67,8 @@ LIST_ITEMS = {
     "required_plugins": (r"[a-z][a-z0-9]*", "a Docker CLI plugin name (lowercase letters and digits)"),
     "retention_repositories": (r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*",
                                "a repository path like kit/cache"),
+    "frontdoor_names": (r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:]+",
+                        "a DNS name or an IP address clients reach the build server by"),
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
                       "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
 }
@@ -142,6 +144,12 @@ class Semantics(BaseModel):
     io_weight: int = Field(100, ge=1, le=10000)
     tasks_max: int = Field(4096, ge=1)
     ready_timeout: int = Field(60, ge=1)
+    # the front door (runbook_checks.production): mutual TLS on all interfaces, 0: none
+    frontdoor_port: int = Field(0, ge=0, le=65535, description="a TCP port from 1 to 65535, or 0 for no front door")
+    frontdoor_metrics_port: int = Field(0, ge=0, le=65535, description="a TCP port from 1 to 65535, or 0")
+    frontdoor_names: list[str] = Field(default_factory=list)
+    audit_keep: int = Field(10, ge=1, le=1000)
+    audit_max_bytes: int = 50_000_000
     exporter_port: int = Field(0, **PORT)
     registry_port: int = Field(0, **PORT)
     s3_port: int = Field(0, **PORT)
@@ -242,7 +250,7 @@ class Semantics(BaseModel):
                           " window, so every rate would be empty", f"use at most {longest:g}s", "scrape_interval")
         return self
 
-    @field_validator("required_plugins", "retention_repositories", "warm_contexts")
+    @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names")
     @classmethod
     def _each(cls, v: list[str], info: Any) -> list[str]:
         pattern, what = LIST_ITEMS[info.field_name]
@@ -264,12 +272,12 @@ class Semantics(BaseModel):
     def _durations(cls, v: Any) -> int:
         return parse_duration(v)
 
-    @field_validator("prune_keep_storage", mode="before")
+    @field_validator("prune_keep_storage", "audit_max_bytes", mode="before")
     @classmethod
-    def _keep_storage(cls, v: Any) -> int:
+    def _bytes(cls, v: Any) -> int:
         size = parse_size(v)
         if isinstance(size, str):
-            raise Refusal(f"{v!r} is a share of the disk, and buildctl prune takes bytes here",
+            raise Refusal(f"{v!r} is a share of the disk, and this parameter is a size in bytes",
                           "write a size, for example 10GB")
         return size
 
@@ -292,11 +300,12 @@ class Semantics(BaseModel):
     @field_validator("tcp_address")
     @classmethod
     def _tcp(cls, v: str) -> str:
-        # buildkitd's gRPC runs builds as root: without mutual TLS (which the kit does not
-        # render yet) it may listen on loopback only
+        # buildkitd's gRPC runs builds as root: it may listen on loopback only; other
+        # hosts come in through the front door (mutual TLS, per-team certificates, audit)
         if v and not re.fullmatch(r"tcp://(127\.0\.0\.1|\[::1\]):\d{1,5}", v):
-            raise Refusal(f"{v!r} is not a loopback address: without mutual TLS buildkitd's gRPC must stay on"
-                          " this host", "write tcp://127.0.0.1:PORT, or leave it empty")
+            raise Refusal(f"{v!r} is not a loopback address: buildkitd's gRPC stays on this host, and other hosts"
+                          " come in through the front door", "write tcp://127.0.0.1:PORT or leave it empty, and"
+                          " set frontdoor_port for the access runbook")
         return v
 
     @field_validator("memory_max", mode="before")

@@ -37,17 +37,27 @@ class BuildResult:
 
 
 class Buildctl:
-    def __init__(self, binary: Path, address: str, timeout: int = 5):
+    """buildctl for one daemon address; `tls` is a client bundle for mutual TLS (a team's,
+    through the front door): {"ca.pem", "cert.pem", "key.pem": path, "servername": name}."""
+
+    def __init__(self, binary: Path, address: str, timeout: int = 5, tls: dict[str, str] | None = None):
         self.binary = binary
         self.address = address
         self.timeout = timeout
+        self.tls = tls or {}
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        return ["--tlsservername", self.tls["servername"], "--tlscacert", str(self.tls["ca.pem"]),
+                "--tlscert", str(self.tls["cert.pem"]), "--tlskey", str(self.tls["key.pem"])]
 
     @classmethod
     def for_layout(cls, layout: Layout) -> "Buildctl":
         return cls(layout.buildctl, layout.address)
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        cmd = [str(self.binary), "--addr", self.address, "--timeout", str(self.timeout), *args]
+        cmd = [str(self.binary), "--addr", self.address, "--timeout", str(self.timeout), *self._tls_args(), *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
@@ -83,10 +93,11 @@ class Buildctl:
 
     def build(self, context: Path, *, build_args: dict[str, str] | None = None, output: str = "",
               export_cache: list[str] | tuple[str, ...] = (), import_cache: list[str] | tuple[str, ...] = (),
-              opts: dict[str, str] | None = None, timeout: float = 600) -> BuildResult:
+              opts: dict[str, str] | None = None, allow: list[str] | tuple[str, ...] = (),
+              timeout: float = 600) -> BuildResult:
         """`buildctl build` of context/Dockerfile; `export_cache` / `import_cache` take
         the option strings of runbook_checks.cache (one flag each); `opts` are frontend
-        options (`target=STAGE`...)."""
+        options (`target=STAGE`...); `allow` asks for entitlements (network.host...)."""
         import tempfile
         import time
 
@@ -98,6 +109,8 @@ class Buildctl:
             args += ["--opt", f"{key}={value}"]
         if output:
             args += ["--output", output]
+        for entitlement in allow:
+            args += ["--allow", entitlement]
         for spec in export_cache:
             args += ["--export-cache", spec]
         for spec in import_cache:

@@ -18,6 +18,7 @@ from ..core.results import Outcome
 from .install import RUNC_PATH
 from .programs import Program, check_ports_free, daemon_environment, render_sections
 from .supervisor import Supervisor
+from . import systemd
 from .systemd import Limits, Systemd, host_bin_dir, render_units, systemd_is_pid1, verify_rendered_units
 
 
@@ -197,6 +198,10 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
     if programs and any(files.read_text(p) != t for p, t in wanted.items()):
         check_ports_free(programs, manager_for(layout, manager_name))
     outcome = files.converge(wanted, apply, layout.backup_dir, service_manager=manager_name)
+    group = systemd.ensure_group(apply) if manager_name == "systemd" and str(layout.state_dir) == "/" else ""
+    if group:  # the socket's group (buildkit.socket's SocketGroup)
+        outcome.status = "changed"
+        outcome.message = f"{outcome.message}; {group}"
     if apply:
         for prog in programs:
             for d in prog.dirs:

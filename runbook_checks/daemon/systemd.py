@@ -18,6 +18,9 @@ from ..core.layout import Layout
 from .install import RUNC_PATH
 
 
+GROUP = "buildkit"  # buildkitd's socket: root and this group (the front door's workers) only
+
+
 def systemd_is_pid1() -> bool:
     try:
         return Path("/proc/1/comm").read_text().strip() == "systemd"
@@ -80,7 +83,7 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
         [Install]
         WantedBy=multi-user.target
         """)
-    sock = textwrap.dedent("""\
+    sock = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: install).
         [Unit]
         Description=BuildKit daemon socket
@@ -89,8 +92,8 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
         ListenStream=/run/buildkit/buildkitd.sock
         SocketMode=0660
         SocketUser=root
-        SocketGroup=root
-        DirectoryMode=0750
+        SocketGroup={GROUP}
+        DirectoryMode=0755
 
         [Install]
         WantedBy=sockets.target
@@ -98,7 +101,10 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
     return {"buildkit.service": service, "buildkit.socket": sock}
 
 
-def verify_units(unit_dir: Path, names: list[str]) -> None:
+RESOURCE_FIX = "fix the resource-control parameters named above (cpu_quota, memory_max, io_weight, tasks_max)"
+
+
+def verify_units(unit_dir: Path, names: list[str], fix: str = RESOURCE_FIX) -> None:
     """`systemd-analyze verify`; any warning about our units counts as a failure (it
     exits 0 on some invalid values)."""
     tool = shutil.which("systemd-analyze")
@@ -111,29 +117,41 @@ def verify_units(unit_dir: Path, names: list[str]) -> None:
             if any(n in line for n in names) or proc.returncode]
     if proc.returncode or ours:
         raise ServiceError("systemd-analyze verify rejected the units:\n" + "\n".join(ours or [proc.stderr]),
-                           "fix the resource-control parameters named above (cpu_quota, memory_max, io_weight, tasks_max)")
+                           fix)
+
+
+def systemctl(*args: str) -> subprocess.CompletedProcess:
+    """systemctl, on a host where systemd is PID 1 (checked on use, so the failure is a
+    recorded step of the runbook)."""
+    if not systemd_is_pid1():
+        raise ServiceError("systemd is not PID 1 on this host, so the kit's units cannot run here",
+                           "use --set service_manager=supervisor (or auto) on hosts without systemd, or a rehearsal"
+                           " host: invoke host.up NAME")
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+
+
+def unit_info(unit: str) -> dict[str, Any]:
+    """{"state": RUNNING | STARTING | STOPPED, "pid", "start" (epoch), "spawnerr"} of a unit."""
+    out = systemctl("show", unit, "-p", "ActiveState,MainPID,ExecMainStartTimestampMonotonic").stdout
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    state = {"active": "RUNNING", "activating": "STARTING", "reloading": "RUNNING"}.get(props.get("ActiveState", ""),
+                                                                                      "STOPPED")
+    boot = time.time() - time.monotonic()
+    start = boot + int(props.get("ExecMainStartTimestampMonotonic", "0") or 0) / 1e6
+    return {"state": state, "pid": int(props.get("MainPID", "0") or 0), "start": start, "spawnerr": ""}
 
 
 class Systemd:
-    """systemctl on a host where systemd is PID 1."""
+    """buildkit.service and buildkit.socket, by systemctl."""
 
     def __init__(self, layout: Layout):
         self.layout = layout
 
     def _ctl(self, *args: str) -> subprocess.CompletedProcess:
-        # checked on use, not on creation, so the failure is a recorded step of the runbook
-        if not systemd_is_pid1():
-            raise ServiceError("systemd is not PID 1 on this host, so buildkit.service cannot run here",
-                               "use --set service_manager=supervisor (or auto) on hosts without systemd")
-        return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)
+        return systemctl(*args)
 
     def info(self) -> dict[str, Any]:
-        out = self._ctl("show", "buildkit.service", "-p", "ActiveState,MainPID,ExecMainStartTimestampMonotonic").stdout
-        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-        state = {"active": "RUNNING", "activating": "STARTING"}.get(props.get("ActiveState", ""), "STOPPED")
-        boot = time.time() - time.monotonic()
-        start = boot + int(props.get("ExecMainStartTimestampMonotonic", "0") or 0) / 1e6
-        return {"state": state, "pid": int(props.get("MainPID", "0") or 0), "start": start, "spawnerr": ""}
+        return unit_info("buildkit.service")
 
     def log_lines(self) -> list[str]:
         """The running buildkitd's lines in the journal (its MainPID's messages)."""
@@ -151,7 +169,13 @@ class Systemd:
         self._ctl("daemon-reload")
 
     def restart(self) -> None:
-        self._ctl("restart", "buildkit.service")
+        # the socket too: its unit may have changed (mode, group), and only a socket
+        # unit's restart makes the listening socket again
+        self._ctl("stop", "buildkit.service", "buildkit.socket")
+        if self.layout.run_dir.is_dir():  # DirectoryMode= applies only when systemd creates it
+            self.layout.run_dir.chmod(0o755)
+        self._ctl("start", "buildkit.socket")
+        self._ctl("start", "buildkit.service")
 
     def stop(self) -> None:
         self._ctl("stop", "buildkit.service", "buildkit.socket")
@@ -171,7 +195,30 @@ def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
     syntax and values, the binaries step owns the binary."""
     host_exe = str(host_bin_dir(layout) / "buildkitd")
     exe = next((str(p) for p in (Path(host_exe), layout.buildkitd) if p.exists()), "/bin/true")
+    verify_units_text({p: t.replace(f"ExecStart={host_exe} ", f"ExecStart={exe} ") for p, t in units.items()})
+
+
+def ensure_group(apply: bool, group: str = GROUP) -> str:
+    """The system group of buildkitd's socket: "" if it exists, else what was (or would
+    be) done."""
+    import grp
+
+    try:
+        grp.getgrnam(group)
+        return ""
+    except KeyError:
+        pass
+    if not apply:
+        return f"would create the system group {group}"
+    proc = subprocess.run(["groupadd", "--system", group], capture_output=True, text=True, timeout=60)
+    if proc.returncode:
+        raise ServiceError(f"groupadd {group} failed: {proc.stderr.strip()}", f"create it by hand: groupadd --system {group}")
+    return f"created the system group {group}"
+
+
+def verify_units_text(units: dict[Path, str], fix: str = RESOURCE_FIX) -> None:
+    """`systemd-analyze verify` on units not written yet (a scratch copy)."""
     with tempfile.TemporaryDirectory() as scratch:
         for path, text in units.items():
-            (Path(scratch) / path.name).write_text(text.replace(f"ExecStart={host_exe} ", f"ExecStart={exe} "))
-        verify_units(Path(scratch), [p.name for p in units])
+            (Path(scratch) / path.name).write_text(text)
+        verify_units(Path(scratch), [p.name for p in units], fix)

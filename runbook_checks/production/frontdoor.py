@@ -24,16 +24,18 @@ from pathlib import Path
 from ..core.errors import AccessError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
+from ..daemon.systemd import GROUP  # buildkitd's socket: root and the front door's workers
 from . import ca
 
-GROUP = "buildkit"  # the socket's group: root and the front door's workers only
 RUN_DIR = "/run/buildkit-frontdoor"
 HAPROXY = "/usr/sbin/haproxy"
-# one JSON object per line: the audit shipper reads these fields
-CONNECTION_FORMAT = ('{"tier":"connection","time":"%t","peer":"%ci:%cp","team":"%[ssl_c_s_dn(cn)]",'
+# one JSON object per line (the audit shipper, production.auditlog, reads these fields);
+# what a client controls goes through HAProxy's json converter
+CONNECTION_FORMAT = ('{"tier":"connection","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[ssl_c_s_dn(cn),json(utf8s)]",'
                      '"ssl_verify":%[ssl_c_verify],"bytes_in":%U,"bytes_out":%B,"duration_ms":%Tt,"termination":"%ts"}')
-CALL_FORMAT = ('{"tier":"call","time":"%tr","peer":"%ci:%cp","team":"%[fc_pp_unique_id]","method":"%HP",'
-               '"http_status":%ST,"bytes_in":%U,"bytes_out":%B,"duration_ms":%Ta,"termination":"%ts"}')
+CALL_FORMAT = ('{"tier":"call","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[fc_pp_unique_id,json(utf8s)]",'
+               '"method":"%[capture.req.uri,json(utf8s)]","http_status":%ST,"bytes_in":%U,"bytes_out":%B,'
+               '"duration_ms":%Ta,"termination":"%ts"}')
 
 
 def config_path(layout: Layout) -> Path:
@@ -54,8 +56,8 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int)
             mode http
             bind :{metrics_port}
             http-request use-service prometheus-exporter if {{ path /metrics }}
-            use_backend buildkitd_metrics if {{ path /buildkitd/metrics }}
-            http-request deny
+            http-request deny unless {{ path /buildkitd/metrics }}
+            default_backend buildkitd_metrics
 
         backend buildkitd_metrics
             mode http
@@ -73,19 +75,25 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int)
 
         defaults
             log global
-            option dontlognull
             timeout connect 5s
             timeout client 1h
             timeout server 1h
             timeout tunnel 1h
 
-        # tier 1: mutual TLS, a line per connection; queueing per connection goes here
+        # tier 1: mutual TLS, a line per connection; queueing per connection goes here.
+        # A client without a certificate fails the handshake. A certificate that does not
+        # verify (another CA, expired, revoked) completes it, so that its line names the
+        # team and the reason, and goes to `refused`, which has no server.
         frontend door
             mode tcp
-            bind :{port} ssl crt {p['server']} ca-file {p['ca']} crl-file {p['crl']} verify required alpn h2
+            bind :{port} ssl crt {p['server']} ca-file {p['ca']} crl-file {p['crl']} verify required ca-ignore-err all crt-ignore-err all no-ca-names alpn h2
             unique-id-format %[ssl_c_s_dn(cn)]
             log-format '{CONNECTION_FORMAT}'
+            use_backend refused unless {{ ssl_c_verify 0 }}
             default_backend calls
+
+        backend refused
+            mode tcp
 
         backend calls
             mode tcp
@@ -94,7 +102,7 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int)
         # tier 2: a line per gRPC call, to buildkitd's socket
         frontend calls
             mode http
-            bind unix@{RUN_DIR}/calls.sock accept-proxy proto h2 mode 600
+            bind unix@{RUN_DIR}/calls.sock accept-proxy proto h2 mode 600 user haproxy
             log-format '{CALL_FORMAT}'
             default_backend buildkitd
 
@@ -104,6 +112,16 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int)
         """) + metrics
 
 
+def group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
 def check_config(text: str, layout: Layout) -> str:
     """`haproxy -c` on the rendered text (with the installation's certificate files)."""
     haproxy = shutil.which("haproxy") or HAPROXY
@@ -111,8 +129,12 @@ def check_config(text: str, layout: Layout) -> str:
         raise AccessError("HAProxy is not installed, so there is no front door", "apt-get install haproxy")
     with tempfile.TemporaryDirectory(prefix="kit-frontdoor-") as tmp:
         cfg = Path(tmp) / "frontdoor.cfg"
-        cfg.write_text(text if layout.style != "fhs" or str(layout.state_dir) == "/" else
-                       text.replace(" /etc/", f" {layout.state_dir}/etc/"))
+        if layout.style == "fhs" and str(layout.state_dir) != "/":
+            # a tree rendered for another host: its files are here, its group may not be
+            text = text.replace(" /etc/", f" {layout.state_dir}/etc/")
+            if not group_exists(GROUP):
+                text = text.replace(f"    group {GROUP}\n", "    group root\n")
+        cfg.write_text(text)
         proc = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     if proc.returncode:
         raise AccessError(f"haproxy -c refused the front door's configuration:\n{(proc.stdout + proc.stderr).strip()}",

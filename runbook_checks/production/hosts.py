@@ -239,14 +239,25 @@ def state(host: Host) -> str:
 def wait_for(host: Host, wanted: tuple[str, ...] = ("running", "degraded"), timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     seen = "stopped"
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and nspawn_pid(host):
         seen = state(host)
         if seen in wanted:
             return seen
         time.sleep(0.5)
     log = (host.folder / "boot.log").read_text(errors="replace")[-1500:] if (host.folder / "boot.log").exists() else ""
-    raise HostError(f"the rehearsal host {host.name} did not boot within {timeout:.0f}s (systemd says {seen})",
+    why = f"within {timeout:.0f}s (systemd says {seen})" if nspawn_pid(host) else "(systemd-nspawn exited)"
+    raise HostError(f"the rehearsal host {host.name} did not boot {why}",
                     f"read {host.folder / 'boot.log'}:\n{log}")
+
+
+def remove_interface(host: Host) -> None:
+    """The operator's side of a veth pair left by a host that is not running (nspawn
+    cannot make it again while it exists)."""
+    if Path(f"/sys/class/net/{host.interface}").exists() and not nspawn_pid(host):
+        proc = subprocess.run(["ip", "link", "delete", host.interface], capture_output=True, text=True)
+        if proc.returncode:
+            raise HostError(f"{host.interface} is left from an earlier boot of {host.name}, and cannot be removed:"
+                            f" {proc.stderr.strip()}", f"ip link delete {host.interface}")
 
 
 def boot(host: Host) -> None:
@@ -257,6 +268,7 @@ def boot(host: Host) -> None:
         raise HostError("systemd-nspawn is not installed, so no rehearsal host can boot",
                         "apt-get install systemd-container (./kit setup installs it)")
     host.exchange.mkdir(parents=True, exist_ok=True)
+    remove_interface(host)
     binds = [f"--bind-ro={PROJECT_ROOT}", f"--bind={host.exchange}:{EXCHANGE}"]
     if not sys.base_prefix.startswith("/usr"):
         binds.append(f"--bind-ro={sys.base_prefix}")
@@ -312,14 +324,23 @@ def down(name: str, purge: bool = False, timeout: float = 60) -> list[str]:
     host = load(name) if host_json.exists() else Host(name, 0, "", "")
     pid = nspawn_pid(host)
     if pid:
-        if leader(host):
+        inside = leader(host)
+        if inside:
             run_in(host, ["systemctl", "poweroff"], check=False, timeout=30)
         deadline = time.monotonic() + timeout
         while nspawn_pid(host) and time.monotonic() < deadline:
             time.sleep(0.3)
         if nspawn_pid(host):
-            os.killpg(pid, signal.SIGKILL)
-        done.append(f"stopped {name}")
+            # PID 1 inside first (its whole PID namespace goes with it), then nspawn's group
+            for kill, victim in ((os.kill, inside), (os.killpg, pid)):
+                try:
+                    kill(victim, signal.SIGKILL) if victim else None
+                except ProcessLookupError:
+                    pass
+            done.append(f"killed {name} (it did not power off within {timeout:.0f}s)")
+        else:
+            done.append(f"stopped {name}")
+    remove_interface(host)
     if purge and host.folder.exists():
         shutil.rmtree(host.folder)
         done.append(f"removed {host.folder}")

@@ -23,8 +23,9 @@ RUNS = hosts.EXCHANGE / "runs"
 
 
 def host_sets(host: hosts.Host, runbook: str, sets: list[str] | tuple[str, ...]) -> list[str]:
-    """What a runbook needs on a host without internet, unless the operator set it: the
-    BuildKit archive as the install source."""
+    """What a runbook needs on a host, unless the operator set it: the BuildKit archive
+    as the install source (a host has no internet), and the host's address and name in
+    the front door's certificate (the address first: it is how this side reaches it)."""
     declared = profiles.declared_parameters(profiles.runbook_path(runbook))
     given = profiles.parse_sets(sets)
     extra = []
@@ -36,6 +37,8 @@ def host_sets(host: hosts.Host, runbook: str, sets: list[str] | tuple[str, ...])
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(archive, target)
         extra = ["source=archive", f"archive_path={hosts.EXCHANGE / 'archives' / archive.name}"]
+    if "frontdoor_names" in declared and "frontdoor_names" not in given:
+        extra.append(f"frontdoor_names=[{host.address}, {host.name}, localhost, 127.0.0.1]")
     return [*sets, *extra]
 
 

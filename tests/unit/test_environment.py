@@ -12,7 +12,8 @@ from runbook_checks.daemon import install, service, systemd
 def test_the_environment_of_a_supervised_daemon_comes_back_from_supervisord_conf(tmp_path):
     lay = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)})
     assert service.environment_on_disk(lay) == {}
-    programs = session.programs(lay, {"s3_port": 19000, "registry_port": 15000})
+    # free ports: a lab running on this machine holds the default ones
+    programs = session.programs(lay, {"s3_port": service.free_port(), "registry_port": service.free_port()})
     service.write_service_definition(lay, "supervisor", systemd.Limits(), "", apply=True, programs=programs)
     env = service.environment_on_disk(lay)
     assert env["PATH"] == f"{lay.bin_dir}:{install.RUNC_PATH}"

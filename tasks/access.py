@@ -1,0 +1,115 @@
+"""`invoke certs.*` (a team's client bundle, revocation, the list) and `invoke report.audit`
+(who built what through the front door), for an installation on a rehearsal host
+(--host) or on this machine (--state-dir, default /)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from invoke import task
+
+from runbook_checks.core.errors import AccessError
+from runbook_checks.core.units import parse_duration
+from runbook_checks.production import access, auditlog, ca
+
+from ._kit import console, refusals
+
+WHERE = {"host": "the rehearsal host whose installation it is (invoke host.up NAME)",
+         "state_dir": "an installation on this machine rendered under this directory (default /)"}
+
+
+@task(positional=["team"], help={
+    "team": "the team's name: lowercase letters, digits and - (the certificate's CN, the audit log's team)",
+    "out": "an empty directory for ca.pem, cert.pem and key.pem (the key 0600; the kit keeps no copy)",
+    "days": "how long the certificate is valid (1 to 825 days, default 90)", **WHERE})
+@refusals
+def issue(c, team, out, host="", state_dir="", days="90"):
+    """Issue a team's client certificate and write its bundle to --out, with the command
+    lines that build through the front door."""
+    layout, _ = access.installation(host, state_dir)
+    if not str(days).isdigit():
+        raise AccessError(f"--days {days!r} is not a number of days", "give 1 to 825")
+    target = Path(out).expanduser().absolute()
+    if any((target / name).exists() for name in ("ca.pem", "cert.pem", "key.pem")):
+        raise AccessError(f"{target} already holds a bundle", "choose an empty directory for --out")
+    where = access.remote(layout)  # refused here if there is no front door yet
+    bundle = ca.issue(layout, team, int(days))
+    ca.write_bundle(bundle, target)
+    lines = access.bundle_command(target, where["remote_address"], where["servername"])
+    console().print(f"bundle for {team}: {target} (key.pem 0600)\n"
+                    f"front door: {where['remote_address']}\n\nbuildctl:\n  {lines['buildctl']}\n\n"
+                    f"buildx:\n  {lines['buildx']}", soft_wrap=True, highlight=False)
+
+
+@task(positional=["team"], help={"team": "the team whose certificates to revoke", **WHERE})
+@refusals
+def revoke(c, team, host="", state_dir=""):
+    """Revoke every certificate of a team; the front door reloads its CRL (other teams'
+    builds go on)."""
+    layout, h = access.installation(host, state_dir)
+    rows = ca.revoke(layout, team)
+    console().print(f"revoked {len(rows)} certificate(s) of {team}: {', '.join(r.serial for r in rows)}",
+                    highlight=False)
+    console().print(access.reload_after_revocation(layout, h), highlight=False)
+
+
+@task(name="list", help={**WHERE, "json": "print JSON"})
+@refusals
+def list_(c, host="", state_dir="", json_=False):
+    """The certificates the installation's CA issued: serial, team, kind, expiry, revoked."""
+    from rich.table import Table
+
+    layout, _ = access.installation(host, state_dir)
+    rows = ca.issued(layout)
+    if json_:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    table = Table(title=f"certificates issued by the CA in {ca.access_dir(layout)}", title_justify="left")
+    for col in ("serial", "team", "kind", "expires", "revoked"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.serial[:16], r.team, r.kind, r.not_after[:10], r.revoked[:19] or "-")
+    console().print(table)
+
+
+@task(help={**WHERE, "since": "only entries this recent: 30m, 2h, 1d (default: all)",
+            "json": "print the entries as a JSON list (the summary per team goes to stderr)"})
+@refusals
+def audit(c, host="", state_dir="", since="", json_=False):
+    """The front door's audit log: every connection and gRPC call, allowed or refused, and
+    a summary per team. A build call carries its ref from BuildKit's history."""
+    from rich.console import Console
+    from rich.table import Table
+
+    layout, h = access.installation(host, state_dir)
+    path = access.audit_log(layout)
+    if not auditlog.log_files(path):
+        raise AccessError(f"there is no audit log at {path}", "apply the access runbook first")
+    start = time.time() - parse_duration(since) if since else 0.0
+    entries = auditlog.read(path, start)
+    auditlog.join_refs(entries, access.build_records(layout, h))
+    teams = auditlog.summary(entries)
+    if json_:
+        print(json.dumps(entries, indent=2))
+    else:
+        table = Table(title=f"audit log {path}", title_justify="left")
+        for col in ("time", "team", "peer", "method", "status", "ms", "build"):
+            table.add_column(col, overflow="fold")
+        for e in entries:
+            if e.get("tier") == "connection" and e.get("status") == "ok":
+                continue  # the calls of an allowed connection say more
+            table.add_row(e.get("time", "")[:23], e.get("team", "-"), e.get("peer", "-"), e.get("method", "-"),
+                          e.get("status", ""), str(e.get("duration_ms", "")),
+                          f"{e['ref']} {e['build']}" if e.get("ref") else "")
+        console().print(table)
+    out = Console(file=sys.stderr) if json_ else console()
+    summary = Table(title="per team", title_justify="left")
+    for col in ("team", "calls", "builds", "failed", "refused", "bytes in", "bytes out", "last seen"):
+        summary.add_column(col)
+    for team, row in sorted(teams.items()):
+        summary.add_row(team, *(str(row[k]) for k in ("calls", "builds", "failed", "refused", "bytes_in",
+                                                       "bytes_out")), row["last"][:19])
+    out.print(summary)

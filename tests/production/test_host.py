@@ -1,0 +1,227 @@
+"""The production profile for real: a rehearsal host (systemd as PID 1 in systemd-nspawn)
+where install, configure, verify and access are applied, then a team builds over the
+front door with its bundle, and every refusal the front door makes is tested and audited."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from runbook_checks.core import layout as layout_mod
+from runbook_checks.core.errors import BuildctlError
+from runbook_checks.daemon import install
+from runbook_checks.daemon.buildctl import Buildctl
+from runbook_checks.daemon.contexts import context_with_base
+from runbook_checks.production import access, auditlog, ca, hosts, rehearsal
+
+NAME = "kitci"
+SEQUENCE = ("install", "configure", "verify", "access")
+DOCKERFILE = "RUN echo built remotely > /r && cat /r\nRUN test \"$(cat /r)\" = 'built remotely'\n"
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True, timeout=900)
+
+
+def run(runbook: str, mode: str = "apply", *sets: str) -> dict:
+    code, records = rehearsal.run_runbook(NAME, runbook, "production", mode, sets)
+    report = json.loads(records[-1].read_text())
+    assert report["host"] == NAME
+    assert code == 0 and report["status"] != "failed", json.dumps(report["steps"], indent=1)
+    return report
+
+
+def changed(report: dict) -> list[str]:
+    return [f"{s['name']}: {s['message']}" for s in report["steps"] if s["status"] == "changed"]
+
+
+@pytest.fixture(scope="session")
+def host(runs_base):
+    """The rehearsal host with the production sequence applied once."""
+    hosts.down(NAME, purge=True)
+    h, _ = hosts.up(NAME, progress=lambda m: None)
+    try:
+        reports = {name: run(name) for name in SEQUENCE}
+        yield h, reports
+    finally:
+        hosts.down(NAME, purge=True)
+
+
+@pytest.fixture(scope="session")
+def layout(host):
+    return layout_mod.for_params({"profile": "production", "state_dir": str(host[0].rootfs)})
+
+
+@pytest.fixture(scope="session")
+def remote(host, layout):
+    return access.remote(layout)
+
+
+def client(bundle: Path, remote: dict) -> Buildctl:
+    tls = {"ca.pem": bundle / "ca.pem", "cert.pem": bundle / "cert.pem", "key.pem": bundle / "key.pem",
+           "servername": remote["servername"]}
+    return Buildctl(install.built_with_go(install.BUILDKIT_VERSION) / "buildctl", remote["remote_address"], tls=tls)
+
+
+def build(bundle: Path, remote: dict):
+    with tempfile.TemporaryDirectory(prefix="bk-remote-") as tmp:
+        return client(bundle, remote).build(context_with_base(Path(tmp), DOCKERFILE), timeout=300)
+
+
+def issue(team: str, tmp_path: Path, *extra: str) -> Path:
+    out = tmp_path / team
+    proc = invoke("certs.issue", team, "--host", NAME, "--out", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert "buildctl --addr tcp://" in proc.stdout and "--driver remote" in proc.stdout
+    assert (out / "key.pem").stat().st_mode & 0o777 == 0o600
+    return out
+
+
+def audit(since: float) -> list[dict]:
+    proc = invoke("report.audit", "--host", NAME, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "per team" in proc.stderr
+    return [e for e in json.loads(proc.stdout) if e.get("time")
+            and _dt.datetime.fromisoformat(e["time"]).timestamp() >= since - 1]
+
+
+def tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for sub in ("etc/buildkit", "etc/systemd/system", "usr/local/bin"):
+        for path in sorted((root / sub).rglob("*")):
+            if path.is_file() and path.name != "frontdoor.loaded":
+                digest.update(str(path).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_first_apply_reports_the_facts_other_tools_use(host, layout):
+    h, reports = host
+    assert reports["verify"]["facts"]["manager"] == "systemd"
+    facts = reports["access"]["facts"]
+    assert facts["remote_address"] == f"tcp://{h.address}:1234"
+    assert facts["ca_cert"] == "/etc/buildkit/access/ca.pem"
+    assert facts["audit_log"] == "/var/log/buildkit/audit.log"
+    assert (layout.state_dir / facts["ca_cert"].lstrip("/")).exists()
+    for name in ("ca.key", "server.pem", "issued.json"):
+        assert (ca.access_dir(layout) / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_limits_in_force_equal_the_configured_ones_or_say_why(host):
+    limits = host[1]["verify"]["facts"]["limits_in_force"]
+    assert set(limits) == {"memory_max", "cpu_quota", "tasks_max", "io_weight"}
+    for name, row in limits.items():
+        assert row["configured"] not in (None, ""), name
+        assert row["in_force"] == row["configured"] or row["reason"], (name, row)
+    # memory, CPU quota and tasks are enforced on this machine kind (the host recipe)
+    for name in ("memory_max", "cpu_quota", "tasks_max"):
+        assert limits[name]["in_force"] == limits[name]["configured"], (name, limits[name])
+
+
+def test_second_apply_changes_nothing_and_check_mode_writes_nothing(host):
+    h, _ = host
+    for name in SEQUENCE:
+        assert changed(run(name)) == [], name
+    before = tree_digest(h.rootfs)
+    for name in SEQUENCE:
+        assert changed(run(name, "check")) == [], name
+    assert tree_digest(h.rootfs) == before
+
+
+def test_a_team_builds_over_the_front_door_and_is_audited(host, remote, tmp_path):
+    started = _dt.datetime.now(_dt.timezone.utc).timestamp()
+    bundle = issue("team-a", tmp_path)
+    result = build(bundle, remote)
+    runs = [v for v in result.steps if " RUN " in v["name"]]
+    assert len(runs) == 2 and all(v.get("completed") for v in runs)
+    entries = audit(started)
+    solves = [e for e in entries if e["team"] == "team-a" and e["method"].endswith(".Control/Solve")]
+    assert solves and solves[-1]["status"] == "ok" and solves[-1]["verified"]
+    assert solves[-1]["ref"] and solves[-1]["build"] == "ok"
+    for field in ("time", "team", "method", "status", "duration_ms", "peer", "bytes_in", "bytes_out"):
+        assert field in solves[-1]
+
+
+def expired_bundle(layout, out: Path) -> Path:
+    """A certificate from the installation's CA that expired yesterday."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_cert, ca_key = ca.load_ca(layout)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "team-old")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(days=10)).not_valid_after(now - _dt.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256()))
+    return ca.write_bundle({"ca.pem": ca.paths(layout)["ca"].read_bytes(), "cert.pem": ca._pem(cert),
+                            "key.pem": ca._pem_key(key)}, out)
+
+
+def foreign_bundle(layout, out: Path) -> Path:
+    """team-a's name on a certificate from another installation's CA (the client trusts
+    the right server: only its own certificate is foreign)."""
+    other = layout_mod.for_params({"profile": "production", "state_dir": str(out.parent / "other")})
+    ca.ensure_ca(other, "elsewhere", apply=True)
+    return ca.write_bundle({**ca.issue(other, "team-a"), "ca.pem": ca.paths(layout)["ca"].read_bytes()}, out)
+
+
+def refused(bundle: Path, remote: dict) -> str:
+    with pytest.raises(BuildctlError) as err:
+        client(bundle, remote).workers()
+    return err.value.problem
+
+
+def test_every_refusal_is_refused_and_audited(host, layout, remote, tmp_path):
+    started = _dt.datetime.now(_dt.timezone.utc).timestamp()
+    revoked = issue("team-gone", tmp_path)
+    assert client(revoked, remote).workers()  # in force: it works
+    revoked_at = _dt.datetime.now(_dt.timezone.utc).timestamp()
+    proc = invoke("certs.revoke", "team-gone", "--host", NAME)
+    assert proc.returncode == 0 and "reloaded" in proc.stdout, proc.stdout + proc.stderr
+    listed = json.loads(invoke("certs.list", "--host", NAME, "--json").stdout)
+    assert [r["revoked"] != "" for r in listed if r["team"] == "team-gone"] == [True]
+
+    no_cert = tmp_path / "none"
+    no_cert.mkdir()
+    (no_cert / "ca.pem").write_bytes(ca.paths(layout)["ca"].read_bytes())
+    with pytest.raises(BuildctlError):
+        Buildctl(client(revoked, remote).binary, remote["remote_address"]).run(
+            "--tlsservername", remote["servername"], "--tlscacert", str(no_cert / "ca.pem"), "debug", "workers")
+    refused(foreign_bundle(layout, tmp_path / "foreign"), remote)
+    refused(expired_bundle(layout, tmp_path / "expired"), remote)
+    refused(revoked, remote)
+
+    entries = audit(started)
+    statuses = {(e["team"], e["status"]) for e in entries if e["status"].startswith("refused")}
+    assert ("-", auditlog.NO_CERTIFICATE) in statuses
+    assert ("team-a", "refused: certificate not from this installation's CA") in statuses
+    assert ("team-old", "refused: certificate expired") in statuses
+    assert ("team-gone", "refused: certificate revoked") in statuses
+    # and none of them reached buildkitd
+    calls = [e for e in entries if e["tier"] == "call" and _dt.datetime.fromisoformat(e["time"]).timestamp() > revoked_at]
+    assert not [e for e in calls if e["team"] in ("team-old", "team-gone", "-")]
+    assert not [e for e in calls if e["team"] == "team-a" and not e["verified"]]
+
+
+def test_network_host_is_refused_here_and_allowed_where_the_profile_grants_it(host):
+    step = next(s for s in host[1]["access"]["steps"] if s["name"] == "insecure entitlements")
+    assert "network.host refused by the daemon" in step["message"] and "not allowed" in step["message"]
+    grant = "insecure_entitlements=[network.host]"
+    try:
+        run("configure", "apply", grant)
+        report = run("access", "check", grant)
+        step = next(s for s in report["steps"] if s["name"] == "insecure entitlements")
+        assert step["status"] == "ok" and "network.host granted" in step["message"]
+    finally:
+        run("configure", "apply")
+    step = next(s for s in run("access", "check")["steps"] if s["name"] == "insecure entitlements")
+    assert "refused by the daemon" in step["message"]
