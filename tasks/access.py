@@ -85,10 +85,10 @@ def audit(c, host="", state_dir="", since="", json_=False):
     from rich.table import Table
 
     layout, h = access.installation(host, state_dir)
+    start = time.time() - parse_duration(since) if since else 0.0
     path = access.audit_log(layout)
     if not auditlog.log_files(path):
         raise AccessError(f"there is no audit log at {path}", "apply the access runbook first")
-    start = time.time() - parse_duration(since) if since else 0.0
     entries = auditlog.read(path, start)
     auditlog.join_refs(entries, access.build_records(layout, h))
     teams = auditlog.summary(entries)

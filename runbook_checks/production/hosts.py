@@ -276,10 +276,11 @@ def boot(host: Host) -> None:
            "--keep-unit", "-b", "--network-veth", "--system-call-filter=add_key keyctl request_key", *binds,
            "--console=passive"]
     with open(host.folder / "boot.log", "ab") as log:
-        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        spawned = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 60
     while not Path(f"/sys/class/net/{host.interface}").exists():
-        if time.monotonic() > deadline or not nspawn_pid(host):
+        # the Popen, not a scan of /proc: until it has exec'd, the child is not named nspawn yet
+        if time.monotonic() > deadline or spawned.poll() is not None:
             raise HostError(f"systemd-nspawn did not start {host.name}",
                             f"read {host.folder / 'boot.log'}")
         time.sleep(0.2)

@@ -121,6 +121,23 @@ CASES = [
     ("down --purge --state-dir /", "is a system directory", 2),
     ("plugins.restore buildx --quarantine-dir quarantine", "--quarantine-dir", 2),
     ("runbook install --bogus-flag", "No idea what '--bogus-flag' is", 1),
+    # rehearsal hosts, certificates, the audit log
+    ("host.up Build_1", "is not 1 to 11 lowercase letters", 2),
+    ("host.up a-name-too-long", "is not 1 to 11 lowercase letters", 2),
+    ("host.shell nosuchhost", "there is no rehearsal host 'nosuchhost'", 2),
+    ("runbook verify --profile production --host nosuchhost", "there is no rehearsal host", 2),
+    ("certs.issue web --out /tmp/kit-refused-bundle --host nosuchhost", "there is no rehearsal host", 2),
+    ("certs.issue web --out /tmp/kit-refused-bundle --host h1 --state-dir /srv/bk", "--host and --state-dir both", 2),
+    ("certs.issue web --out /tmp/kit-refused-bundle --state-dir /tmp/kit-no-install", "there is no front door", 2),
+    ("certs.issue web --out /tmp/kit-refused-bundle --state-dir /tmp/kit-no-install --days many",
+     "is not a number of days", 2),
+    ("certs.revoke web --state-dir /tmp/kit-no-install", "no certificate of team 'web' is in force", 2),
+    ("certs.list --state-dir /etc", "is a system directory", 2),
+    ("report.audit --state-dir /tmp/kit-no-install", "there is no audit log", 2),
+    ("report.audit --state-dir /tmp/kit-no-install --since soon", "soon", 2),
+    ("runbook access --profile production --set frontdoor_names=[bad_name!]", "is not a DNS name", 2),
+    ("runbook access --profile production --set frontdoor_port=70000", "65535", 2),
+    ("runbook access --profile production --set audit_max_bytes=10%", "a size in bytes", 2),
 ]
 
 
