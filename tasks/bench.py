@@ -57,3 +57,51 @@ def cache(c, workloads="", backends="registry,s3,local", state_dir="", registry_
     misses = bench.verdict(records, debian)
     if misses:
         raise Exit("below the goal (5x faster than cold, every step CACHED):\n  " + "\n  ".join(misses), code=1)
+
+
+@task(help={"host": "the rehearsal host with the production sequence and access applied (invoke host.up NAME)",
+            "rounds": "warm builds on each path (default 10)"})
+@refusals
+def frontdoor(c, host, rounds="10"):
+    """Measure what the front door costs: a warm build through it vs on the unix socket
+    (median of --rounds each, inside the host), and certs.issue to a team's first build.
+
+    Writes runs/bench/frontdoor-<stamp>.json. Exits 1 when the front door adds more than
+    10% or 50 ms (whichever is larger), or the first build takes over 60 s."""
+    import json
+    import sys
+
+    from rich.table import Table
+
+    from runbook_checks.core import files
+    from runbook_checks.daemon import install
+    from runbook_checks.production import access, bench, hosts
+
+    if not str(rounds).isdigit() or not 1 <= int(rounds) <= 1000:
+        raise ParameterError(f"--rounds {rounds!r} is not a number of rounds", "give 1 to 1000, e.g. --rounds 10")
+    layout_, h = access.installation(host)
+    out = console()
+    out.print(f"{rounds} warm builds on the socket and through the front door, inside {h.name} ...")
+    proc = hosts.run_in(h, [sys.executable, "-m", "runbook_checks.production.bench", "frontdoor", str(rounds)],
+                        cwd=str(PROJECT_ROOT), timeout=3600)
+    cost = json.loads(proc.stdout.strip().splitlines()[-1])
+    first = bench.first_build(layout_, install.built_with_go(install.BUILDKIT_VERSION) / "buildctl", h,
+                              say=lambda m: out.print(m, highlight=False))
+    summary, misses = bench.verdict(cost, first)
+    stamp = files.stamp()
+    path = runs_dir() / "bench" / f"frontdoor-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.atomic_write(path, json.dumps({"host": h.name, "stamp": stamp, **summary, "cost": cost, "first": first},
+                                        indent=2) + "\n")
+    table = Table(title=f"front door benchmark {stamp} ({h.name})", title_justify="left")
+    for col in ("measure", "value", "target"):
+        table.add_column(col)
+    table.add_row("warm build, unix socket (median)", f"{summary['median_socket_s'] * 1000:.0f} ms", "")
+    table.add_row("warm build, front door (median)", f"{summary['median_frontdoor_s'] * 1000:.0f} ms", "")
+    table.add_row("front door overhead", f"{summary['overhead_ms']:.0f} ms", f"<= {summary['allowed_ms']:.0f} ms")
+    table.add_row("certs.issue to first build", f"{summary['issue_to_first_build_s']:.2f} s",
+                  f"< {bench.FIRST_BUILD_S:.0f} s")
+    out.print(table)
+    out.print(f"results: {path}", soft_wrap=True)
+    if misses:
+        raise Exit("below the goal:\n  " + "\n  ".join(misses), code=1)

@@ -51,3 +51,28 @@ def prune(c, profile="lab", mode="check", set_=None):
     console().print(f"{verb}: {shown / 1e6:.1f} MB")
     if result.report.status == "failed":
         raise Exit("the prune failed: read its last step above", code=1)
+
+
+@task(iterable=["set_"], help={
+    "host": "the rehearsal host whose front door it is (default: the installation on this machine)",
+    "profile": "production, or a site profile's path that extends it (default: production)",
+    "set_": "override a parameter: --set frontdoor_names=[bk.example.org]",
+})
+@refusals
+def certs(c, host="", profile="production", set_=None):
+    """Renew the front door's server certificate when it expires within 30 days: the
+    access runbook in apply mode (it changes nothing else that is in order, and the
+    front door reloads without dropping builds). CertificateExpiresSoon fires 14 days
+    before any expiry when this has not run."""
+    if host:
+        from runbook_checks.production import rehearsal
+
+        code, records = rehearsal.run_runbook(host, "access", profile, "apply", sets_of(set_))
+        console().print("\n".join(f"report: {r}" for r in records), soft_wrap=True)
+        if code:
+            raise Exit(code=code)
+        return
+    result = runner.run("access", profile, "apply", sets_of(set_))
+    show(result)
+    if result.report.status == "failed":
+        raise Exit("the access runbook failed: read its failed step above", code=1)

@@ -58,7 +58,7 @@ def package_graph(root: Path) -> str:
              f'  node [shape=box, style="rounded,filled", fillcolor="#eef1fb", color="#3f51b5", {FONT}];',
              f'  edge [color="#5c6bc0", {FONT}, fontsize=10];']
     for i, row in enumerate(rows):
-        lines.append(f"  {{ rank=same; " + " ".join(f'"{n}";' for n in row) + " }")
+        lines.append("  { rank=same; " + " ".join(f'"{n}";' for n in row) + " }")
         for n in row:
             path = package / n
             files = sorted(path.rglob("*.py")) if path.is_dir() else [package / f"{n}.py"]

@@ -65,6 +65,9 @@ BUILDKIT_DEFAULTS = {
     "worker.oci.max-parallelism": "`0`: no limit",
     "worker.oci.gc": "`true`",
     "worker.oci.gcpolicy": "4 rules sized from the disk (below)",
+    "worker.oci.networkMode": '`"auto"`: CNI when `/etc/buildkit/cni.json` exists, else the host\'s network',
+    "worker.oci.cniBinaryPath": "`/opt/cni/bin`",
+    'frontend."gateway.v0".allowedRepositories': "empty: every frontend image is allowed",
     "worker.containerd.enabled": "on when `/run/containerd/containerd.sock` answers",
     'registry."HOST".mirrors': "none",
     'registry."HOST".http': "unset: HTTPS, except that `localhost` and loopback addresses are reached over"
@@ -89,7 +92,14 @@ SETTINGS = [
     ("worker.oci.max-parallelism", "`max_parallelism`", ""),
     ("worker.oci.gc", "`gc`", ""),
     ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.daemon.config.DEFAULT_GC_POLICY`"),
+    ("worker.oci.networkMode", "`network_mode`", "written unless `auto`; production: `bridge`, so that RUN steps"
+                                                 " get their own network namespace and cannot reach the build"
+                                                 " server's loopback"),
+    ("worker.oci.cniBinaryPath", "`network_mode`", "`/usr/lib/cni` (Debian's `containernetworking-plugins`) with"
+                                                   " `bridge`"),
     ("worker.containerd.enabled", "(fixed)", "standalone BuildKit: no containerd worker"),
+    ('frontend."gateway.v0".allowedRepositories', "`allowed_frontends`", "the frontend images a `# syntax=` line may"
+                                                                       " name; written only when set"),
     ('registry."HOST".mirrors', "`registry_mirrors`", "one table per registry host; written only when set"),
     ('registry."HOST".http', "`registry_port`, `registry_tls`", "`true` for the lab's local registry"
                                                 " `127.0.0.1:registry_port`, which serves plain HTTP; `false` for a"
@@ -289,10 +299,11 @@ def placeholders(text: str) -> str:
 
 
 def flat_keys(table: dict, prefix: str = "") -> list[str]:
-    """Dotted TOML keys; registry hosts become "HOST" and arrays of tables stay one key."""
+    """Dotted TOML keys, a key holding a dot quoted; registry hosts become "HOST" and
+    arrays of tables stay one key."""
     keys = []
     for key, value in table.items():
-        name = f"{prefix}{key}"
+        name = f'{prefix}"{key}"' if "." in key else f"{prefix}{key}"
         if prefix == "registry.":
             name = 'registry."HOST"'
         if isinstance(value, dict):
@@ -370,6 +381,14 @@ def show_setting(key: str, values: dict, cfg) -> str:
         source = "profile" if values.get("gc_policy") else "kit default"
         rules = "<br>".join(f"{i}. {gc_rule(r)}" for i, r in enumerate(cfg.gc_policy, 1))
         return f"{len(cfg.gc_policy)} rules ({source}):<br>{rules}"
+    if key == "worker.oci.networkMode":
+        return code(toml_value(cfg.network_mode)) if cfg.network_mode != "auto" else "not written (`auto`)"
+    if key == "worker.oci.cniBinaryPath":
+        from runbook_checks.daemon.config import CNI_BINARY_PATH
+
+        return code(toml_value(CNI_BINARY_PATH)) if cfg.network_mode == "bridge" else "not written"
+    if key == 'frontend."gateway.v0".allowedRepositories':
+        return code(toml_value(cfg.allowed_frontends)) if cfg.allowed_frontends else "not written (any frontend)"
     if key == "worker.containerd.enabled":
         return "`false`"
     if key == 'registry."HOST".mirrors':

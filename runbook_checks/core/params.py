@@ -67,6 +67,9 @@ LIST_ITEMS = {
     "required_plugins": (r"[a-z][a-z0-9]*", "a Docker CLI plugin name (lowercase letters and digits)"),
     "retention_repositories": (r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*",
                                "a repository path like kit/cache"),
+    "allowed_frontends": (r"[a-z0-9.-]+(:\d{1,5})?(/[a-z0-9._-]+)+", "an image repository without a tag, like"
+                          " docker.io/docker/dockerfile"),
+    "frontdoor_targets": (r"[A-Za-z0-9.-]+:\d{1,5}", "HOST:PORT of a front door's metrics listener"),
     "frontdoor_names": (r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:]+",
                         "a DNS name or an IP address clients reach the build server by"),
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
@@ -137,6 +140,8 @@ class Semantics(BaseModel):
     gc: bool = True
     gc_policy: list[GcRule] = Field(default_factory=list)
     insecure_entitlements: list[Literal["network.host", "security.insecure", "device"]] = Field(default_factory=list)
+    network_mode: Literal["auto", "host", "bridge", "cni"] = "auto"
+    allowed_frontends: list[str] = Field(default_factory=list)
     registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
     registry_tls: dict[str, RegistryTls] = Field(default_factory=dict)
     cpu_quota: str = Field("", pattern=r"^([1-9]\d*%)?$", description="a percentage of one CPU such as 200%, or empty")
@@ -148,6 +153,7 @@ class Semantics(BaseModel):
     frontdoor_port: int = Field(0, ge=0, le=65535, description="a TCP port from 1 to 65535, or 0 for no front door")
     frontdoor_metrics_port: int = Field(0, ge=0, le=65535, description="a TCP port from 1 to 65535, or 0")
     frontdoor_names: list[str] = Field(default_factory=list)
+    audit_metrics_port: int = Field(0, **PORT)
     audit_keep: int = Field(10, ge=1, le=1000)
     audit_max_bytes: int = 50_000_000
     exporter_port: int = Field(0, **PORT)
@@ -204,6 +210,9 @@ class Semantics(BaseModel):
     cache_hit_ratio_min: float = Field(0.5, gt=0, le=1)
     cache_usage_max_ratio: float = Field(0.9, gt=0, lt=1)
     disk_fill_hours: float = Field(4.0, gt=0, le=8760)
+    denied_per_minute_max: float = Field(5.0, gt=0)
+    cert_expiry_warn_days: int = Field(14, ge=1, le=365)
+    frontdoor_targets: list[str] = Field(default_factory=list)
     docs_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^\s,'\"]+$",
                           description="an http:// or https:// URL")
     webhook_url: str = Field("", **URL)
@@ -250,7 +259,8 @@ class Semantics(BaseModel):
                           " window, so every rate would be empty", f"use at most {longest:g}s", "scrape_interval")
         return self
 
-    @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names")
+    @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names",
+                     "frontdoor_targets", "allowed_frontends")
     @classmethod
     def _each(cls, v: list[str], info: Any) -> list[str]:
         pattern, what = LIST_ITEMS[info.field_name]

@@ -41,6 +41,9 @@ GC_KEYS = {"all": "all", "filters": "filters", "keep_duration": "keepDuration",
            "min_free_space": "minFreeSpace"}
 
 
+CNI_BINARY_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
+
+
 @dataclass
 class BuildkitdConfig:
     root: str
@@ -58,6 +61,8 @@ class BuildkitdConfig:
     registry_mirrors: dict[str, list[str]] = field(default_factory=dict)
     http_registries: list[str] = field(default_factory=list)
     registry_tls: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> {ca, cert, key} paths
+    network_mode: str = "auto"
+    allowed_frontends: list[str] = field(default_factory=list)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
@@ -73,6 +78,7 @@ class BuildkitdConfig:
             registry_mirrors=dict(sem.registry_mirrors),
             http_registries=[f"127.0.0.1:{sem.registry_port}"] if sem.registry_port else [],
             registry_tls={host: tls.model_dump() for host, tls in sem.registry_tls.items()},
+            network_mode=sem.network_mode, allowed_frontends=list(sem.allowed_frontends),
         )
 
     def to_toml(self) -> str:
@@ -97,6 +103,10 @@ class BuildkitdConfig:
         oci.add("snapshotter", self.snapshotter)
         oci.add("max-parallelism", self.max_parallelism)
         oci.add("gc", self.gc)
+        if self.network_mode != "auto":
+            oci.add("networkMode", self.network_mode)
+        if self.network_mode == "bridge":  # BuildKit's own bridge, with Debian's CNI plugins
+            oci.add("cniBinaryPath", CNI_BINARY_PATH)
         policy = tomlkit.aot()
         for rule in self.gc_policy:
             entry = tomlkit.table()
@@ -112,6 +122,12 @@ class BuildkitdConfig:
         containerd.add("enabled", False)
         worker.add("containerd", containerd)
         doc.add("worker", worker)
+        if self.allowed_frontends:
+            gateway = tomlkit.table()
+            gateway.add("allowedRepositories", self.allowed_frontends)
+            frontend = tomlkit.table(is_super_table=True)
+            frontend.add("gateway.v0", gateway)
+            doc.add("frontend", frontend)
         hosts = sorted(set(self.registry_mirrors) | set(self.http_registries) | set(self.registry_tls))
         if hosts:
             registry = tomlkit.table(is_super_table=True)

@@ -37,6 +37,20 @@ BUILDKITD = (
            " `histogram_count(...)`"),
 )
 
+# the audit shipper on a production builder (production.auditlog.Metrics; a unit test keeps
+# the two the same), served by the front door's metrics listener at /audit/metrics
+AUDIT = (
+    Source("buildkit_frontdoor_calls_total", "counter", "`team`, `method`, `status` = `ok` \\| `failed`",
+           "gRPC calls through the front door by team, method and status"),
+    Source("buildkit_frontdoor_refused_total", "counter",
+           "`team` (what the certificate claims, `-` without one), `reason` = `no-certificate` \\| `other-ca` \\|"
+           " `expired` \\| `revoked` \\| `not-yet-valid` \\| `other`",
+           "connections the front door refused; AccessDeniedBurst reads it"),
+    Source("buildkit_ops_certificate_expiry_timestamp_seconds", "gauge",
+           "`certificate` = `ca` \\| `server` \\| `client:TEAM`",
+           "when each certificate in force expires (Unix time, a team's soonest); CertificateExpiresSoon reads it"),
+)
+
 NODE = (
     Source("node_cpu_seconds_total", "counter", "`cpu`, `mode`",
            'CPU time per core and mode; `1 - rate(mode="idle")` is how busy the host is'),
@@ -64,9 +78,9 @@ def exporter_rows() -> list[tuple[str, str, str, str]]:
 
 def known() -> set[str]:
     """Every name a query may read: the sources above, the exporter's families, the
-    recording rules."""
+    audit shipper's, the recording rules."""
     return ({s.name for s in BUILDKITD + NODE + PROMETHEUS} | {name for name, *_ in exporter_rows()}
-            | {r.name for r in RECORDING_RULES})
+            | {s.name for s in AUDIT} | {r.name for r in RECORDING_RULES})
 
 
 def table(source: str) -> str:
@@ -84,8 +98,8 @@ def table(source: str) -> str:
     return "\n".join(rows)
 
 
-SOURCES = {"buildkitd": BUILDKITD, "node": NODE, "prometheus": PROMETHEUS}
-TABLES = ("buildkitd", "exporter", "node", "prometheus", "rules")
+SOURCES = {"buildkitd": BUILDKITD, "audit": AUDIT, "node": NODE, "prometheus": PROMETHEUS}
+TABLES = ("buildkitd", "exporter", "audit", "node", "prometheus", "rules")
 
 
 def _cell(text: str) -> str:

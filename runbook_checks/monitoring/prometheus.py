@@ -155,6 +155,21 @@ def scrape_jobs(params: dict, debug_port: int) -> list[dict[str, Any]]:
         if port:
             out.append({"job_name": job, **extra,
                         "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"builder": builder}}]})
+    # production builders, through their front door's metrics listener: its own metrics,
+    # buildkitd's and the audit log's counts, in the same jobs as the lab's (so the same
+    # alerts cover them), each target's builder label its host
+    remote = params.get("frontdoor_targets") or []
+    for job, path in (("buildkit-frontdoor", "/metrics"), ("buildkitd", "/buildkitd/metrics"),
+                      ("buildkit-audit", "/audit/metrics")):
+        if not remote:
+            break
+        configs = [{"targets": [t], "labels": {"builder": t.rsplit(":", 1)[0], "environment": "production",
+                                               "__metrics_path__": path}} for t in remote]
+        existing = next((j for j in out if j["job_name"] == job), None)
+        if existing is None:
+            out.append({"job_name": job, "static_configs": configs})
+        else:
+            existing["static_configs"] += configs
     return out
 
 
@@ -204,7 +219,8 @@ def validate(config_text: str, rules_text: str, tests_text: str) -> str:
                                   f"{(test.stdout + test.stderr).strip()[-3000:]}",
                                   "the failing case names its alert: check that alert's threshold and duration"
                                   " parameters (failure_ratio_max, build_p95_max_seconds, cache_hit_ratio_min,"
-                                  " cache_usage_max_ratio, disk_fill_hours, builder_down_for, alert_for,"
+                                  " cache_usage_max_ratio, disk_fill_hours, denied_per_minute_max, cert_expiry_warn_days,"
+                                  " builder_down_for, alert_for,"
                                   " escalate_after); nothing was written")
     cases = tests_text.count("  name: ")
     return f"promtool check config: SUCCESS; promtool test rules: {cases} cases SUCCESS"

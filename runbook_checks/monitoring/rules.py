@@ -62,6 +62,7 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
     fr, p95 = p.get("failure_ratio_max", 0.2), p.get("build_p95_max_seconds", 600.0)
     hit, usage, hours = p.get("cache_hit_ratio_min", 0.5), p.get("cache_usage_max_ratio", 0.9), p.get("disk_fill_hours", 4.0)
     esc = p.get("escalate_after", "30m")
+    denied, days = p.get("denied_per_minute_max", 5.0), p.get("cert_expiry_warn_days", 14)
     fs = 'fstype!~"tmpfs|ramfs|squashfs|nsfs|proc|sysfs"'
     return [
         dict(alert="BuildkitdDown", expr='up{job="buildkitd"} == 0', for_=down_for, severity="critical", team="build",
@@ -100,6 +101,27 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
              team="platform", summary="The buildkit-ops exporter is down",
              description=f"Prometheus has not reached the kit's exporter {{{{ $labels.instance }}}} for {down_for}:"
                          " the cache and plugin alerts see no data."),
+        dict(alert="FrontDoorDown", expr='up{job="buildkit-frontdoor"} == 0', for_=down_for, severity="critical",
+             team="platform", summary="The front door of {{ $labels.builder }} is down",
+             description=f"Prometheus has not reached the front door's metrics listener {{{{ $labels.instance }}}} for"
+                         f" {down_for}: no team can build on {{{{ $labels.builder }}}} remotely."),
+        dict(alert="AccessDeniedBurst",
+             # the client's team as client_team: `team` is the alert's routing label
+             expr=(f'sum by (builder, client_team) (label_replace(rate(buildkit_frontdoor_refused_total[{WINDOW}]),'
+                   f' "client_team", "$1", "team", "(.*)")) * 60 > {num(denied)}'),
+             for_=down_for, severity="warning", team="platform",
+             summary="The front door of {{ $labels.builder }} refuses {{ $labels.client_team }} again and again",
+             description=f"More than {num(denied)} connections a minute claiming team {{{{ $labels.client_team }}}} were"
+                         f" refused on {{{{ $labels.builder }}}} over {WINDOW}, for {down_for}"
+                         " (threshold denied_per_minute_max): a revoked or expired bundle still in use, or"
+                         " someone trying certificates. `invoke report.audit` shows the reasons."),
+        dict(alert="CertificateExpiresSoon",
+             expr=f"buildkit_ops_certificate_expiry_timestamp_seconds - time() < {num(days)} * 86400",
+             for_=for_, severity="warning", team="platform",
+             summary="The certificate {{ $labels.certificate }} of {{ $labels.builder }} expires soon",
+             description=f"The certificate {{{{ $labels.certificate }}}} on {{{{ $labels.builder }}}} expires in less"
+                         f" than {num(days)} days (threshold cert_expiry_warn_days). The server's renews when the"
+                         " access runbook is applied; a team's needs a new bundle: invoke certs.issue TEAM."),
         dict(alert=ESCALATION_ALERT,
              expr=("max without (alertname, alertstate) (label_replace(ALERTS{alertstate=\"firing\","
                    f" severity=\"warning\", alertname!=\"{ESCALATION_ALERT}\"}}, \"escalated_alert\", \"$1\","

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..core.units import prom_seconds as seconds
-from .rules import ESCALATION_ALERT, RULES_FILE, alert_specs, num, rule
+from .rules import ESCALATION_ALERT, RULES_FILE, WINDOW, alert_specs, num, rule
 
 
 def _expand(template: str, labels: dict[str, str]) -> str:
@@ -134,6 +134,35 @@ def render_rule_tests(params: dict, rules_file: str = RULES_FILE) -> str:
     plugin_fires = fires("InvalidCliPluginsPresent", plug, plug_labels, 0)
     silent("InvalidCliPluginsPresent", [(f'buildkit_ops_cli_plugins{{{ex}, validity="invalid"}}', "0xN")],
            plug_labels, [for_, end])
+
+    # the front door: down, refusing one team again and again, a certificate near its end
+    fd_labels = {"job": "buildkit-frontdoor", "instance": "10.213.1.2:8405", "builder": "10.213.1.2"}
+    au_labels = {"job": "buildkit-audit", "instance": "10.213.1.2:8405", "builder": "10.213.1.2"}
+    fd = ", ".join(f'{k}="{v}"' for k, v in fd_labels.items())
+    au = ", ".join(f'{k}="{v}"' for k, v in au_labels.items())
+    fires("FrontDoorDown", [(f"up{{{fd}}}", "0xN")], fd_labels, 0)
+    silent("FrontDoorDown", [(f"up{{{fd}}}", "1xN"), (f"up{{{bk}}}", "0xN")], fd_labels, [down, end])
+    denied = float(params.get("denied_per_minute_max", 5.0))
+    m = 0.01 * denied
+
+    def refused(per_minute, team="web"):
+        return [(f'buildkit_frontdoor_refused_total{{{au}, team="{team}", reason="revoked"}}', f"0+{per_minute!r}xN")]
+
+    burst = {"builder": au_labels["builder"], "client_team": "web"}
+    # rate() divides by the whole window: a steady count reads true only once the window is full
+    window = seconds(WINDOW)
+    fires("AccessDeniedBurst", refused(denied + m), burst, window)
+    # above the threshold in all, but split over two teams: neither is refused that often
+    silent("AccessDeniedBurst", refused((denied + m) / 2) + refused((denied + m) / 2, "api"), burst,
+           [window + down, end])
+    days = float(params.get("cert_expiry_warn_days", 14))
+    cert_labels = {**au_labels, "certificate": "client:web"}
+    cert = ", ".join(f'{k}="{v}"' for k, v in cert_labels.items())
+    # it expires `days` days after t=600: the condition holds from the first step after 600
+    fires("CertificateExpiresSoon", [(f"buildkit_ops_certificate_expiry_timestamp_seconds{{{cert}}}",
+                                      f"{num(days * 86400 + 600)}xN")], cert_labels, 600 + step)
+    silent("CertificateExpiresSoon", [(f"buildkit_ops_certificate_expiry_timestamp_seconds{{{cert}}}",
+                                       f"{num(days * 86400 + end + 600)}xN")], cert_labels, [600 + step + for_, end])
 
     # escalation: the plugin warning, once firing, escalates after escalate_after; a
     # critical alert (BuildkitdDown) firing as long never does

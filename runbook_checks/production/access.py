@@ -61,7 +61,7 @@ def require(manager_name: str, layout: Layout, port: int) -> Outcome:
                           "apply the install or configure runbook first (their service definition step creates it)")
     version = subprocess.run([str(haproxy), "-v"], capture_output=True, text=True).stdout.split("\n")[0] \
         if haproxy.exists() else "HAProxy (not on this machine; the tree is rendered only)"
-    return Outcome.ok(version.strip())
+    return Outcome.ok(version.strip(), manager=manager_name)
 
 
 def probe_paths(layout: Layout) -> dict[str, Path]:
@@ -105,14 +105,14 @@ def remote_path(layout: Layout) -> Path:
 
 
 def write_config(layout: Layout, names: list[str], port: int, metrics_port: int, debug_port: int, keep: int,
-                 max_bytes: int, apply: bool) -> Outcome:
+                 max_bytes: int, apply: bool, audit_metrics_port: int = 0) -> Outcome:
     """frontdoor.cfg (checked by `haproxy -c` first), the two units (checked by
     systemd-analyze verify first), and remote.json."""
-    text = frontdoor.render_config(layout, port, metrics_port, debug_port)
+    text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port)
     checked = frontdoor.check_config(text, layout) if ca.paths(layout)["server"].exists() else \
         "haproxy -c runs once the server certificate exists"
-    units = {layout.unit_dir / n: t for n, t in frontdoor.render_units(layout, audit_log(layout), keep,
-                                                                        max_bytes).items()}
+    units = {layout.unit_dir / n: t for n, t in frontdoor.render_units(layout, audit_log(layout), keep, max_bytes,
+                                                                        audit_metrics_port).items()}
     systemd.verify_units_text(units, "fix the parameter named above; nothing was written")
     remote = {"remote_address": remote_address(names, port), "servername": names_or_default(names)[0]}
     wanted = {frontdoor.config_path(layout): text, **units, remote_path(layout): json.dumps(remote, indent=2) + "\n"}
@@ -277,6 +277,44 @@ def entitlements_in_force(layout: Layout, granted: list[str]) -> Outcome:
     return Outcome.ok(("network.host granted: a RUN --network=host build ran" if wanted else
                        f"network.host refused by the daemon ({said})") + others,
                       entitlements=sorted(granted))
+
+
+LOOPBACK_PROBE = ("RUN if wget -q -T 3 -O /dev/null http://127.0.0.1:{port}/metrics; then echo REACHED > /probe;"
+                  " else echo ISOLATED > /probe; fi; cat /probe\n")
+
+
+def build_policies(layout: Layout, network_mode: str, allowed_frontends: list[str], debug_port: int | None) -> Outcome:
+    """What a build cannot do here, each asked of the daemon with a real build: reach the
+    server's loopback from a RUN step (buildkitd's debug address on 127.0.0.1), and name a
+    frontend image outside `allowed_frontends` in a `# syntax=` line."""
+    client = Buildctl.for_layout(layout)
+    said = []
+    if debug_port:
+        with tempfile.TemporaryDirectory(prefix="bk-network-") as tmp:
+            ctx = context_with_base(Path(tmp), LOOPBACK_PROBE.format(port=debug_port))
+            client.build(ctx, opts={"no-cache": ""}, timeout=300, output=f"type=local,dest={tmp}/out")
+            reached = (Path(tmp) / "out" / "probe").read_text().strip() == "REACHED"
+        if reached and network_mode in ("bridge", "cni"):
+            raise AccessError(f"a RUN step reached 127.0.0.1:{debug_port} although network_mode is {network_mode}",
+                              "apply the configure runbook with the same profile, and read the daemon's log")
+        said.append(f"RUN steps {'reach' if reached else 'cannot reach'} the server's loopback"
+                    f" (network_mode {network_mode}{': set bridge to isolate them' if reached else ''})")
+    if allowed_frontends:
+        with tempfile.TemporaryDirectory(prefix="bk-frontend-") as tmp:
+            (Path(tmp) / "Dockerfile").write_text("# syntax=frontends.invalid/kit/not-allowed\nFROM scratch\n")
+            try:
+                client.build(Path(tmp), timeout=120)
+                refused = ""
+            except BuildctlError as exc:
+                refused = exc.problem
+        if "is not an allowed gateway source" not in refused:
+            raise AccessError(f"a frontend outside allowed_frontends was not refused as such: {refused or 'it ran'}",
+                              "apply the configure runbook: buildkitd.toml lists allowedRepositories")
+        said.append(f"a # syntax= frontend outside {', '.join(allowed_frontends)} is refused by the daemon"
+                    f" ({refused.split('failed to solve:')[-1].strip()})")
+    else:
+        said.append("any frontend image may be named (allowed_frontends is empty)")
+    return Outcome.ok("; ".join(said), network_mode=network_mode)
 
 
 def bundle_command(bundle_dir: Path, address: str, server_name: str) -> dict[str, str]:

@@ -40,6 +40,9 @@ REFUSALS = {
     23: "refused: certificate revoked",
 }
 NO_CERTIFICATE = "refused: no client certificate, or the TLS handshake failed"
+# the `reason` label of buildkit_frontdoor_refused_total, from an entry's status
+REASONS = {NO_CERTIFICATE: "no-certificate", REFUSALS[20]: "other-ca", REFUSALS[10]: "expired", REFUSALS[23]: "revoked",
+           REFUSALS[9]: "not-yet-valid"}
 # what HAProxy writes instead of the log-format when a TLS handshake fails:
 # "127.0.0.1:43682 [30/Nov/2026:04:36:55.249] door/1: SSL handshake failure"
 LEGACY = re.compile(r"^(?P<peer>\S+) \[(?P<date>[^\]]+)\] (?P<frontend>[^/\s]+)/\S+: (?P<message>.*)$")
@@ -113,15 +116,75 @@ def listen(path: Path, group: str) -> socket.socket:
     return sock
 
 
-def serve(socket_path: Path, file: Path, keep: int, max_bytes: int, group: str = "buildkit") -> None:
+class Metrics:
+    """What the shipper counts as it writes, served on 127.0.0.1 for the front door's
+    metrics listener (`/audit/metrics`): calls and refusals per team, and the expiry of
+    every certificate in force (read from the installation's CA at each scrape)."""
+
+    # (name, help, labels) of the counters; prometheus-client adds _total
+    COUNTERS = (("buildkit_frontdoor_calls", "gRPC calls through the front door by team, method and status (ok or"
+                 " failed)", ("team", "method", "status")),
+                ("buildkit_frontdoor_refused", "connections the front door refused, by the team the certificate"
+                 " claims (- without one) and the reason", ("team", "reason")))
+
+    def __init__(self, state_dir: Path | None = None):
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.registry = CollectorRegistry()
+        self.calls, self.refused = (Counter(name, doc, list(labels), registry=self.registry)
+                                    for name, doc, labels in self.COUNTERS)
+        if state_dir is not None:
+            self.registry.register(ExpiryCollector(state_dir))
+
+    def count(self, entry: dict[str, Any]) -> None:
+        status = entry.get("status", "")
+        if status.startswith("refused"):
+            self.refused.labels(entry.get("team", "-"), REASONS.get(status, "other")).inc()
+        elif entry.get("tier") == "call":
+            self.calls.labels(entry.get("team", "-"), entry.get("method", "-"),
+                              "ok" if status == "ok" else "failed").inc()
+
+
+class ExpiryCollector:
+    """buildkit_ops_certificate_expiry_timestamp_seconds{certificate="ca" | "server" | "client:TEAM"}."""
+
+    NAME = "buildkit_ops_certificate_expiry_timestamp_seconds"
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from ..core import layout as layout_mod
+        from . import ca
+
+        family = GaugeMetricFamily(self.NAME, "when each certificate in force expires (the CA, the front door's,"
+                                   " each team's soonest)", labels=["certificate"])
+        layout = layout_mod.for_params({"profile": "production", "state_dir": str(self.state_dir)})
+        for name, when in sorted(ca.expiries(layout).items()):
+            family.add_metric([name], when)
+        yield family
+
+
+def serve(socket_path: Path, file: Path, keep: int, max_bytes: int, group: str = "buildkit",
+          metrics_port: int = 0, state_dir: Path | None = None) -> None:
     log = _writer(file, keep, max_bytes)
     sock = listen(socket_path, group)
-    print(f"audit: {socket_path} -> {file} (rotated at {max_bytes} bytes, {keep} kept)", flush=True)
+    metrics = Metrics(state_dir)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    print(f"audit: {socket_path} -> {file} (rotated at {max_bytes} bytes, {keep} kept)"
+          + (f"; metrics on 127.0.0.1:{metrics_port}" if metrics_port else ""), flush=True)
     while True:
         data = sock.recv(65536)
         for raw in data.decode("utf-8", "replace").splitlines():
             if raw.strip():
-                log.info(json.dumps(normalize(raw), separators=(",", ":")))
+                entry = normalize(raw)
+                log.info(json.dumps(entry, separators=(",", ":")))
+                metrics.count(entry)
 
 
 # --------------------------------------------------------------------------------------
@@ -203,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--keep", type=int, default=10)
     s.add_argument("--max-bytes", type=int, default=50_000_000)
     s.add_argument("--group", default="buildkit")
+    s.add_argument("--metrics-port", type=int, default=0, help="serve the counts on 127.0.0.1:PORT; 0: none")
+    s.add_argument("--state-dir", type=Path, help="the installation whose certificates' expiry to serve")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(args.socket, args.file, args.keep, args.max_bytes, args.group)
+    serve(args.socket, args.file, args.keep, args.max_bytes, args.group, args.metrics_port, args.state_dir)
     return 0
 
 

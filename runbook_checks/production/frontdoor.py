@@ -47,23 +47,32 @@ def host_path(layout: Layout, path: Path) -> str:
     return "/" + str(path.relative_to(layout.state_dir)) if layout.style == "fhs" else str(path)
 
 
-def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int) -> str:
+def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int, audit_metrics_port: int = 0) -> str:
     """frontdoor.cfg for HAProxy 2.6."""
     p = {k: host_path(layout, v) for k, v in ca.paths(layout).items()}
     socket = host_path(layout, layout.socket_path)
+    audit_route = (" || { path /audit/metrics }\n    use_backend audit_metrics if { path /audit/metrics }"
+                   if audit_metrics_port else "")  # put in after dedent, at the section's indent
+    audit = textwrap.dedent(f"""
+        backend audit_metrics
+            mode http
+            http-request set-path /metrics
+            server audit 127.0.0.1:{audit_metrics_port}
+        """) if audit_metrics_port else ""
     metrics = textwrap.dedent(f"""
+        # read-only metrics: HAProxy's own, buildkitd's and the audit log's counts; nothing else
         frontend metrics
             mode http
             bind :{metrics_port}
             http-request use-service prometheus-exporter if {{ path /metrics }}
-            http-request deny unless {{ path /buildkitd/metrics }}
+            http-request deny unless {{ path /buildkitd/metrics }}AUDIT_ROUTE
             default_backend buildkitd_metrics
 
         backend buildkitd_metrics
             mode http
             http-request set-path /metrics
             server buildkitd 127.0.0.1:{debug_port}
-        """) if metrics_port else ""
+        """).replace("AUDIT_ROUTE", audit_route) + audit if metrics_port else ""
     return textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: access). Changes here are overwritten.
         global
@@ -142,9 +151,10 @@ def check_config(text: str, layout: Layout) -> str:
     return "haproxy -c: valid"
 
 
-def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int) -> dict[str, str]:
+def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int, metrics_port: int = 0) -> dict[str, str]:
     """buildkit-audit.service (the shipper) and buildkit-frontdoor.service (HAProxy)."""
     cfg = host_path(layout, config_path(layout))
+    metrics = f" --metrics-port {metrics_port} --state-dir /" if metrics_port else ""
     audit = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: access).
         [Unit]
@@ -156,7 +166,7 @@ def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int) -> 
         RuntimeDirectory=buildkit-frontdoor
         RuntimeDirectoryPreserve=yes
         WorkingDirectory={PROJECT_ROOT}
-        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {RUN_DIR}/audit.sock --file {host_path(layout, audit_log)} --keep {keep} --max-bytes {max_bytes}
+        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {RUN_DIR}/audit.sock --file {host_path(layout, audit_log)} --keep {keep} --max-bytes {max_bytes}{metrics}
         Restart=on-failure
 
         [Install]

@@ -34,10 +34,11 @@ from ..core.paths import PROJECT_ROOT, cache_dir
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-# what a build server needs: systemd, the runtime for build steps, the front door, the tools
-# the kit's steps call (ip, ps, mount, logrotate), a static busybox for the kit's test images
+# what a build server needs: systemd, the runtime for build steps and their own network (CNI
+# plugins, iptables), the front door, the tools the kit's steps call (ip, ps, mount,
+# logrotate), a static busybox for the kit's test images
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2", "runc", "haproxy", "busybox-static", "procps",
-            "ca-certificates", "logrotate")
+            "ca-certificates", "logrotate", "containernetworking-plugins", "iptables")
 NAME = re.compile(r"[a-z][a-z0-9-]{0,10}")  # ve-NAME must fit the 15 bytes of an interface name
 SUBNET = "10.213"
 EXCHANGE = Path("/var/lib/buildkit-ops/exchange")  # inside a host; the operator's side is hosts_dir()/NAME/exchange

@@ -103,7 +103,7 @@ def tree_digest(root: Path) -> str:
 
 def test_first_apply_reports_the_facts_other_tools_use(host, layout):
     h, reports = host
-    assert reports["verify"]["facts"]["manager"] == "systemd"
+    assert reports["verify"]["facts"]["manager"] == reports["access"]["facts"]["manager"] == "systemd"
     facts = reports["access"]["facts"]
     assert facts["remote_address"] == f"tcp://{h.address}:1234"
     assert facts["ca_cert"] == "/etc/buildkit/access/ca.pem"
@@ -213,15 +213,69 @@ def test_every_refusal_is_refused_and_audited(host, layout, remote, tmp_path):
 
 
 def test_network_host_is_refused_here_and_allowed_where_the_profile_grants_it(host):
+    """The production builder: network.host refused, RUN steps in their own network
+    namespace, frontends outside the allow-list refused. A builder whose profile grants
+    network.host and uses the host's network: the same probes say the opposite."""
     step = next(s for s in host[1]["access"]["steps"] if s["name"] == "insecure entitlements")
     assert "network.host refused by the daemon" in step["message"] and "not allowed" in step["message"]
-    grant = "insecure_entitlements=[network.host]"
+    policies = next(s for s in host[1]["access"]["steps"] if s["name"] == "build network and frontends")
+    assert policies["status"] == "ok", policies
+    assert "RUN steps cannot reach the server's loopback (network_mode bridge)" in policies["message"]
+    assert "is not an allowed gateway source" in policies["message"]
+    grant = ("insecure_entitlements=[network.host]", "network_mode=host", "allowed_frontends=[]")
     try:
-        run("configure", "apply", grant)
-        report = run("access", "check", grant)
-        step = next(s for s in report["steps"] if s["name"] == "insecure entitlements")
-        assert step["status"] == "ok" and "network.host granted" in step["message"]
+        run("configure", "apply", *grant)
+        report = run("access", "check", *grant)
+        steps = {s["name"]: s for s in report["steps"]}
+        assert "network.host granted" in steps["insecure entitlements"]["message"]
+        assert "RUN steps reach the server's loopback" in steps["build network and frontends"]["message"]
+        assert "any frontend image may be named" in steps["build network and frontends"]["message"]
     finally:
         run("configure", "apply")
     step = next(s for s in run("access", "check")["steps"] if s["name"] == "insecure entitlements")
     assert "refused by the daemon" in step["message"]
+
+
+def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, layout):
+    proc = invoke("bench.frontdoor", "--host", NAME, "--rounds", "2")
+    assert proc.returncode in (0, 1), proc.stderr  # 1: below the speed goal, which is the benchmark's to say
+    record = json.loads(sorted((Path(p) for p in proc.stdout.split() if p.endswith(".json")), key=str)[-1]
+                        .read_text())
+    assert record["cost"]["rounds"] == 2 and len(record["cost"]["seconds"]["frontdoor"]) == 2
+    assert record["median_frontdoor_s"] > 0 and record["issue_to_first_build_s"] > 0
+    assert not [r for r in ca.issued(layout) if r.team == "kit-bench" and not r.revoked]
+
+def test_prometheus_scrapes_the_production_builder_through_its_front_door(host, runs_base):
+    """The lab's Prometheus (a ci builder's, on this side) scrapes the host's front door:
+    HAProxy, buildkitd and the audit shipper's counts, with production labels."""
+    import time as _time
+
+    from runbook_checks.core import runner
+    from runbook_checks.daemon import service
+    from runbook_checks.monitoring import prometheus
+
+    from ..conftest import installed_builder, stop_and_remove
+
+    h, _ = host
+    port = service.free_port()
+    layout = installed_builder("bkprod-", runs_base, f"prometheus_port={port}")
+    try:
+        target = f"{h.address}:8405"
+        result = runner.run("monitoring", "ci", "apply", (f"state_dir={layout.state_dir}", f"prometheus_port={port}",
+                                                          "scrape_interval=1s", "evaluation_interval=1s",
+                                                          f"frontdoor_targets=[{target}]"),
+                            base=runs_base, progress=False)
+        assert result.report.summary["failed"] == 0, result.report.to_json()
+        assert {"buildkit-frontdoor", "buildkit-audit", "buildkitd"} <= set(result.report.facts["scrape_targets"])
+        deadline = _time.monotonic() + 30
+        while True:
+            up = {(r["metric"]["job"], r["value"][1]) for r in prometheus.query(port, 'up{environment="production"}')}
+            if up == {("buildkit-frontdoor", "1"), ("buildkitd", "1"), ("buildkit-audit", "1")}:
+                break
+            assert _time.monotonic() < deadline, up
+            _time.sleep(1)
+        expiry = prometheus.query(port, 'buildkit_ops_certificate_expiry_timestamp_seconds{certificate="server"}')
+        assert expiry and expiry[0]["metric"]["builder"] == h.address
+        assert prometheus.query(port, 'haproxy_process_nbthread{job="buildkit-frontdoor"}')
+    finally:
+        stop_and_remove(layout.state_dir)

@@ -96,7 +96,9 @@ def test_without_a_ca_the_fix_is_the_access_runbook(tmp_path):
 def test_haproxy_accepts_the_front_door_configuration(tree):
     ca.ensure_server_cert(tree, ["localhost"], apply=True)
     text = frontdoor.render_config(tree, 18443, 18405, 6060)
-    assert frontdoor.check_config(text, tree) == "haproxy -c: valid"
+    assert frontdoor.check_config(text, tree) == "haproxy -c: valid" and "/audit/metrics" not in text
+    with_audit = frontdoor.render_config(tree, 18443, 18405, 6060, 18406)
+    assert frontdoor.check_config(with_audit, tree) == "haproxy -c: valid" and "server audit 127.0.0.1:18406" in with_audit
     assert "verify required" in text and "use_backend refused unless { ssl_c_verify 0 }" in text
     with pytest.raises(AccessError, match="haproxy -c refused"):
         frontdoor.check_config(text.replace("mode tcp", "mode nonsense", 1), tree)
@@ -167,11 +169,15 @@ def test_summary_and_refs():
     assert sum(t["refused"] for t in teams.values()) == 2  # the event is nobody's refusal
 
 
-def test_the_shipper_writes_rotates_and_reads_back(tmp_path):
-    sock_path, log = tmp_path / "audit.sock", tmp_path / "audit.log"
+def test_the_shipper_writes_rotates_counts_and_reads_back(tree, tmp_path):
+    from runbook_checks.daemon.service import free_port
+
+    ca.issue(tree, "team-a")
+    sock_path, log, port = tmp_path / "audit.sock", tmp_path / "audit.log", free_port()
     # the command buildkit-audit.service runs
     shipper = subprocess.Popen([sys.executable, "-m", "runbook_checks.production.auditlog", "serve", "--socket",
-                                str(sock_path), "--file", str(log), "--keep", "2", "--max-bytes", "600"],
+                                str(sock_path), "--file", str(log), "--keep", "2", "--max-bytes", "600",
+                                "--metrics-port", str(port), "--state-dir", str(tree.state_dir)],
                                cwd=PROJECT_ROOT)
     try:
         deadline = time.time() + 20
@@ -183,6 +189,9 @@ def test_the_shipper_writes_rotates_and_reads_back(tmp_path):
             sender.sendto(line.encode() + b"\n", str(sock_path))
         while len(auditlog.read(log)) < 5 and time.time() < deadline:
             time.sleep(0.05)
+        import urllib.request
+
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     finally:
         shipper.terminate()
         assert shipper.wait(timeout=10) == 0
@@ -191,6 +200,35 @@ def test_the_shipper_writes_rotates_and_reads_back(tmp_path):
     parts = auditlog.log_files(log)
     assert len(parts) >= 2 and parts[-1] == log  # rotated at 600 bytes, oldest first
     assert auditlog.read(log, since=time.time() + 3600) == []
+    calls = 'buildkit_frontdoor_calls_total{method="/moby.buildkit.v1.Control/Solve",status="ok",team="team-a"} 3.0'
+    assert calls in scraped
+    assert 'buildkit_frontdoor_refused_total{reason="revoked",team="team-b"} 1.0' in scraped
+    assert 'buildkit_frontdoor_refused_total{reason="no-certificate",team="-"} 1.0' in scraped
+    expiry = [ln for ln in scraped.splitlines() if ln.startswith(auditlog.ExpiryCollector.NAME + '{certificate="client:team-a"}')]
+    assert expiry and abs(float(expiry[0].split()[-1]) - (time.time() + ca.CLIENT_DAYS * 86400)) < 3600
+
+
+def test_the_metrics_reference_lists_what_the_shipper_serves():
+    from runbook_checks.monitoring import metrics
+
+    documented = {s.name: s for s in metrics.AUDIT}
+    for name, _, labels in auditlog.Metrics.COUNTERS:
+        assert all(f"`{label}`" in documented[f"{name}_total"].labels for label in labels), name
+    for reason in {*auditlog.REASONS.values(), "other"}:
+        assert f"`{reason}`" in documented["buildkit_frontdoor_refused_total"].labels
+    assert auditlog.ExpiryCollector.NAME in documented
+
+
+def test_the_scrape_jobs_of_production_front_doors():
+    from runbook_checks.monitoring import prometheus
+
+    jobs = {j["job_name"]: j for j in prometheus.scrape_jobs({"builder_name": "lab", "frontdoor_targets":
+                                                              ["10.213.1.2:8405"]}, 16060)}
+    paths = {job: [c["labels"].get("__metrics_path__", "/metrics") for c in j["static_configs"]]
+             for job, j in jobs.items()}
+    assert paths == {"buildkitd": ["/metrics", "/buildkitd/metrics"], "buildkit-frontdoor": ["/metrics"],
+                     "buildkit-audit": ["/audit/metrics"]}
+    assert jobs["buildkit-audit"]["static_configs"][0]["labels"]["environment"] == "production"
 
 
 def test_params_of_the_front_door():

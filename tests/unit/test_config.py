@@ -52,6 +52,19 @@ def test_rendering_table(tmp_path):
     assert doc["root"] == str(tmp_path / "lib/buildkit")
 
 
+def test_production_isolates_build_networks_and_allows_one_frontend(tmp_path):
+    _, doc = render(tmp_path, "production")
+    assert doc["worker"]["oci"]["networkMode"] == "bridge"
+    assert doc["worker"]["oci"]["cniBinaryPath"] == config.CNI_BINARY_PATH
+    assert doc["frontend"]["gateway.v0"]["allowedRepositories"] == ["docker.io/docker/dockerfile"]
+    _, lab = render(tmp_path, "lab")
+    assert "networkMode" not in lab["worker"]["oci"] and "frontend" not in lab
+    with pytest.raises(Exception, match="is not an image repository without a tag"):
+        render(tmp_path, "lab", allowed_frontends=["docker/dockerfile:1"])
+    with pytest.raises(Exception, match="network_mode"):
+        render(tmp_path, "lab", network_mode="none")
+
+
 def test_default_gc_policy_is_tiered(tmp_path):
     cfg, doc = render(tmp_path, "lab")
     rules = doc["worker"]["oci"]["gcpolicy"]
