@@ -38,7 +38,8 @@ MIRROR = "http://deb.debian.org/debian"
 # plugins, iptables), the front door, the tools the kit's steps call (ip, ps, mount,
 # logrotate), a static busybox for the kit's test images
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2", "runc", "haproxy", "busybox-static", "procps",
-            "ca-certificates", "logrotate", "containernetworking-plugins", "iptables")
+            "ca-certificates", "logrotate", "containernetworking-plugins", "iptables",
+            "libsqlite3-0")  # the operator's Python, bound in, links it (nbval's coverage imports sqlite3)
 NAME = re.compile(r"[a-z][a-z0-9-]{0,10}")  # ve-NAME must fit the 15 bytes of an interface name
 SUBNET = "10.213"
 EXCHANGE = Path("/var/lib/buildkit-ops/exchange")  # inside a host; the operator's side is hosts_dir()/NAME/exchange

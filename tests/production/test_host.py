@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,7 @@ import pytest
 
 from runbook_checks.core import layout as layout_mod
 from runbook_checks.core.errors import BuildctlError
+from runbook_checks.core.paths import PROJECT_ROOT
 from runbook_checks.daemon import install
 from runbook_checks.daemon.buildctl import Buildctl
 from runbook_checks.daemon.contexts import context_with_base
@@ -244,6 +247,27 @@ def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, l
     assert record["cost"]["rounds"] == 2 and len(record["cost"]["seconds"]["frontdoor"]) == 2
     assert record["median_frontdoor_s"] > 0 and record["issue_to_first_build_s"] > 0
     assert not [r for r in ca.issued(layout) if r.team == "kit-bench" and not r.revoked]
+
+def test_nbval_runs_the_stored_access_notebook_on_the_host(host):
+    """The production-only notebooks, as stored (check mode), executed by nbval inside the
+    host with the production parameters; the lab's nbval test runs the others."""
+    from ..integration.test_stack import PRODUCTION_ONLY, lab_notebooks
+
+    h, _ = host
+    dest = h.exchange / "nbval"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    lab_notebooks(dest, ['profile="production"', "frontdoor_port=1234", "frontdoor_metrics_port=8405",
+                         "audit_metrics_port=8406", 'network_mode="bridge"',
+                         'allowed_frontends=["docker.io/docker/dockerfile"]',
+                         f'frontdoor_names=["{h.address}", "{h.name}", "localhost", "127.0.0.1"]'], PRODUCTION_ONLY)
+    inside = [str(hosts.EXCHANGE / "nbval" / name) for name in PRODUCTION_ONLY]
+    proc = hosts.run_in(h, [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", *inside],
+                        cwd=str(PROJECT_ROOT), env={"BUILDKIT_OPS_RUNS_DIR": str(hosts.EXCHANGE / "nbval-runs")},
+                        check=False, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert re.search(r"\d+ passed", proc.stdout)
+
 
 def test_prometheus_scrapes_the_production_builder_through_its_front_door(host, runs_base):
     """The lab's Prometheus (a ci builder's, on this side) scrapes the host's front door:
