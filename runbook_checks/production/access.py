@@ -81,6 +81,8 @@ def ensure_probe(layout: Layout, apply: bool) -> Outcome:
             return Outcome.ok(f"probe certificate ({PROBE_TEAM}) valid for {left.days} more days")
     if not apply:
         return Outcome.changed(f"would issue the probe's client certificate ({PROBE_TEAM})")
+    if any(r.team == PROBE_TEAM and not r.revoked for r in ca.issued(layout)):
+        ca.revoke(layout, PROBE_TEAM)  # the one it replaces: its expiry would set off CertificateExpiresSoon
     bundle = ca.issue(layout, PROBE_TEAM)
     p["cert.pem"].parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     files.atomic_write(p["key.pem"], bundle["key.pem"], mode=0o600)

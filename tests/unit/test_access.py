@@ -57,6 +57,15 @@ def test_the_server_certificate_rotates_before_it_expires_and_when_names_change(
     assert [r.kind for r in ca.issued(tree)] == ["server", "server"]
 
 
+def test_a_renewed_probe_certificate_revokes_the_one_it_replaces(tree):
+    assert access.ensure_probe(tree, apply=True).status == "changed"
+    assert access.ensure_probe(tree, apply=True).status == "ok"
+    access.probe_paths(tree)["cert.pem"].unlink()  # as if it were near its end
+    assert access.ensure_probe(tree, apply=True).status == "changed"
+    probes = [r for r in ca.issued(tree) if r.team == access.PROBE_TEAM]
+    assert [bool(r.revoked) for r in probes] == [True, False]
+
+
 def test_issue_revoke_and_the_crl(tree, tmp_path):
     from cryptography import x509
 
