@@ -42,6 +42,25 @@ def refusals(func):
     return wrapper
 
 
+def run_and_show(name: str, profile: str, mode: str, sets: tuple[str, ...], host: str = "") -> None:
+    """Run a runbook here, or inside a rehearsal host (its records come back to runs/);
+    print the recap or where the records are; exit 1 (or the host's code) on a failure."""
+    from runbook_checks.core import runner
+
+    if host:
+        from runbook_checks.production import rehearsal
+
+        code, records = rehearsal.run_runbook(host, name, profile, mode, sets)
+        console().print("\n".join(f"report: {r}" for r in records), soft_wrap=True)
+        if code:
+            raise Exit(code=code)
+        return
+    result = runner.run(name, profile, mode, sets)
+    show(result)
+    if result.report.status == "failed":
+        raise Exit(code=1)
+
+
 def port_option(value: str, option: str) -> int:
     """A port given as an option (invoke's own int cast would print a traceback)."""
     text = str(value).strip()

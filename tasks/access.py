@@ -32,9 +32,7 @@ def issue(c, team, out, host="", state_dir="", days="90"):
     layout, _ = access.installation(host, state_dir)
     if not str(days).isdigit():
         raise AccessError(f"--days {days!r} is not a number of days", "give 1 to 825")
-    target = Path(out).expanduser().absolute()
-    if any((target / name).exists() for name in ("ca.pem", "cert.pem", "key.pem")):
-        raise AccessError(f"{target} already holds a bundle", "choose an empty directory for --out")
+    target = ca.check_bundle_dir(Path(out).expanduser().absolute())
     where = access.remote(layout)  # refused here if there is no front door yet
     bundle = ca.issue(layout, team, int(days))
     ca.write_bundle(bundle, target)

@@ -6,7 +6,7 @@ from invoke import Exit, task
 
 from runbook_checks.core import profiles, runner
 
-from ._kit import console, refusals, sets_of, show
+from ._kit import console, refusals, run_and_show, sets_of, show
 
 PROFILE = f"{' | '.join(profiles.PROFILES)} or a site profile's path (default: lab)"
 
@@ -64,15 +64,4 @@ def certs(c, host="", profile="production", set_=None):
     access runbook in apply mode (it changes nothing else that is in order, and the
     front door reloads without dropping builds). CertificateExpiresSoon fires 14 days
     before any expiry when this has not run."""
-    if host:
-        from runbook_checks.production import rehearsal
-
-        code, records = rehearsal.run_runbook(host, "access", profile, "apply", sets_of(set_))
-        console().print("\n".join(f"report: {r}" for r in records), soft_wrap=True)
-        if code:
-            raise Exit(code=code)
-        return
-    result = runner.run("access", profile, "apply", sets_of(set_))
-    show(result)
-    if result.report.status == "failed":
-        raise Exit("the access runbook failed: read its failed step above", code=1)
+    run_and_show("access", profile, "apply", sets_of(set_), host)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from invoke import Exit, task
+from invoke import task
 
-from runbook_checks.core import profiles, runner
+from runbook_checks.core import profiles
 from runbook_checks.core.errors import ParameterError
 
-from ._kit import console, refusals, sets_of, show
+from ._kit import console, refusals, run_and_show, sets_of
 
 RUNBOOKS = profiles.list_runbooks()
 LIST_WORDS = ("--list", "-l", "all")
@@ -50,15 +50,4 @@ def runbook(c, name=None, profile="lab", mode="check", set_=None, list_=None, ho
     if list_ is not None or name in LIST_WORDS:
         chosen = list_ if isinstance(list_, str) else name
         return print_parameters("" if chosen in LIST_WORDS or chosen is None else chosen)
-    if host:
-        from runbook_checks.production import rehearsal
-
-        code, records = rehearsal.run_runbook(host, name, profile, mode, sets_of(set_))
-        console().print("\n".join(f"report: {r}" for r in records), soft_wrap=True)
-        if code:
-            raise Exit(code=code)
-        return
-    result = runner.run(name, profile, mode, sets_of(set_))
-    show(result)
-    if result.report.status == "failed":
-        raise Exit(code=1)
+    run_and_show(name, profile, mode, sets_of(set_), host)

@@ -27,6 +27,11 @@ class Layout:
     unit_dir: Path
     style: str
 
+    def on_host(self, path: Path) -> Path:
+        """`path` as the host it is for sees it: an FHS tree rendered under another
+        state_dir (a rehearsal host's root, a scratch directory) is / there."""
+        return Path("/") / path.relative_to(self.state_dir) if self.style == "fhs" else path
+
     @property
     def socket_path(self) -> Path:
         return self.run_dir / "buildkitd.sock"
@@ -130,3 +135,9 @@ def for_params(params: dict) -> Layout:
                         s / "run", s / "log", s / "etc/systemd", style)
     layout.check()
     return layout
+
+
+def production(state_dir: str | Path = "/") -> Layout:
+    """The production layout of an installation: this host's (/), or one seen through
+    another root (a rehearsal host's root filesystem, a tree rendered for a server)."""
+    return for_params({"profile": "production", "state_dir": str(state_dir)})

@@ -19,7 +19,7 @@ from .install import RUNC_PATH
 from .programs import Program, check_ports_free, daemon_environment, render_sections
 from .supervisor import Supervisor
 from . import systemd
-from .systemd import Limits, Systemd, host_bin_dir, render_units, systemd_is_pid1, verify_rendered_units
+from .systemd import Limits, Systemd, render_units, systemd_is_pid1, verify_rendered_units
 
 
 def choose_manager(requested: str) -> str:
@@ -192,7 +192,7 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
                            "set their *_port parameters to 0 for systemd, and point the kit at the organisation's"
                            " registry, object store and monitoring")
     else:
-        units = render_units(layout, limits, tcp_address, host_bin_dir(layout))
+        units = render_units(layout, limits, tcp_address, layout.on_host(layout.bin_dir))
         wanted = {layout.unit_dir / n: t for n, t in units.items()}
         verify_rendered_units(layout, wanted)
     if programs and any(files.read_text(p) != t for p, t in wanted.items()):

@@ -51,7 +51,7 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
 
     Paths are the host's (`prefix` is where the binaries live on the real host)."""
     exe = (prefix or Path("/usr/local/bin")) / "buildkitd"
-    config = "/" + str(layout.config_path.relative_to(layout.state_dir)) if layout.style == "fhs" else str(layout.config_path)
+    config = layout.on_host(layout.config_path)
     tcp = f" --addr {tcp_address}" if tcp_address else ""
     control = [f"IOWeight={limits.io_weight}", f"TasksMax={limits.tasks_max}"]
     if limits.cpu_quota:
@@ -181,11 +181,6 @@ class Systemd:
         self._ctl("stop", "buildkit.service", "buildkit.socket")
 
 
-def host_bin_dir(layout: Layout) -> Path:
-    """Where the binaries are on the real host (an FHS tree may be rendered elsewhere)."""
-    return Path("/") / layout.bin_dir.relative_to(layout.state_dir) if layout.style == "fhs" else layout.bin_dir
-
-
 def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
     """Verify units in a scratch directory before anything is written.
 
@@ -193,7 +188,7 @@ def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
     rendered into a tree (state_dir other than /) or before the binaries exist, the
     scratch copy points at the tree's binary, or /bin/true: this step verifies unit
     syntax and values, the binaries step owns the binary."""
-    host_exe = str(host_bin_dir(layout) / "buildkitd")
+    host_exe = str(layout.on_host(layout.buildkitd))
     exe = next((str(p) for p in (Path(host_exe), layout.buildkitd) if p.exists()), "/bin/true")
     verify_units_text({p: t.replace(f"ExecStart={host_exe} ", f"ExecStart={exe} ") for p, t in units.items()})
 

@@ -159,10 +159,8 @@ def scrape_jobs(params: dict, debug_port: int) -> list[dict[str, Any]]:
     # buildkitd's and the audit log's counts, in the same jobs as the lab's (so the same
     # alerts cover them), each target's builder label its host
     remote = params.get("frontdoor_targets") or []
-    for job, path in (("buildkit-frontdoor", "/metrics"), ("buildkitd", "/buildkitd/metrics"),
-                      ("buildkit-audit", "/audit/metrics")):
-        if not remote:
-            break
+    paths = (("buildkit-frontdoor", "/metrics"), ("buildkitd", "/buildkitd/metrics"), ("buildkit-audit", "/audit/metrics"))
+    for job, path in paths if remote else ():
         configs = [{"targets": [t], "labels": {"builder": t.rsplit(":", 1)[0], "environment": "production",
                                                "__metrics_path__": path}} for t in remote]
         existing = next((j for j in out if j["job_name"] == job), None)

@@ -111,8 +111,9 @@ def write_config(layout: Layout, names: list[str], port: int, metrics_port: int,
     """frontdoor.cfg (checked by `haproxy -c` first), the two units (checked by
     systemd-analyze verify first), and remote.json."""
     text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port)
-    checked = frontdoor.check_config(text, layout) if ca.paths(layout)["server"].exists() else \
-        "haproxy -c runs once the server certificate exists"
+    checked = frontdoor.check_config(frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port,
+                                                             paths_here=True)) \
+        if ca.paths(layout)["server"].exists() else "haproxy -c runs once the server certificate exists"
     units = {layout.unit_dir / n: t for n, t in frontdoor.render_units(layout, audit_log(layout), keep, max_bytes,
                                                                         audit_metrics_port).items()}
     systemd.verify_units_text(units, "fix the parameter named above; nothing was written")
@@ -210,8 +211,8 @@ def probe(layout: Layout, names: list[str], port: int, apply: bool, timeout: flo
     """A real call through the front door with the probe's certificate (buildctl debug
     workers over mutual TLS), and its line in the audit log."""
     address = f"tcp://127.0.0.1:{port}"
-    facts = {"remote_address": remote_address(names, port), "ca_cert": frontdoor.host_path(layout, ca.paths(layout)["ca"]),
-             "audit_log": frontdoor.host_path(layout, audit_log(layout))}
+    facts = {"remote_address": remote_address(names, port), "ca_cert": str(layout.on_host(ca.paths(layout)["ca"])),
+             "audit_log": str(layout.on_host(audit_log(layout)))}
     if str(layout.state_dir) != "/":
         return Outcome.skipped("rendered into a tree: there is no front door running here", **facts)
     p = probe_paths(layout)
@@ -345,8 +346,8 @@ def installation(host: str = "", state_dir: str = "") -> tuple[Layout, object | 
         raise AccessError("--host and --state-dir both name an installation", "give one of them")
     if host:
         h = hosts.load(host)
-        return layout_mod.for_params({"profile": "production", "state_dir": str(h.rootfs)}), h
-    return layout_mod.for_params({"profile": "production", "state_dir": state_dir or "/"}), None
+        return layout_mod.production(h.rootfs), h
+    return layout_mod.production(state_dir or "/"), None
 
 
 def remote(layout: Layout) -> dict[str, str]:
@@ -368,8 +369,7 @@ def build_records(layout: Layout, host) -> list[dict]:
             return Buildctl.for_layout(layout).histories()
         except BuildctlError:
             return []
-    exe = "/" + str(layout.buildctl.relative_to(layout.state_dir))
-    proc = hosts.run_in(host, [exe, "--addr", f"unix:///{layout.socket_path.relative_to(layout.state_dir)}",
+    proc = hosts.run_in(host, [str(layout.on_host(layout.buildctl)), "--addr", f"unix://{layout.on_host(layout.socket_path)}",
                                "debug", "histories", "--format", "{{json .}}"], check=False, timeout=60)
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")] if not proc.returncode else []
 
@@ -395,7 +395,7 @@ def main(argv: list[str]) -> int:
         return 2
     from ..core import layout as layout_mod
 
-    print(reload_frontdoor(layout_mod.for_params({"profile": "production", "state_dir": "/"})))
+    print(reload_frontdoor(layout_mod.production()))
     return 0
 
 

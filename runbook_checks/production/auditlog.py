@@ -161,7 +161,7 @@ class ExpiryCollector:
 
         family = GaugeMetricFamily(self.NAME, "when each certificate in force expires (the CA, the front door's,"
                                    " each team's soonest)", labels=["certificate"])
-        layout = layout_mod.for_params({"profile": "production", "state_dir": str(self.state_dir)})
+        layout = layout_mod.production(self.state_dir)
         for name, when in sorted(ca.expiries(layout).items()):
             family.add_metric([name], when)
         yield family

@@ -67,7 +67,7 @@ def first_build(layout: Layout, binary: Path, host=None, say: Callable[[str], No
         bundle_dir = ca.write_bundle(ca.issue(layout, BENCH_TEAM, days=1), Path(tmp) / "bundle")
         issued = time.monotonic() - start
         ctx = context_with_base(Path(tmp) / "ctx", DOCKERFILE)
-        client = tls_client(binary, {n: bundle_dir / n for n in ("ca.pem", "cert.pem", "key.pem")}, remote)
+        client = tls_client(binary, {n: bundle_dir / n for n in ca.BUNDLE}, remote)
         try:
             client.build(ctx, timeout=300)
             total = time.monotonic() - start
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] != "frontdoor":
         print("usage: python -m runbook_checks.production.bench frontdoor [ROUNDS]", file=sys.stderr)
         return 2
-    layout = layout_mod.for_params({"profile": "production", "state_dir": "/"})
+    layout = layout_mod.production()
     print(json.dumps(frontdoor_cost(layout, int(argv[1]) if len(argv) > 1 else ROUNDS)))
     return 0
 

@@ -275,10 +275,19 @@ def revoke(layout: Layout, team: str) -> list[Issued]:
     return hit
 
 
+BUNDLE = ("ca.pem", "cert.pem", "key.pem")
+
+
+def check_bundle_dir(out: Path) -> Path:
+    """`out` must not hold a bundle already (checked before a certificate is issued)."""
+    if any((out / name).exists() for name in BUNDLE):
+        raise AccessError(f"{out} already holds a bundle", "choose an empty directory for --out")
+    return out
+
+
 def write_bundle(bundle: dict[str, bytes], out: Path) -> Path:
     """The bundle's files in `out` (the key 0600); `out` must not hold a bundle already."""
-    if any((out / name).exists() for name in bundle):
-        raise AccessError(f"{out} already holds a bundle", "choose an empty directory for --out")
+    check_bundle_dir(out)
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name, data in bundle.items():
         files.atomic_write(out / name, data, mode=0o600 if name == "key.pem" else 0o644)

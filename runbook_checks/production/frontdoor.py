@@ -42,15 +42,13 @@ def config_path(layout: Layout) -> Path:
     return ca.access_dir(layout) / "frontdoor.cfg"
 
 
-def host_path(layout: Layout, path: Path) -> str:
-    """A path as the host sees it (an FHS tree may be rendered under another state_dir)."""
-    return "/" + str(path.relative_to(layout.state_dir)) if layout.style == "fhs" else str(path)
-
-
-def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int, audit_metrics_port: int = 0) -> str:
-    """frontdoor.cfg for HAProxy 2.6."""
-    p = {k: host_path(layout, v) for k, v in ca.paths(layout).items()}
-    socket = host_path(layout, layout.socket_path)
+def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int, audit_metrics_port: int = 0,
+                  paths_here: bool = False) -> str:
+    """frontdoor.cfg for HAProxy 2.6, its paths as the host sees them (or, with
+    `paths_here`, as this machine does: for `haproxy -c` on a tree rendered elsewhere)."""
+    where = (lambda path: path) if paths_here else layout.on_host
+    p = {k: where(v) for k, v in ca.paths(layout).items()}
+    socket = where(layout.socket_path)
     audit_route = (" || { path /audit/metrics }\n    use_backend audit_metrics if { path /audit/metrics }"
                    if audit_metrics_port else "")  # put in after dedent, at the section's indent
     audit = textwrap.dedent(f"""
@@ -131,18 +129,16 @@ def group_exists(name: str) -> bool:
         return False
 
 
-def check_config(text: str, layout: Layout) -> str:
-    """`haproxy -c` on the rendered text (with the installation's certificate files)."""
+def check_config(text: str) -> str:
+    """`haproxy -c` on a configuration rendered with `paths_here` (so that it reads the
+    installation's certificate files where they are on this machine)."""
     haproxy = shutil.which("haproxy") or HAPROXY
     if not Path(haproxy).exists():
         raise AccessError("HAProxy is not installed, so there is no front door", "apt-get install haproxy")
     with tempfile.TemporaryDirectory(prefix="kit-frontdoor-") as tmp:
         cfg = Path(tmp) / "frontdoor.cfg"
-        if layout.style == "fhs" and str(layout.state_dir) != "/":
-            # a tree rendered for another host: its files are here, its group may not be
-            text = text.replace(" /etc/", f" {layout.state_dir}/etc/")
-            if not group_exists(GROUP):
-                text = text.replace(f"    group {GROUP}\n", "    group root\n")
+        if not group_exists(GROUP):  # a tree rendered for another host, whose group this one lacks
+            text = text.replace(f"    group {GROUP}\n", "    group root\n")
         cfg.write_text(text)
         proc = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     if proc.returncode:
@@ -153,7 +149,7 @@ def check_config(text: str, layout: Layout) -> str:
 
 def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int, metrics_port: int = 0) -> dict[str, str]:
     """buildkit-audit.service (the shipper) and buildkit-frontdoor.service (HAProxy)."""
-    cfg = host_path(layout, config_path(layout))
+    cfg = layout.on_host(config_path(layout))
     metrics = f" --metrics-port {metrics_port} --state-dir /" if metrics_port else ""
     audit = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: access).
@@ -166,7 +162,7 @@ def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int, met
         RuntimeDirectory=buildkit-frontdoor
         RuntimeDirectoryPreserve=yes
         WorkingDirectory={PROJECT_ROOT}
-        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {RUN_DIR}/audit.sock --file {host_path(layout, audit_log)} --keep {keep} --max-bytes {max_bytes}{metrics}
+        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {RUN_DIR}/audit.sock --file {layout.on_host(audit_log)} --keep {keep} --max-bytes {max_bytes}{metrics}
         Restart=on-failure
 
         [Install]

@@ -59,7 +59,7 @@ def host(runs_base):
 
 @pytest.fixture(scope="session")
 def layout(host):
-    return layout_mod.for_params({"profile": "production", "state_dir": str(host[0].rootfs)})
+    return layout_mod.production(host[0].rootfs)
 
 
 @pytest.fixture(scope="session")
@@ -172,7 +172,7 @@ def expired_bundle(layout, out: Path) -> Path:
 def foreign_bundle(layout, out: Path) -> Path:
     """team-a's name on a certificate from another installation's CA (the client trusts
     the right server: only its own certificate is foreign)."""
-    other = layout_mod.for_params({"profile": "production", "state_dir": str(out.parent / "other")})
+    other = layout_mod.production(out.parent / "other")
     ca.ensure_ca(other, "elsewhere", apply=True)
     return ca.write_bundle({**ca.issue(other, "team-a"), "ca.pem": ca.paths(layout)["ca"].read_bytes()}, out)
 

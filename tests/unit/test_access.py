@@ -24,7 +24,7 @@ from runbook_checks.production import access, auditlog, ca, frontdoor
 @pytest.fixture
 def tree(tmp_path):
     """A production installation rendered under a scratch directory, with its CA."""
-    lay = layout_mod.for_params({"profile": "production", "state_dir": str(tmp_path / "srv")})
+    lay = layout_mod.production(tmp_path / "srv")
     assert ca.ensure_ca(lay, "unit", apply=True).status == "changed"
     return lay
 
@@ -37,7 +37,7 @@ def test_the_ca_is_made_once_with_private_keys_0600(tree):
 
 
 def test_check_mode_writes_nothing(tmp_path):
-    lay = layout_mod.for_params({"profile": "production", "state_dir": str(tmp_path / "srv")})
+    lay = layout_mod.production(tmp_path / "srv")
     assert ca.ensure_ca(lay, "unit", apply=False).status == "changed"
     assert ca.ensure_server_cert(lay, ["bk.example.org"], apply=False).status == "changed"
     assert access.write_crl(lay, apply=False).status == "changed"
@@ -95,7 +95,7 @@ def test_bad_teams_and_days_are_refused(tree, team, days, words):
 
 
 def test_without_a_ca_the_fix_is_the_access_runbook(tmp_path):
-    lay = layout_mod.for_params({"profile": "production", "state_dir": str(tmp_path / "none")})
+    lay = layout_mod.production(tmp_path / "none")
     with pytest.raises(AccessError, match="apply the access runbook"):
         ca.issue(lay, "web")
     with pytest.raises(AccessError, match="no front door"):
@@ -104,13 +104,16 @@ def test_without_a_ca_the_fix_is_the_access_runbook(tmp_path):
 
 def test_haproxy_accepts_the_front_door_configuration(tree):
     ca.ensure_server_cert(tree, ["localhost"], apply=True)
-    text = frontdoor.render_config(tree, 18443, 18405, 6060)
-    assert frontdoor.check_config(text, tree) == "haproxy -c: valid" and "/audit/metrics" not in text
-    with_audit = frontdoor.render_config(tree, 18443, 18405, 6060, 18406)
-    assert frontdoor.check_config(with_audit, tree) == "haproxy -c: valid" and "server audit 127.0.0.1:18406" in with_audit
+    text = frontdoor.render_config(tree, 18443, 18405, 6060, paths_here=True)
+    assert frontdoor.check_config(text) == "haproxy -c: valid" and "/audit/metrics" not in text
+    with_audit = frontdoor.render_config(tree, 18443, 18405, 6060, 18406, paths_here=True)
+    assert frontdoor.check_config(with_audit) == "haproxy -c: valid" and "server audit 127.0.0.1:18406" in with_audit
     assert "verify required" in text and "use_backend refused unless { ssl_c_verify 0 }" in text
+    # the host's configuration names its own paths; this machine's check reads the tree's
+    assert "crt /etc/buildkit/access/server.pem" in frontdoor.render_config(tree, 18443, 18405, 6060)
+    assert f"crt {tree.state_dir}/etc/buildkit/access/server.pem" in text
     with pytest.raises(AccessError, match="haproxy -c refused"):
-        frontdoor.check_config(text.replace("mode tcp", "mode nonsense", 1), tree)
+        frontdoor.check_config(text.replace("mode tcp", "mode nonsense", 1))
 
 
 def test_the_front_door_units_verify_and_name_the_shipper(tree):

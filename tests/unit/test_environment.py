@@ -23,7 +23,7 @@ def test_the_environment_of_a_supervised_daemon_comes_back_from_supervisord_conf
 
 def test_the_environment_of_a_systemd_unit_comes_back_from_the_unit(tmp_path):
     lay = layout_mod.for_params({"profile": "production", "state_dir": str(tmp_path)})
-    units = systemd.render_units(lay, systemd.Limits(cpu_quota="200%"), "", systemd.host_bin_dir(lay))
+    units = systemd.render_units(lay, systemd.Limits(cpu_quota="200%"), "", lay.on_host(lay.bin_dir))
     for name, text in units.items():
         files.atomic_write(lay.unit_dir / name, text)
     assert service.environment_on_disk(lay) == {"PATH": install.RUNC_PATH}
