@@ -36,28 +36,40 @@ def base_ref(registry_port: int) -> str:
 
 def push_busybox_base(layout: Layout, registry_port: int, apply: bool = True) -> Outcome:
     """Build the busybox-static base (FROM scratch + rootfs) on the layout's buildkitd and
-    push it to the local registry as 127.0.0.1:PORT/kit/busybox:latest. buildkitd reaches
-    127.0.0.1 over plain HTTP (the configure runbook also writes `http = true` for it)."""
+    push it to the local registry as 127.0.0.1:PORT/kit/busybox:latest."""
+    def context(ctx: Path) -> None:
+        busybox_rootfs(ctx / "rootfs")
+        (ctx / "Dockerfile").write_text(BASE_DOCKERFILE)
+
+    return push_made_image(layout, registry_port, BASE_REPOSITORY, BASE_TAG, context, "the busybox base", apply)
+
+
+def push_made_image(layout: Layout, registry_port: int, repository: str, tag: str, make_context, what: str,
+                    apply: bool = True) -> Outcome:
+    """Build an image the kit makes here (`make_context(dir)` writes its context) on the
+    layout's buildkitd and push it to the local registry as 127.0.0.1:PORT/REPOSITORY:TAG,
+    with fixed timestamps, so the same files give the same digest and a second push
+    changes nothing. buildkitd reaches 127.0.0.1 over plain HTTP (the configure runbook
+    writes `http = true` for it). Facts: base_image, base_digest."""
     if not registry_port:
-        raise KitError("registry_port is 0: there is no local registry to push the base image to",
+        raise KitError(f"registry_port is 0: there is no local registry to push {what} to",
                        "set registry_port (lab: 15000) and apply the install and configure runbooks")
-    ref = base_ref(registry_port)
+    ref = f"127.0.0.1:{registry_port}/{repository}:{tag}"
     if not registry.answers(registry_port):
         if not apply:
-            return Outcome.changed(f"would build the busybox base and push it as {ref}; the registry does not"
+            return Outcome.changed(f"would build {what} and push it as {ref}; the registry does not"
                                    f" answer on 127.0.0.1:{registry_port} now, and apply needs it (the configure"
                                    " runbook starts it)", base_image=ref)
         raise RegistryError(f"the local registry does not answer on http://127.0.0.1:{registry_port}/v2/",
-                                     "apply the configure runbook with registry_port set; read log/registry.log")
-    before = registry.manifest_digest(registry_port, BASE_REPOSITORY, BASE_TAG)
+                            "apply the configure runbook with registry_port set; read log/registry.log")
+    before = registry.manifest_digest(registry_port, repository, tag)
     if not apply:
         if before:
             return Outcome.ok(f"{ref} is in the registry ({before})", base_image=ref)
-        return Outcome.changed(f"would build the busybox base and push it as {ref}", base_image=ref)
-    with tempfile.TemporaryDirectory(prefix="bk-base-") as tmp:
+        return Outcome.changed(f"would build {what} and push it as {ref}", base_image=ref)
+    with tempfile.TemporaryDirectory(prefix="bk-made-") as tmp:
         ctx = Path(tmp)
-        busybox_rootfs(ctx / "rootfs")
-        (ctx / "Dockerfile").write_text(BASE_DOCKERFILE)
+        make_context(ctx)
         result = Buildctl.for_layout(layout).build(
             ctx, build_args={"SOURCE_DATE_EPOCH": BASE_EPOCH},
             output=f"type=image,name={ref},push=true,rewrite-timestamp=true")

@@ -101,6 +101,11 @@ class AccessError(KitError):
     """The front door, the certificate authority, a certificate or the audit log is wrong."""
 
 
+# -- scanning ------------------------------------------------------------------------------
+class ScanError(KitError):
+    """A Dockerfile lint, an SBOM or the deny-list gate failed, or could not run."""
+
+
 # -- plugins -------------------------------------------------------------------------------
 class PluginError(KitError):
     """A Docker CLI plugin could not be audited, quarantined or restored."""

@@ -72,12 +72,13 @@ LIST_ITEMS = {
     "frontdoor_targets": (r"[A-Za-z0-9.-]+:\d{1,5}", "HOST:PORT of a front door's metrics listener"),
     "frontdoor_names": (r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:]+",
                         "a DNS name or an IP address clients reach the build server by"),
+    "lint_ignore": (r"[A-Za-z][A-Za-z0-9]*", "a lint code like DL3007 or a BuildKit check like StageNameCasing"),
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
                       "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
 }
 # path parameters: (absolute only, what else it must not hold)
 PATHS = ("state_dir", "archive_path", "s3_credentials_file", "cache_dir", "docker_config", "quarantine_dir",
-         "dashboards_dir")
+         "dashboards_dir", "deny_list", "source_policy")
 
 
 def check_path(value: str, parameter: str) -> str:
@@ -142,6 +143,7 @@ class Semantics(BaseModel):
     insecure_entitlements: list[Literal["network.host", "security.insecure", "device"]] = Field(default_factory=list)
     network_mode: Literal["auto", "host", "bridge", "cni"] = "auto"
     allowed_frontends: list[str] = Field(default_factory=list)
+    source_policy: str = ""  # a BuildKit source policy file sent with builds (daemon.sourcepolicy)
     registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
     registry_tls: dict[str, RegistryTls] = Field(default_factory=dict)
     cpu_quota: str = Field("", pattern=r"^([1-9]\d*%)?$", description="a percentage of one CPU such as 200%, or empty")
@@ -182,6 +184,14 @@ class Semantics(BaseModel):
     s3_max_age: int = 14 * 86400
     prune_schedule: str = Field("daily", pattern=r"^[A-Za-z0-9 :*,./~-]+$",
                                 description="a systemd OnCalendar expression such as daily or Sun 03:00")
+    # scanning (runbook_checks.scanning)
+    scan_context: str = Field("workloads/small", pattern=r"^[A-Za-z0-9._/-]+$",
+                              description="a build context directory, absolute or relative to the checkout")
+    lint_fail_on: Literal["error", "warning", "info", "style", "none"] = "error"
+    lint_ignore: list[str] = Field(default_factory=list)
+    deny_list: str = ""
+    sbom_scanner: str = ""
+    push_image: str = ""
     # cache warming and benchmark (runbook_checks.cache.warm, runbook_checks.cache.bench)
     warm_contexts: list[str] = Field(default_factory=lambda: ["workloads/small", "workloads/go-app", "workloads/py-app"])
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
@@ -260,7 +270,7 @@ class Semantics(BaseModel):
         return self
 
     @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names",
-                     "frontdoor_targets", "allowed_frontends")
+                     "frontdoor_targets", "allowed_frontends", "lint_ignore")
     @classmethod
     def _each(cls, v: list[str], info: Any) -> list[str]:
         pattern, what = LIST_ITEMS[info.field_name]
@@ -269,9 +279,9 @@ class Semantics(BaseModel):
                 raise Refusal(f"{item!r} is not {what}", f"give each item as {what}")
         return v
 
-    @field_validator("cache_ref")
+    @field_validator("cache_ref", "sbom_scanner", "push_image")
     @classmethod
-    def _cache_ref(cls, v: str) -> str:
+    def _image_ref(cls, v: str) -> str:
         if v and not IMAGE_REF.match(v):
             raise Refusal(f"{v!r} is not an image reference with a registry host",
                           "write it as HOST[:PORT]/PATH[:TAG], for example 127.0.0.1:15000/kit/cache:main")

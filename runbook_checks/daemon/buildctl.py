@@ -91,13 +91,21 @@ class Buildctl:
         out = self.run("debug", "histories", "--format", "{{json .}}").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def lint(self, context: Path) -> str:
+        """BuildKit's own build checks of context/Dockerfile (the Dockerfile frontend's
+        frontend.lint subrequest): its text report, empty when nothing is found. A
+        Dockerfile that does not parse gives an empty report too (the build says why)."""
+        return self.run("build", "--frontend", "dockerfile.v0", "--local", f"context={context}",
+                        "--local", f"dockerfile={context}", "--opt", "requestid=frontend.lint").stdout
+
     def build(self, context: Path, *, build_args: dict[str, str] | None = None, output: str = "",
               export_cache: list[str] | tuple[str, ...] = (), import_cache: list[str] | tuple[str, ...] = (),
               opts: dict[str, str] | None = None, allow: list[str] | tuple[str, ...] = (),
-              timeout: float = 600) -> BuildResult:
+              source_policy: Path | str = "", timeout: float = 600) -> BuildResult:
         """`buildctl build` of context/Dockerfile; `export_cache` / `import_cache` take
         the option strings of runbook_checks.cache (one flag each); `opts` are frontend
-        options (`target=STAGE`...); `allow` asks for entitlements (network.host...)."""
+        options (`target=STAGE`...); `allow` asks for entitlements (network.host...);
+        `source_policy` is a policy file sent with the build (daemon.sourcepolicy)."""
         import tempfile
         import time
 
@@ -111,6 +119,8 @@ class Buildctl:
             args += ["--output", output]
         for entitlement in allow:
             args += ["--allow", entitlement]
+        if source_policy:
+            args += ["--source-policy-file", str(source_policy)]
         for spec in export_cache:
             args += ["--export-cache", spec]
         for spec in import_cache:
