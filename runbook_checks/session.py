@@ -83,7 +83,7 @@ class Session:
 
     @property
     def log_where(self) -> str:
-        return "the journal (buildkit.service)" if self.manager_name == "systemd" else str(self.layout.log_path)
+        return f"the journal ({self.layout.unit()})" if self.manager_name == "systemd" else str(self.layout.log_path)
 
     @cached_property
     def debug_port(self) -> int:

@@ -18,7 +18,8 @@ from runbook_checks.production import access, auditlog, ca
 from ._kit import console, refusals
 
 WHERE = {"host": "the rehearsal host whose installation it is (invoke host.up NAME)",
-         "state_dir": "an installation on this machine rendered under this directory (default /)"}
+         "state_dir": "an installation on this machine rendered under this directory (default /)",
+         "trust_level": "the builder of this trust level, when the host has one per level (default: its only one)"}
 
 
 @task(positional=["team"], help={
@@ -26,15 +27,17 @@ WHERE = {"host": "the rehearsal host whose installation it is (invoke host.up NA
     "out": "an empty directory for ca.pem, cert.pem and key.pem (the key 0600; the kit keeps no copy)",
     "days": "how long the certificate is valid (1 to 825 days, default 90)", **WHERE})
 @refusals
-def issue(c, team, out, host="", state_dir="", days="90"):
+def issue(c, team, out, host="", state_dir="", days="90", trust_level=""):
     """Issue a team's client certificate and write its bundle to --out, with the command
     lines that build through the front door."""
-    layout, _ = access.installation(host, state_dir)
+    layout, _ = access.installation(host, state_dir, trust_level)
     if not str(days).isdigit():
         raise AccessError(f"--days {days!r} is not a number of days", "give 1 to 825")
     target = ca.check_bundle_dir(Path(out).expanduser().absolute())
     where = access.remote(layout)  # refused here if there is no front door yet
     bundle = ca.issue(layout, team, int(days))
+    if access.policy_path(layout).exists():  # the profile's source policy, sent by the bundle's command lines
+        bundle["source-policy.json"] = access.policy_path(layout).read_bytes()
     ca.write_bundle(bundle, target)
     lines = access.bundle_command(target, where["remote_address"], where["servername"])
     console().print(f"bundle for {team}: {target} (key.pem 0600)\n"
@@ -44,10 +47,10 @@ def issue(c, team, out, host="", state_dir="", days="90"):
 
 @task(positional=["team"], help={"team": "the team whose certificates to revoke", **WHERE})
 @refusals
-def revoke(c, team, host="", state_dir=""):
+def revoke(c, team, host="", state_dir="", trust_level=""):
     """Revoke every certificate of a team; the front door reloads its CRL (other teams'
     builds go on)."""
-    layout, h = access.installation(host, state_dir)
+    layout, h = access.installation(host, state_dir, trust_level)
     rows = ca.revoke(layout, team)
     console().print(f"revoked {len(rows)} certificate(s) of {team}: {', '.join(r.serial for r in rows)}",
                     highlight=False)
@@ -56,11 +59,11 @@ def revoke(c, team, host="", state_dir=""):
 
 @task(name="list", help={**WHERE, "json": "print JSON"})
 @refusals
-def list_(c, host="", state_dir="", json_=False):
+def list_(c, host="", state_dir="", json_=False, trust_level=""):
     """The certificates the installation's CA issued: serial, team, kind, expiry, revoked."""
     from rich.table import Table
 
-    layout, _ = access.installation(host, state_dir)
+    layout, _ = access.installation(host, state_dir, trust_level)
     rows = ca.issued(layout)
     if json_:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
@@ -76,13 +79,13 @@ def list_(c, host="", state_dir="", json_=False):
 @task(help={**WHERE, "since": "only entries this recent: 30m, 2h, 1d (default: all)",
             "json": "print the entries as a JSON list (the summary per team goes to stderr)"})
 @refusals
-def audit(c, host="", state_dir="", since="", json_=False):
+def audit(c, host="", state_dir="", since="", json_=False, trust_level=""):
     """The front door's audit log: every connection and gRPC call, allowed or refused, and
     a summary per team. A build call carries its ref from BuildKit's history."""
     from rich.console import Console
     from rich.table import Table
 
-    layout, h = access.installation(host, state_dir)
+    layout, h = access.installation(host, state_dir, trust_level)
     start = time.time() - parse_duration(since) if since else 0.0
     path = access.audit_log(layout)
     if not auditlog.log_files(path):

@@ -52,4 +52,6 @@ def check(c, profile):
     if found:
         raise Exit("\n".join(f"error: {e}" for e in found), code=2)
     read = profiles.load_profile(profile)
-    print(f"{read.label}: {len(read.values)} values, all valid for every runbook that takes them")
+    levels = (f"; trust levels {', '.join(read.levels)}, each with its own ports and subnet"
+              if read.levels else "")
+    print(f"{read.label}: {len(read.values)} values, all valid for every runbook that takes them{levels}")

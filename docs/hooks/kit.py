@@ -67,6 +67,8 @@ BUILDKIT_DEFAULTS = {
     "worker.oci.gcpolicy": "4 rules sized from the disk (below)",
     "worker.oci.networkMode": '`"auto"`: CNI when `/etc/buildkit/cni.json` exists, else the host\'s network',
     "worker.oci.cniBinaryPath": "`/opt/cni/bin`",
+    "worker.oci.bridgeName": "`buildkit0`",
+    "worker.oci.bridgeSubnet": "`10.10.0.0/16`",
     'frontend."gateway.v0".allowedRepositories': "empty: every frontend image is allowed",
     "worker.containerd.enabled": "on when `/run/containerd/containerd.sock` answers",
     'registry."HOST".mirrors': "none",
@@ -97,6 +99,10 @@ SETTINGS = [
                                                  " server's loopback"),
     ("worker.oci.cniBinaryPath", "`network_mode`", "`/usr/lib/cni` (Debian's `containernetworking-plugins`) with"
                                                    " `bridge`"),
+    ("worker.oci.bridgeName", "`trust_level`", "`bk-LEVEL` with `bridge`, for a builder of a trust level (one"
+                                               " bridge each, so the levels' RUN steps cannot reach each other)"),
+    ("worker.oci.bridgeSubnet", "`bridge_subnet`", "with `bridge`, when set (required for a builder of a trust"
+                                                   " level)"),
     ("worker.containerd.enabled", "(fixed)", "standalone BuildKit: no containerd worker"),
     ('frontend."gateway.v0".allowedRepositories', "`allowed_frontends`", "the frontend images a `# syntax=` line may"
                                                                        " name; written only when set"),
@@ -190,9 +196,9 @@ class Kit:
 
         values = dict(self.kit_profiles.resolve("configure", "production", "check"),
                       insecure_entitlements=["network.host"], registry_mirrors={"docker.io": ["mirror:5000"]},
-                      registry_port=15000,
+                      registry_port=15000, trust_level="untrusted", bridge_subnet="10.12.0.0/16",
                       registry_tls={"registry.example:443": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/c.key"}})
-        lay = layout.for_params({"profile": "production", "state_dir": PLACEHOLDER_STATE})
+        lay = layout.for_params({"profile": "production", "state_dir": PLACEHOLDER_STATE, "trust_level": "untrusted"})
         written = set(flat_keys(tomlkit.parse(config.BuildkitdConfig.from_params(values, lay, 1).to_toml()).unwrap()))
         documented = {key for key, _, _ in SETTINGS}
         for key in sorted(written - documented):
@@ -387,6 +393,10 @@ def show_setting(key: str, values: dict, cfg) -> str:
         from runbook_checks.daemon.config import CNI_BINARY_PATH
 
         return code(toml_value(CNI_BINARY_PATH)) if cfg.network_mode == "bridge" else "not written"
+    if key == "worker.oci.bridgeName":
+        return code(toml_value(cfg.bridge_name)) if cfg.bridge_name else "not written (BuildKit's `buildkit0`)"
+    if key == "worker.oci.bridgeSubnet":
+        return code(toml_value(cfg.bridge_subnet)) if cfg.bridge_subnet else "not written (BuildKit's `10.10.0.0/16`)"
     if key == 'frontend."gateway.v0".allowedRepositories':
         return code(toml_value(cfg.allowed_frontends)) if cfg.allowed_frontends else "not written (any frontend)"
     if key == "worker.containerd.enabled":

@@ -177,20 +177,21 @@ def s3_retention(layout: Layout, params: Semantics, apply: bool) -> Outcome:
 # --------------------------------------------------------------------------------------
 # production: a systemd timer
 # --------------------------------------------------------------------------------------
-def render_timer(schedule: str) -> dict[str, str]:
-    """buildkit-prune.service (oneshot: the prune runbook, production profile, apply)
-    and buildkit-prune.timer."""
+def render_timer(layout: Layout, schedule: str) -> dict[str, str]:
+    """NAME-prune.service (oneshot: the prune runbook, production profile, apply, for
+    this builder) and NAME-prune.timer."""
+    level = f" --set trust_level={layout.trust_level}" if layout.trust_level else ""
     service = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: prune).
         [Unit]
-        Description=buildkit-ops: prune the build cache and expire remote cache
-        After=buildkit.service
-        Requires=buildkit.service
+        Description=buildkit-ops: prune the build cache and expire remote cache ({layout.name})
+        After={layout.unit()}
+        Requires={layout.unit()}
 
         [Service]
         Type=oneshot
         WorkingDirectory={PROJECT_ROOT}
-        ExecStart={sys.executable} -m invoke maint.prune --profile production --mode apply
+        ExecStart={sys.executable} -m invoke maint.prune --profile production --mode apply{level}
         Nice=10
         IOSchedulingClass=idle
         """)
@@ -207,7 +208,7 @@ def render_timer(schedule: str) -> dict[str, str]:
         [Install]
         WantedBy=timers.target
         """)
-    return {"buildkit-prune.service": service, "buildkit-prune.timer": timer}
+    return {layout.unit("prune"): service, layout.unit("prune", "timer"): timer}
 
 
 def write_timer(layout: Layout, manager_name: str, schedule: str, apply: bool) -> Outcome:
@@ -215,12 +216,12 @@ def write_timer(layout: Layout, manager_name: str, schedule: str, apply: bool) -
     hosts); the lab has no scheduler: `invoke maint.prune` runs the same runbook."""
     if manager_name != "systemd":
         return Outcome.skipped("supervisord has no timers: run `invoke maint.prune` (or cron it) on this host")
-    units = render_timer(schedule)
+    units = render_timer(layout, schedule)
     with tempfile.TemporaryDirectory() as scratch:
         for name, text in units.items():
             (Path(scratch) / name).write_text(text.replace(f"ExecStart={sys.executable} ", "ExecStart=/bin/true "))
-        # systemd-analyze checks Requires= against loaded units; buildkit.service is ours
-        (Path(scratch) / "buildkit.service").write_text("[Service]\nExecStart=/bin/true\n")
+        # systemd-analyze checks Requires= against loaded units; the builder's is ours
+        (Path(scratch) / layout.unit()).write_text("[Service]\nExecStart=/bin/true\n")
         try:
             verify_units(Path(scratch), list(units))
         except KitError as exc:
@@ -230,5 +231,5 @@ def write_timer(layout: Layout, manager_name: str, schedule: str, apply: bool) -
     outcome = files.converge({layout.unit_dir / n: t for n, t in units.items()}, apply, layout.backup_dir)
     outcome.message += f" ({schedule})"
     if apply and outcome.status == "changed":
-        outcome.message += "; enable it with `systemctl enable --now buildkit-prune.timer`"
+        outcome.message += f"; enable it with `systemctl enable --now {layout.unit('prune', 'timer')}`"
     return outcome

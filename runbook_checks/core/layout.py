@@ -26,6 +26,21 @@ class Layout:
     log_dir: Path
     unit_dir: Path
     style: str
+    name: str = "buildkit"  # the builder's name on its host: units, directories, socket group
+
+    def unit(self, part: str = "", kind: str = "service") -> str:
+        """This builder's systemd units: NAME.service, NAME.socket, NAME-frontdoor.service..."""
+        return f"{self.name}{'-' + part if part else ''}.{kind}"
+
+    @property
+    def trust_level(self) -> str:
+        """The trust level this builder serves ("" for a host's only builder)."""
+        return self.name.removeprefix("buildkit-") if self.name != "buildkit" else ""
+
+    @property
+    def group(self) -> str:
+        """The system group that may use buildkitd's socket (root and the front door)."""
+        return self.name
 
     def on_host(self, path: Path) -> Path:
         """`path` as the host it is for sees it: an FHS tree rendered under another
@@ -116,28 +131,35 @@ def check_state_dir(state_dir: Path, profile: str, given_by: str = "state_dir") 
                                  f"choose a directory beside it, for example {norm.rstrip('/')}/buildkit-lab")
 
 
+def builder_name(trust_level: str = "") -> str:
+    """buildkit, or buildkit-LEVEL for one of several builders on a host (one per trust
+    level: own units, directories, socket group, port and certificates)."""
+    return f"buildkit-{trust_level}" if trust_level else "buildkit"
+
+
 def for_params(params: dict) -> Layout:
-    """The layout for a runbook's parameters (profile, state_dir, layout); a state
-    directory the kit may not own is refused (check_state_dir)."""
+    """The layout for a runbook's parameters (profile, state_dir, layout, trust_level); a
+    state directory the kit may not own is refused (check_state_dir)."""
     profile = params.get("profile", "lab")
     raw = params.get("state_dir") or ""
     state_dir, given_by = (Path(raw), "state_dir") if raw else default_state_dir(profile)
     check_state_dir(state_dir, profile, given_by)
     state_dir = Path(os.path.normpath(state_dir))
     style = params.get("layout") or ("fhs" if profile == "production" else "flat")
-    s = state_dir
+    s, name = state_dir, builder_name(params.get("trust_level") or "")
     if style == "fhs":
-        layout = Layout(s, s / "usr/local/bin", s / "etc/buildkit/buildkitd.toml", s / "var/backups/buildkit",
-                        s / "var/lib/buildkit", s / "run/buildkit", s / "var/log/buildkit",
-                        s / "etc/systemd/system", style)
-    else:
+        layout = Layout(s, s / "usr/local/bin", s / f"etc/{name}/buildkitd.toml", s / f"var/backups/{name}",
+                        s / f"var/lib/{name}", s / f"run/{name}", s / f"var/log/{name}",
+                        s / "etc/systemd/system", style, name)
+    else:  # one builder per state directory
         layout = Layout(s, s / "bin", s / "etc/buildkitd.toml", s / "etc/backups", s / "lib/buildkit",
-                        s / "run", s / "log", s / "etc/systemd", style)
+                        s / "run", s / "log", s / "etc/systemd", style, name)
     layout.check()
     return layout
 
 
-def production(state_dir: str | Path = "/") -> Layout:
+def production(state_dir: str | Path = "/", trust_level: str = "") -> Layout:
     """The production layout of an installation: this host's (/), or one seen through
-    another root (a rehearsal host's root filesystem, a tree rendered for a server)."""
-    return for_params({"profile": "production", "state_dir": str(state_dir)})
+    another root (a rehearsal host's root filesystem, a tree rendered for a server); with
+    `trust_level`, that builder's among several on the host."""
+    return for_params({"profile": "production", "state_dir": str(state_dir), "trust_level": trust_level})

@@ -78,7 +78,7 @@ LIST_ITEMS = {
 }
 # path parameters: (absolute only, what else it must not hold)
 PATHS = ("state_dir", "archive_path", "s3_credentials_file", "cache_dir", "docker_config", "quarantine_dir",
-         "dashboards_dir", "deny_list", "source_policy")
+         "dashboards_dir")
 
 
 def check_path(value: str, parameter: str) -> str:
@@ -122,6 +122,8 @@ class Semantics(BaseModel):
     profile: Literal["lab", "ci", "production"] = "lab"
     state_dir: str = ""
     layout: Literal["", "flat", "fhs"] = ""
+    trust_level: str = Field("", pattern=r"^([a-z][a-z0-9]{0,11})?$",
+                             description="a trust level: up to 12 lowercase letters and digits, a letter first")
     service_manager: Literal["auto", "supervisor", "systemd"] = "auto"
     buildkit_version: str = ""
     source: Literal["auto", "release", "go", "archive"] = "auto"
@@ -142,8 +144,11 @@ class Semantics(BaseModel):
     gc_policy: list[GcRule] = Field(default_factory=list)
     insecure_entitlements: list[Literal["network.host", "security.insecure", "device"]] = Field(default_factory=list)
     network_mode: Literal["auto", "host", "bridge", "cni"] = "auto"
+    bridge_subnet: str = Field("", pattern=r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$|^$",
+                               description="an IPv4 network like 10.12.0.0/16, or empty")
     allowed_frontends: list[str] = Field(default_factory=list)
-    source_policy: str = ""  # a BuildKit source policy file sent with builds (daemon.sourcepolicy)
+    source_policy: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$", description="a file's path (absolute, or relative"
+                               " to the checkout) of letters, digits and . _ / -")
     registry_mirrors: dict[str, list[str]] = Field(default_factory=dict)
     registry_tls: dict[str, RegistryTls] = Field(default_factory=dict)
     cpu_quota: str = Field("", pattern=r"^([1-9]\d*%)?$", description="a percentage of one CPU such as 200%, or empty")
@@ -189,7 +194,8 @@ class Semantics(BaseModel):
                               description="a build context directory, absolute or relative to the checkout")
     lint_fail_on: Literal["error", "warning", "info", "style", "none"] = "error"
     lint_ignore: list[str] = Field(default_factory=list)
-    deny_list: str = ""
+    deny_list: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$", description="a file's path (absolute, or relative to"
+                           " the checkout) of letters, digits and . _ / -")
     sbom_scanner: str = ""
     push_image: str = ""
     # cache warming and benchmark (runbook_checks.cache.warm, runbook_checks.cache.bench)
@@ -260,7 +266,8 @@ class Semantics(BaseModel):
         """Rules between parameters: the state directory the profile may own, and a
         scrape interval that leaves 4 scrapes in the rules' rate window."""
         try:
-            layout_mod.for_params({"profile": self.profile, "state_dir": self.state_dir, "layout": self.layout})
+            layout_mod.for_params({"profile": self.profile, "state_dir": self.state_dir, "layout": self.layout,
+                                   "trust_level": self.trust_level})
         except ParameterError as exc:
             raise Refusal(exc.problem, exc.fix, "state_dir") from None
         longest = prom_minutes(RULE_WINDOW) * 60 / 4

@@ -11,6 +11,14 @@ PROFILES_DIR = NOTEBOOKS / "profiles"
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
 
 
+def in_checkout(path: str | Path) -> Path:
+    """A path as given: absolute, or relative to the checkout (an operator's file kept
+    with it, like docs/examples/deny-list.yaml; a rehearsal host sees the checkout at the
+    same path)."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def runs_dir() -> Path:
     """Where run records go: $BUILDKIT_OPS_RUNS_DIR, else runs/ in the checkout."""
     return Path(os.environ.get("BUILDKIT_OPS_RUNS_DIR") or PROJECT_ROOT / "runs")

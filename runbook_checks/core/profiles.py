@@ -30,6 +30,9 @@ from .paths import NOTEBOOKS, PROFILES_DIR
 sys.modules.setdefault("rfc3987_syntax", None)
 
 PROFILES = ("lab", "ci", "production")
+TRUST_LEVEL = r"[a-z][a-z0-9]{0,11}"
+# what each builder on a host needs for itself: its ports, its build network's subnet
+OWN_PORTS = ("frontdoor_port", "frontdoor_metrics_port", "audit_metrics_port", "debug_port", "bridge_subnet")
 KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
          "list": "a list", "dict": "a mapping of key: value"}
 _PYTYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
@@ -82,6 +85,9 @@ class Profile:
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     site: Path | None = None
+    # a site profile's `trust_levels:` (one builder per level on a host): level -> values, sources
+    levels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    level_sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -89,7 +95,8 @@ class Profile:
 
 
 def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """A YAML mapping and the line of each key; a refusal names the file and the line."""
+    """A YAML mapping and the line of each key (a nested key of `trust_levels` as
+    "trust_levels.LEVEL.KEY"); a refusal names the file and the line."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -112,12 +119,18 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         raise ParameterError(f"{path} is not a mapping of parameter: value", "write one `parameter: value` per line")
     lines: dict[str, int] = {}
-    for key_node, _ in node.value:
+    for key_node, value_node in node.value:
         key = key_node.value
         if key in lines:
             raise ParameterError(f"{path}, line {key_node.start_mark.line + 1}: {key!r} is set twice (line"
                                  f" {lines[key]} too)", "keep one of the two lines")
         lines[key] = key_node.start_mark.line + 1
+        if key == "trust_levels" and isinstance(value_node, yaml.MappingNode):
+            for level_node, values_node in value_node.value:
+                lines[f"trust_levels.{level_node.value}"] = level_node.start_mark.line + 1
+                if isinstance(values_node, yaml.MappingNode):
+                    for k, _v in values_node.value:
+                        lines[f"trust_levels.{level_node.value}.{k.value}"] = k.start_mark.line + 1
     return data, lines
 
 
@@ -148,10 +161,21 @@ def load_profile(profile: str | Path) -> Profile:
         raise ParameterError(f"{path}{line}: a site profile must say which profile it extends"
                              + (f" (it says {base!r})" if base is not None else ""),
                              f"add a first line `extends: production` (or {', '.join(PROFILES[:-1])})")
+    levels = data.pop("trust_levels", None) or {}
+    if not isinstance(levels, dict) or not all(isinstance(v, dict) for v in levels.values()):
+        raise ParameterError(f"{path}, line {lines.get('trust_levels', '?')}: trust_levels is not a mapping of"
+                             " LEVEL: {parameter: value}", "write it like docs/examples/trust-levels.yaml")
+    for level in levels:
+        if not re.fullmatch(TRUST_LEVEL, str(level)):
+            raise ParameterError(f"{path}, line {lines.get(f'trust_levels.{level}', '?')}: {level!r} is not a trust"
+                                 " level name", "use up to 12 lowercase letters and digits, a letter first")
     parent = load_profile(base)
     values = {**parent.values, **data}
     sources = {**parent.sources, **{k: f"{path}:{lines[k]}" for k in data}}
-    return Profile(base, values, sources, site=path)
+    level_sources = {lv: {k: f"{path}:{lines.get(f'trust_levels.{lv}.{k}', '?')} (trust level {lv})" for k in kv}
+                     for lv, kv in levels.items()}
+    return Profile(base, values, sources, site=path, levels={str(k): v for k, v in levels.items()},
+                   level_sources=level_sources)
 
 
 def check_profile(profile: str | Path) -> list[ParameterError]:
@@ -180,6 +204,40 @@ def check_profile(profile: str | Path) -> list[ParameterError]:
                 if str(error) not in {str(e) for e in found}:
                     found.append(error)
     found += problems({**kept, "profile": read.name}, {k: f"set at {w}" for k, w in read.sources.items()})
+    for level, level_values in read.levels.items():
+        where = read.level_sources[level]
+        for key in level_values:
+            if key in OPTIONS or key == "trust_level" or key not in known:
+                found.append(ParameterError(f"{where[key]}: {key!r} is not a setting a trust level may change",
+                                            "give a runbook parameter (see `invoke runbook NAME --list`)"))
+        merged = {**kept, **{k: v for k, v in level_values.items() if k in known}, "trust_level": level}
+        for runbook in list_runbooks():
+            declared = declared_parameters(runbook_path(runbook))
+            for key, value in level_values.items():
+                if key in declared and (error := type_error(key, value, declared[key], where.get(key))):
+                    if str(error) not in {str(e) for e in found}:
+                        found.append(error)
+        found += [e for e in problems({**merged, "profile": read.name},
+                                      {**{k: f"set at {w}" for k, w in read.sources.items()},
+                                       **{k: f"set at {w}" for k, w in where.items()}})
+                  if str(e) not in {str(f) for f in found}]
+    found += shared_ports(read)
+    return found
+
+
+def shared_ports(read: Profile) -> list[ParameterError]:
+    """Two trust levels of one profile run on one host: each needs its own ports."""
+    found, seen = [], {}
+    for level, level_values in read.levels.items():
+        for key in OWN_PORTS:
+            port = level_values.get(key, read.values.get(key, 0))
+            if not port:
+                continue
+            if (key, port) in seen:
+                found.append(ParameterError(
+                    f"{read.site}: trust levels {seen[(key, port)]} and {level} both use {key} {port}",
+                    f"give each level its own {key} under trust_levels"))
+            seen.setdefault((key, port), level)
     return found
 
 
@@ -280,7 +338,20 @@ def resolve_sources(name: str, profile: str | Path, mode: str, sets: list[str] |
     for key, value in read.values.items():
         if key in declared and key not in OPTIONS:
             values[key], sources[key] = value, read.sources[key]
-    for key, raw in parse_sets(sets).items():
+    given = parse_sets(sets)
+    level = given.get("trust_level", read.values.get("trust_level", ""))
+    if read.levels and "trust_level" in declared:
+        names = ", ".join(read.levels)
+        if not level:
+            raise ParameterError(f"{read.site} declares one builder per trust level ({names}), and this run names none",
+                                 f"add --set trust_level=LEVEL, one of: {names}")
+        if level not in read.levels:
+            raise ParameterError(f"trust_level {level!r} is not one of the levels {read.site} declares ({names})",
+                                 f"use one of: {names}, or add it under trust_levels")
+        for key, value in read.levels[level].items():
+            if key in declared:
+                values[key], sources[key] = value, read.level_sources[level][key]
+    for key, raw in given.items():
         if key not in declared:
             close = difflib.get_close_matches(key, declared, n=1)
             raise ParameterError(f"runbook {name!r} has no parameter {key!r}",

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.errors import BuildctlError
 from ..core.layout import Layout
+from ..core.paths import in_checkout
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Buildctl:
         for entitlement in allow:
             args += ["--allow", entitlement]
         if source_policy:
-            args += ["--source-policy-file", str(source_policy)]
+            args += ["--source-policy-file", str(in_checkout(source_policy))]
         for spec in export_cache:
             args += ["--export-cache", spec]
         for spec in import_cache:

@@ -44,6 +44,11 @@ GC_KEYS = {"all": "all", "filters": "filters", "keep_duration": "keepDuration",
 CNI_BINARY_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
 
 
+def bridge_for(trust_level: str) -> str:
+    """The bridge of a trust level's builder (a network interface name: 15 characters)."""
+    return f"bk-{trust_level}"
+
+
 @dataclass
 class BuildkitdConfig:
     root: str
@@ -62,6 +67,8 @@ class BuildkitdConfig:
     http_registries: list[str] = field(default_factory=list)
     registry_tls: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> {ca, cert, key} paths
     network_mode: str = "auto"
+    bridge_name: str = ""  # BuildKit's default buildkit0 when empty
+    bridge_subnet: str = ""  # BuildKit's default 10.10.0.0/16 when empty
     allowed_frontends: list[str] = field(default_factory=list)
 
     @classmethod
@@ -69,6 +76,14 @@ class BuildkitdConfig:
         sem = Semantics.model_validate(params)
         rules = sem.gc_policy or [GcRule.model_validate(r) for r in DEFAULT_GC_POLICY]
         addresses = [layout.address] + ([sem.tcp_address] if sem.tcp_address else [])
+        bridge_name = ""
+        if sem.network_mode == "bridge" and layout.trust_level:  # one bridge per builder: no traffic between levels
+            if not sem.bridge_subnet:
+                raise ConfigError(f"the {layout.name} builder would share BuildKit's default bridge and subnet with"
+                                  " the host's other builders, so their RUN steps could reach each other",
+                                  "set bridge_subnet for this trust level (for example 10.12.0.0/16), different"
+                                  " for each level")
+            bridge_name = bridge_for(layout.trust_level)
         return cls(
             root=str(layout.root_dir), addresses=addresses, debug_address=f"127.0.0.1:{debug_port}",
             log_format=sem.log_format, log_level=sem.log_level,
@@ -79,6 +94,7 @@ class BuildkitdConfig:
             http_registries=[f"127.0.0.1:{sem.registry_port}"] if sem.registry_port else [],
             registry_tls={host: tls.model_dump() for host, tls in sem.registry_tls.items()},
             network_mode=sem.network_mode, allowed_frontends=list(sem.allowed_frontends),
+            bridge_name=bridge_name, bridge_subnet=sem.bridge_subnet if sem.network_mode == "bridge" else "",
         )
 
     def to_toml(self) -> str:
@@ -107,6 +123,10 @@ class BuildkitdConfig:
             oci.add("networkMode", self.network_mode)
         if self.network_mode == "bridge":  # BuildKit's own bridge, with Debian's CNI plugins
             oci.add("cniBinaryPath", CNI_BINARY_PATH)
+            if self.bridge_name:
+                oci.add("bridgeName", self.bridge_name)
+            if self.bridge_subnet:
+                oci.add("bridgeSubnet", self.bridge_subnet)
         policy = tomlkit.aot()
         for rule in self.gc_policy:
             entry = tomlkit.table()

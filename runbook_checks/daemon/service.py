@@ -81,14 +81,14 @@ def render_supervisor_conf(layout: Layout, programs: list[Program] | tuple = (),
 
 def environment_on_disk(layout: Layout) -> dict[str, str]:
     """The environment buildkitd runs with, read from its service definition on disk:
-    supervisord.conf's `environment=` of [program:buildkitd], else buildkit.service's
+    supervisord.conf's `environment=` of [program:buildkitd], else the service unit's
     `Environment=` lines; {} when there is neither."""
     import configparser
     import shlex
 
     from supervisor.datatypes import dict_of_key_value_pairs
 
-    conf, unit = files.read_text(layout.supervisor_conf), files.read_text(layout.unit_dir / "buildkit.service")
+    conf, unit = files.read_text(layout.supervisor_conf), files.read_text(layout.unit_dir / layout.unit())
     if conf is not None:
         parser = configparser.RawConfigParser()
         parser.read_string(conf)
@@ -181,7 +181,7 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
                              apply: bool, programs: list[Program] | tuple = (),
                              daemon_env: dict[str, str] | None = None) -> Outcome:
     """supervisord.conf with the `programs` beside buildkitd (and their config files), or
-    buildkit.service + buildkit.socket verified by systemd-analyze."""
+    the service and socket units verified by systemd-analyze."""
     if manager_name == "supervisor":
         wanted = {layout.supervisor_conf: render_supervisor_conf(layout, programs, daemon_env)}
         for prog in programs:
@@ -198,8 +198,9 @@ def write_service_definition(layout: Layout, manager_name: str, limits: Limits, 
     if programs and any(files.read_text(p) != t for p, t in wanted.items()):
         check_ports_free(programs, manager_for(layout, manager_name))
     outcome = files.converge(wanted, apply, layout.backup_dir, service_manager=manager_name)
-    group = systemd.ensure_group(apply) if manager_name == "systemd" and str(layout.state_dir) == "/" else ""
-    if group:  # the socket's group (buildkit.socket's SocketGroup)
+    group = systemd.ensure_group(apply, layout.group) if manager_name == "systemd" and str(layout.state_dir) == "/" \
+        else ""
+    if group:  # the socket's group (the socket unit's SocketGroup)
         outcome.status = "changed"
         outcome.message = f"{outcome.message}; {group}"
     if apply:
@@ -234,7 +235,7 @@ def converge_daemon(layout: Layout, manager, apply: bool, rollback_to: str = "",
     info = manager.info()
     running = info["state"] in ("RUNNING", "STARTING")
     watched = (layout.config_path, layout.buildkitd, layout.supervisor_conf,
-               layout.unit_dir / "buildkit.service", layout.unit_dir / "buildkit.socket")
+               layout.unit_dir / layout.unit(), layout.unit_dir / layout.unit(kind="socket"))
     inputs = [p for p in watched if p.exists()]
     newer = [p.name for p in inputs if p.stat().st_mtime > info["start"]]
     if running and not newer and daemon_answers(layout):

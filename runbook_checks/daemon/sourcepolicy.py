@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError
+from ..core.paths import in_checkout
 
 ACTIONS = ("ALLOW", "DENY", "CONVERT")
 MATCH_TYPES = ("WILDCARD", "EXACT", "REGEX")
@@ -59,8 +60,8 @@ def check(doc: Any, path: Path) -> list[dict]:
 
 
 def load(path: str | Path) -> list[dict]:
-    """Read and check a policy file (see `check`)."""
-    path = Path(path)
+    """Read and check a policy file (absolute, or relative to the checkout; see `check`)."""
+    path = in_checkout(path)
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:

@@ -1,5 +1,5 @@
-"""buildkitd under systemd (production): buildkit.socket + buildkit.service with socket
-activation and resource control, checked by `systemd-analyze verify` before they are
+"""buildkitd under systemd (production): NAME.socket + NAME.service (buildkit, or
+buildkit-LEVEL for one of several builders on a host) with socket activation and resource control, checked by `systemd-analyze verify` before they are
 written, and `systemctl` on a host where systemd is PID 1."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from ..core.layout import Layout
 from .install import RUNC_PATH
 
 
-GROUP = "buildkit"  # buildkitd's socket: root and this group (the front door's workers) only
 
 
 def systemd_is_pid1() -> bool:
@@ -47,7 +46,7 @@ class Limits:
 
 
 def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: Path | None = None) -> dict[str, str]:
-    """buildkit.socket + buildkit.service with socket activation and resource control.
+    """NAME.socket + NAME.service with socket activation and resource control.
 
     Paths are the host's (`prefix` is where the binaries live on the real host)."""
     exe = (prefix or Path("/usr/local/bin")) / "buildkitd"
@@ -61,10 +60,10 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
     service = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: install).
         [Unit]
-        Description=BuildKit daemon (standalone)
+        Description=BuildKit daemon (standalone, {layout.name})
         Documentation=https://github.com/moby/buildkit
-        Requires=buildkit.socket
-        After=buildkit.socket network-online.target
+        Requires={layout.unit(kind="socket")}
+        After={layout.unit(kind="socket")} network-online.target
         Wants=network-online.target
 
         [Service]
@@ -86,19 +85,19 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
     sock = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: install).
         [Unit]
-        Description=BuildKit daemon socket
+        Description=BuildKit daemon socket ({layout.name})
 
         [Socket]
-        ListenStream=/run/buildkit/buildkitd.sock
+        ListenStream={layout.on_host(layout.socket_path)}
         SocketMode=0660
         SocketUser=root
-        SocketGroup={GROUP}
+        SocketGroup={layout.group}
         DirectoryMode=0755
 
         [Install]
         WantedBy=sockets.target
         """)
-    return {"buildkit.service": service, "buildkit.socket": sock}
+    return {layout.unit(): service, layout.unit(kind="socket"): sock}
 
 
 RESOURCE_FIX = "fix the resource-control parameters named above (cpu_quota, memory_max, io_weight, tasks_max)"
@@ -142,7 +141,7 @@ def unit_info(unit: str) -> dict[str, Any]:
 
 
 class Systemd:
-    """buildkit.service and buildkit.socket, by systemctl."""
+    """The builder's service and socket units (layout.unit()), by systemctl."""
 
     def __init__(self, layout: Layout):
         self.layout = layout
@@ -151,19 +150,19 @@ class Systemd:
         return systemctl(*args)
 
     def info(self) -> dict[str, Any]:
-        return unit_info("buildkit.service")
+        return unit_info(self.layout.unit())
 
     def log_lines(self) -> list[str]:
         """The running buildkitd's lines in the journal (its MainPID's messages)."""
         pid = self.info()["pid"]
-        out = subprocess.run(["journalctl", "-u", "buildkit.service", f"_PID={pid}", "-o", "cat", "--no-pager",
+        out = subprocess.run(["journalctl", "-u", self.layout.unit(), f"_PID={pid}", "-o", "cat", "--no-pager",
                               "-n", "5000"], capture_output=True, text=True, timeout=60)
         return [ln for ln in out.stdout.splitlines() if ln.strip()]
 
     def start(self) -> None:
         self._ctl("daemon-reload")
-        self._ctl("enable", "--now", "buildkit.socket")
-        self._ctl("start", "buildkit.service")
+        self._ctl("enable", "--now", self.layout.unit(kind="socket"))
+        self._ctl("start", self.layout.unit())
 
     def reload_conf(self) -> None:
         self._ctl("daemon-reload")
@@ -171,14 +170,14 @@ class Systemd:
     def restart(self) -> None:
         # the socket too: its unit may have changed (mode, group), and only a socket
         # unit's restart makes the listening socket again
-        self._ctl("stop", "buildkit.service", "buildkit.socket")
+        self._ctl("stop", self.layout.unit(), self.layout.unit(kind="socket"))
         if self.layout.run_dir.is_dir():  # DirectoryMode= applies only when systemd creates it
             self.layout.run_dir.chmod(0o755)
-        self._ctl("start", "buildkit.socket")
-        self._ctl("start", "buildkit.service")
+        self._ctl("start", self.layout.unit(kind="socket"))
+        self._ctl("start", self.layout.unit())
 
     def stop(self) -> None:
-        self._ctl("stop", "buildkit.service", "buildkit.socket")
+        self._ctl("stop", self.layout.unit(), self.layout.unit(kind="socket"))
 
 
 def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
@@ -193,7 +192,7 @@ def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
     verify_units_text({p: t.replace(f"ExecStart={host_exe} ", f"ExecStart={exe} ") for p, t in units.items()})
 
 
-def ensure_group(apply: bool, group: str = GROUP) -> str:
+def ensure_group(apply: bool, group: str) -> str:
     """The system group of buildkitd's socket: "" if it exists, else what was (or would
     be) done."""
     import grp

@@ -200,7 +200,7 @@ def limits_in_force(manager_name: str, pid: int, limits: Limits, data_dir: Path)
     if wrong:
         raise KitError("limits differ from the unit's: " + "; ".join(f"{k} configured {v.configured}, in force"
                                                                     f" {v.in_force}" for k, v in wrong.items()),
-                       "systemctl daemon-reload, then restart buildkit.service (apply the configure runbook)")
+                       "systemctl daemon-reload, then restart the builder's service (apply the configure runbook)")
     held = ", ".join(f"{k}={v.in_force}" for k, v in found.items() if v.holds)
     unable = "; ".join(f"{k}={v.configured} not enforced here: {v.reason}" for k, v in found.items() if v.reason)
     return Outcome.ok(f"in force in the daemon's cgroups: {held or 'none'}" + (f". {unable}" if unable else ""), **facts)

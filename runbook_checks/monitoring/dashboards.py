@@ -78,6 +78,22 @@ PANELS: tuple[PanelSpec, ...] = (
               (("sum by (validity) (buildkit_ops_cli_plugins)", "{{validity}}"),
                ("sum(buildkit_ops_cli_plugins_insecure)", "insecure")),
               "From the last plugins-audit (the kit's exporter); InvalidCliPluginsPresent fires on invalid > 0."),
+    # production builders, scraped through their front doors (frontdoor_targets)
+    PanelSpec("Front door", "Calls by team", "ops",
+              (("sum by (team) (rate(buildkit_frontdoor_calls_total[5m]))", "{{team}}"),),
+              "gRPC calls per second through the front door, per team (the audit shipper's counts)."),
+    PanelSpec("Front door", "Refused connections by reason", "short",
+              (("sum by (reason) (increase(buildkit_frontdoor_refused_total[5m]))", "{{reason}}"),),
+              "Connections refused in the last 5m: no certificate, another CA, expired, revoked;"
+              " AccessDeniedBurst fires above denied_per_minute_max."),
+    PanelSpec("Front door", "Open connections", "short",
+              (('sum by (builder) (haproxy_frontend_current_sessions{proxy="door"})', "{{builder}}"),),
+              "Teams' TLS connections open on the front door now (HAProxy's own metrics)."),
+    PanelSpec("Front door", "Days until a certificate expires", "short",
+              (("min by (certificate) ((buildkit_ops_certificate_expiry_timestamp_seconds - time()) / 86400)",
+                "{{certificate}}"),),
+              "The CA, the front door's and each team's soonest; CertificateExpiresSoon fires below"
+              " cert_expiry_warn_days."),
 )
 
 

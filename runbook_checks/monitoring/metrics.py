@@ -51,6 +51,16 @@ AUDIT = (
            "when each certificate in force expires (Unix time, a team's soonest); CertificateExpiresSoon reads it"),
 )
 
+# HAProxy's own Prometheus exporter (promex) on the front door's metrics listener, /metrics
+# (the kit reads these; HAProxy serves many more)
+HAPROXY = (
+    Source("haproxy_frontend_current_sessions", "gauge", "`proxy` = `door` \\| `calls` \\| `metrics`",
+           "connections open now; on `door`, the teams' TLS connections"),
+    Source("haproxy_frontend_connections_total", "counter", "`proxy`",
+           "connections accepted, allowed or refused"),
+    Source("haproxy_process_nbthread", "gauge", "—", "HAProxy's threads; a scrape that has it reached HAProxy itself"),
+)
+
 NODE = (
     Source("node_cpu_seconds_total", "counter", "`cpu`, `mode`",
            'CPU time per core and mode; `1 - rate(mode="idle")` is how busy the host is'),
@@ -77,9 +87,9 @@ def exporter_rows() -> list[tuple[str, str, str, str]]:
 
 
 def known() -> set[str]:
-    """Every name a query may read: the sources above, the exporter's families, the
-    audit shipper's, the recording rules."""
-    return ({s.name for s in BUILDKITD + NODE + PROMETHEUS} | {name for name, *_ in exporter_rows()}
+    """Every name a query may read: the sources above (HAProxy's, the audit shipper's
+    among them), the exporter's families, the recording rules."""
+    return ({s.name for s in BUILDKITD + NODE + PROMETHEUS + HAPROXY} | {name for name, *_ in exporter_rows()}
             | {s.name for s in AUDIT} | {r.name for r in RECORDING_RULES})
 
 
@@ -98,8 +108,8 @@ def table(source: str) -> str:
     return "\n".join(rows)
 
 
-SOURCES = {"buildkitd": BUILDKITD, "audit": AUDIT, "node": NODE, "prometheus": PROMETHEUS}
-TABLES = ("buildkitd", "exporter", "audit", "node", "prometheus", "rules")
+SOURCES = {"buildkitd": BUILDKITD, "audit": AUDIT, "haproxy": HAPROXY, "node": NODE, "prometheus": PROMETHEUS}
+TABLES = ("buildkitd", "exporter", "audit", "haproxy", "node", "prometheus", "rules")
 
 
 def _cell(text: str) -> str:

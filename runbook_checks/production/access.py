@@ -1,13 +1,14 @@
 """The access runbook's steps: the CA, the front door's certificate and configuration, its
 units, and a probe that proves the whole path with a real mutual-TLS call.
 
-Production only: the front door runs as systemd units beside buildkit.service on a host
+Production only: the front door runs as systemd units beside the builder's on a host
 where systemd is PID 1 (a build server, or a rehearsal host: production.hosts)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -20,12 +21,16 @@ from ..core.errors import AccessError, BuildctlError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
 from ..core.results import Outcome
-from ..daemon import systemd
+from ..daemon import sourcepolicy, systemd
 from ..daemon.buildctl import Buildctl
 from ..daemon.contexts import context_with_base
 from . import auditlog, ca, frontdoor
 
-UNITS = ("buildkit-audit.service", "buildkit-frontdoor.service")
+
+
+def units(layout: Layout) -> tuple[str, str]:
+    """The front door's units: the audit shipper's, then HAProxy's."""
+    return layout.unit("audit"), layout.unit("frontdoor")
 PROBE_TEAM = "kit-probe"  # the access runbook's own client certificate, for the probe
 
 
@@ -56,8 +61,8 @@ def require(manager_name: str, layout: Layout, port: int) -> Outcome:
     haproxy = Path(frontdoor.HAPROXY)
     if str(layout.state_dir) == "/" and not haproxy.exists():
         raise AccessError("HAProxy is not installed, so there is no front door", "apt-get install haproxy")
-    if str(layout.state_dir) == "/" and not frontdoor.group_exists(systemd.GROUP):
-        raise AccessError(f"there is no group {systemd.GROUP}, whose members may use buildkitd's socket",
+    if str(layout.state_dir) == "/" and not frontdoor.group_exists(layout.group):
+        raise AccessError(f"there is no group {layout.group}, whose members may use buildkitd's socket",
                           "apply the install or configure runbook first (their service definition step creates it)")
     version = subprocess.run([str(haproxy), "-v"], capture_output=True, text=True).stdout.split("\n")[0] \
         if haproxy.exists() else "HAProxy (not on this machine; the tree is rendered only)"
@@ -112,7 +117,7 @@ def write_config(layout: Layout, names: list[str], port: int, metrics_port: int,
     systemd-analyze verify first), and remote.json."""
     text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port)
     checked = frontdoor.check_config(frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port,
-                                                             paths_here=True)) \
+                                                             paths_here=True), layout.group) \
         if ca.paths(layout)["server"].exists() else "haproxy -c runs once the server certificate exists"
     units = {layout.unit_dir / n: t for n, t in frontdoor.render_units(layout, audit_log(layout), keep, max_bytes,
                                                                         audit_metrics_port).items()}
@@ -121,6 +126,31 @@ def write_config(layout: Layout, names: list[str], port: int, metrics_port: int,
     wanted = {frontdoor.config_path(layout): text, **units, remote_path(layout): json.dumps(remote, indent=2) + "\n"}
     outcome = files.converge(wanted, apply, layout.backup_dir, remote_port=port)
     outcome.message = f"{outcome.message}; {checked}"
+    return outcome
+
+
+def policy_path(layout: Layout) -> Path:
+    """The source policy teams' bundles carry (certs.issue copies it in)."""
+    return ca.access_dir(layout) / "source-policy.json"
+
+
+def write_source_policy(layout: Layout, source_policy: str, apply: bool) -> Outcome:
+    """The profile's source policy (checked first) where certs.issue puts it into every
+    bundle; none: a policy left from before is moved to the backups. buildkitd applies a
+    policy only when the client sends it, so this is what well-behaved clients use."""
+    path = policy_path(layout)
+    if not source_policy:
+        if not path.exists():
+            return Outcome.ok("no source policy: bundles carry none")
+        if not apply:
+            return Outcome.changed(f"would move {path} to the backups (source_policy is empty)")
+        saved = files.backup(path, layout.backup_dir)
+        path.unlink()
+        return Outcome.changed(f"moved {path} to {saved} (source_policy is empty): new bundles carry none")
+    rules = sourcepolicy.load(source_policy)
+    outcome = files.converge({path: json.dumps({"rules": rules}, indent=2) + "\n"}, apply, layout.backup_dir)
+    outcome.message = f"{outcome.message}: {sourcepolicy.summary(rules)}, sent by clients that use their bundle's" \
+                      " command line (buildkitd does not enforce it on its own)"
     return outcome
 
 
@@ -149,21 +179,22 @@ def _up_to_date(layout: Layout, info: dict) -> bool:
 
 
 def converge_units(layout: Layout, apply: bool) -> Outcome:
-    """buildkit-audit and buildkit-frontdoor enabled and running on the current files:
+    """The audit shipper and the front door enabled and running on the current files:
     started if stopped, reloaded (never restarted: builds in flight go on) if a file it
     reads changed since."""
     if str(layout.state_dir) != "/":
         return Outcome.skipped(f"units rendered under {layout.state_dir}, which the host's systemd does not read")
-    infos = {u: systemd.unit_info(u) for u in UNITS}
-    enabled = {u: systemd.systemctl("is-enabled", u).stdout.strip() == "enabled" for u in UNITS}
-    down = [u for u in UNITS if infos[u]["state"] != "RUNNING" or not enabled[u]]
-    door = infos["buildkit-frontdoor.service"]
+    audit_unit, door_unit = units(layout)
+    infos = {u: systemd.unit_info(u) for u in units(layout)}
+    enabled = {u: systemd.systemctl("is-enabled", u).stdout.strip() == "enabled" for u in units(layout)}
+    down = [u for u in units(layout) if infos[u]["state"] != "RUNNING" or not enabled[u]]
+    door = infos[door_unit]
     stale = door["state"] == "RUNNING" and not _up_to_date(layout, door)
     if not down and not stale:
-        return Outcome.ok(f"buildkit-audit and buildkit-frontdoor (pid {door['pid']}) run on the current files")
+        return Outcome.ok(f"{audit_unit} and {door_unit} (pid {door['pid']}) run on the current files")
     if not apply:
         return Outcome.changed("; ".join([*(f"would start {u}" for u in down),
-                                          *(["would reload buildkit-frontdoor (its files changed)"] if stale else [])]))
+                                          *([f"would reload {door_unit} (its files changed)"] if stale else [])]))
     systemd.systemctl("daemon-reload")
     done = []
     for unit in down:
@@ -172,19 +203,18 @@ def converge_units(layout: Layout, apply: bool) -> Outcome:
             raise AccessError(f"{unit} did not start: {proc.stderr.strip()}\n{journal(unit)}",
                               f"read journalctl -u {unit}")
         done.append(f"started {unit}")
-    if stale and "buildkit-frontdoor.service" not in down:
-        proc = systemd.systemctl("reload", "buildkit-frontdoor.service")
+    if stale and door_unit not in down:
+        proc = systemd.systemctl("reload", door_unit)
         if proc.returncode:
-            raise AccessError(f"the front door refused to reload: {proc.stderr.strip()}\n"
-                              f"{journal('buildkit-frontdoor.service')}",
-                              "read journalctl -u buildkit-frontdoor; it keeps running on its previous files")
-        done.append("reloaded buildkit-frontdoor (builds in flight go on)")
+            raise AccessError(f"the front door refused to reload: {proc.stderr.strip()}\n{journal(door_unit)}",
+                              f"read journalctl -u {door_unit}; it keeps running on its previous files")
+        done.append(f"reloaded {door_unit} (builds in flight go on)")
     mark_loaded(layout)
     return Outcome.changed("; ".join(done))
 
 
 def mark_loaded(layout: Layout) -> None:
-    info = systemd.unit_info("buildkit-frontdoor.service")
+    info = systemd.unit_info(layout.unit("frontdoor"))
     digest = "\n".join(files.sha256(f) for f in _inputs(layout))
     files.atomic_write(loaded_stamp(layout), json.dumps({"pid": info["pid"], "inputs": digest}) + "\n")
 
@@ -192,12 +222,12 @@ def mark_loaded(layout: Layout) -> None:
 def reload_frontdoor(layout: Layout) -> str:
     """After a revocation: the front door reloads its CRL; connections in flight keep
     their worker until they end (a revoked team's running build is not cut)."""
-    if str(layout.state_dir) != "/" or systemd.unit_info("buildkit-frontdoor.service")["state"] != "RUNNING":
+    door = layout.unit("frontdoor")
+    if str(layout.state_dir) != "/" or systemd.unit_info(door)["state"] != "RUNNING":
         return "the front door is not running here: it reads the CRL when it starts"
-    proc = systemd.systemctl("reload", "buildkit-frontdoor.service")
+    proc = systemd.systemctl("reload", door)
     if proc.returncode:
-        raise AccessError(f"the front door refused to reload: {proc.stderr.strip()}",
-                          "read journalctl -u buildkit-frontdoor")
+        raise AccessError(f"the front door refused to reload: {proc.stderr.strip()}", f"read journalctl -u {door}")
     mark_loaded(layout)
     return "the front door reloaded its CRL (other teams' builds go on)"
 
@@ -230,11 +260,11 @@ def probe(layout: Layout, names: list[str], port: int, apply: bool, timeout: flo
         time.sleep(0.5)
     if proc.returncode:
         raise AccessError(f"buildctl through the front door failed: {proc.stderr.strip()}",
-                          "read journalctl -u buildkit-frontdoor -u buildkit-audit")
+                          f"read journalctl -u {layout.unit('frontdoor')} -u {layout.unit('audit')}")
     line = wait_for_line(audit_log(layout), PROBE_TEAM, started, timeout=10)
     if not line:
         raise AccessError(f"the probe's call got through, but no line for team {PROBE_TEAM} reached"
-                          f" {audit_log(layout)}", "read journalctl -u buildkit-audit")
+                          f" {audit_log(layout)}", f"read journalctl -u {layout.unit('audit')}")
     return Outcome.ok(f"buildctl over mutual TLS as {PROBE_TEAM}: {line['method']} {line['status']}, audited", **facts)
 
 
@@ -322,32 +352,39 @@ def build_policies(layout: Layout, network_mode: str, allowed_frontends: list[st
 
 
 def bundle_command(bundle_dir: Path, address: str, server_name: str) -> dict[str, str]:
-    """The command lines a team uses with its bundle."""
+    """The command lines a team uses with its bundle (with its source policy, if it has one)."""
     tls = (f"--tlsservername {server_name} --tlscacert {bundle_dir}/ca.pem --tlscert {bundle_dir}/cert.pem"
            f" --tlskey {bundle_dir}/key.pem")
+    policy = bundle_dir / "source-policy.json"
+    sent = f" --source-policy-file {policy}" if policy.exists() else ""
+    env = f"EXPERIMENTAL_BUILDKIT_SOURCE_POLICY={policy} " if policy.exists() else ""
     return {"buildctl": f"buildctl --addr {address} {tls} build --frontend dockerfile.v0 --local context=. "
-                        "--local dockerfile=.",
+                        f"--local dockerfile=.{sent}",
             "buildx": f"docker buildx create --name remote --driver remote "
                       f"--driver-opt cacert={bundle_dir}/ca.pem,cert={bundle_dir}/cert.pem,key={bundle_dir}/key.pem,"
-                      f"servername={server_name} {address}"}
+                      f"servername={server_name} {address} && {env}docker buildx build --builder remote ."}
 
 
 
 # --------------------------------------------------------------------------------------
 # an installation from the operator's side (certs.*, report.audit)
 # --------------------------------------------------------------------------------------
-def installation(host: str = "", state_dir: str = "") -> tuple[Layout, object | None]:
+def installation(host: str = "", state_dir: str = "", trust_level: str = "") -> tuple[Layout, object | None]:
     """(the production layout, the rehearsal host or None): a host's installation seen
-    through its root filesystem, or one on this machine (state_dir, default /)."""
+    through its root filesystem, or one on this machine (state_dir, default /); with
+    `trust_level`, that builder's among several."""
     from ..core import layout as layout_mod
     from . import hosts
 
+    if trust_level and not re.fullmatch(r"[a-z][a-z0-9]{0,11}", trust_level):
+        raise AccessError(f"--trust-level {trust_level!r} is not a trust level",
+                          "give up to 12 lowercase letters and digits, a letter first, as the profile names it")
     if host and state_dir:
         raise AccessError("--host and --state-dir both name an installation", "give one of them")
     if host:
         h = hosts.load(host)
-        return layout_mod.production(h.rootfs), h
-    return layout_mod.production(state_dir or "/"), None
+        return layout_mod.production(h.rootfs, trust_level), h
+    return layout_mod.production(state_dir or "/", trust_level), None
 
 
 def remote(layout: Layout) -> dict[str, str]:
@@ -380,22 +417,23 @@ def reload_after_revocation(layout: Layout, host) -> str:
 
     if host is None:
         return reload_frontdoor(layout)
-    proc = hosts.run_in(host, [sys.executable, "-m", "runbook_checks.production.access", "reload"],
+    level = layout.trust_level
+    proc = hosts.run_in(host, [sys.executable, "-m", "runbook_checks.production.access", "reload", *([level] if level else [])],
                         cwd=str(PROJECT_ROOT), check=False)
     if proc.returncode:
         raise AccessError(f"the front door in {host.name} did not reload: {proc.stderr.strip()}",
-                          f"read journalctl -u buildkit-frontdoor inside: invoke host.shell {host.name}")
+                          f"read journalctl -u {layout.unit('frontdoor')} inside: invoke host.shell {host.name}")
     return proc.stdout.strip()
 
 
 def main(argv: list[str]) -> int:
-    """`python -m runbook_checks.production.access reload`: on the host itself."""
-    if argv != ["reload"]:
-        print("usage: python -m runbook_checks.production.access reload", file=sys.stderr)
+    """`python -m runbook_checks.production.access reload [TRUST_LEVEL]`: on the host itself."""
+    if not argv or argv[0] != "reload" or len(argv) > 2:
+        print("usage: python -m runbook_checks.production.access reload [TRUST_LEVEL]", file=sys.stderr)
         return 2
     from ..core import layout as layout_mod
 
-    print(reload_frontdoor(layout_mod.production()))
+    print(reload_frontdoor(layout_mod.production("/", argv[1] if len(argv) > 1 else "")))
     return 0
 
 

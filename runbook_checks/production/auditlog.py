@@ -127,14 +127,14 @@ class Metrics:
                 ("buildkit_frontdoor_refused", "connections the front door refused, by the team the certificate"
                  " claims (- without one) and the reason", ("team", "reason")))
 
-    def __init__(self, state_dir: Path | None = None):
+    def __init__(self, state_dir: Path | None = None, trust_level: str = ""):
         from prometheus_client import CollectorRegistry, Counter
 
         self.registry = CollectorRegistry()
         self.calls, self.refused = (Counter(name, doc, list(labels), registry=self.registry)
                                     for name, doc, labels in self.COUNTERS)
         if state_dir is not None:
-            self.registry.register(ExpiryCollector(state_dir))
+            self.registry.register(ExpiryCollector(state_dir, trust_level))
 
     def count(self, entry: dict[str, Any]) -> None:
         status = entry.get("status", "")
@@ -150,8 +150,9 @@ class ExpiryCollector:
 
     NAME = "buildkit_ops_certificate_expiry_timestamp_seconds"
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, trust_level: str = ""):
         self.state_dir = state_dir
+        self.trust_level = trust_level
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -161,17 +162,17 @@ class ExpiryCollector:
 
         family = GaugeMetricFamily(self.NAME, "when each certificate in force expires (the CA, the front door's,"
                                    " each team's soonest)", labels=["certificate"])
-        layout = layout_mod.production(self.state_dir)
+        layout = layout_mod.production(self.state_dir, self.trust_level)
         for name, when in sorted(ca.expiries(layout).items()):
             family.add_metric([name], when)
         yield family
 
 
 def serve(socket_path: Path, file: Path, keep: int, max_bytes: int, group: str = "buildkit",
-          metrics_port: int = 0, state_dir: Path | None = None) -> None:
+          metrics_port: int = 0, state_dir: Path | None = None, trust_level: str = "") -> None:
     log = _writer(file, keep, max_bytes)
     sock = listen(socket_path, group)
-    metrics = Metrics(state_dir)
+    metrics = Metrics(state_dir, trust_level)
     if metrics_port:
         from prometheus_client import start_http_server
 
@@ -268,9 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--group", default="buildkit")
     s.add_argument("--metrics-port", type=int, default=0, help="serve the counts on 127.0.0.1:PORT; 0: none")
     s.add_argument("--state-dir", type=Path, help="the installation whose certificates' expiry to serve")
+    s.add_argument("--trust-level", default="", help="its builder, when the host has one per trust level")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    serve(args.socket, args.file, args.keep, args.max_bytes, args.group, args.metrics_port, args.state_dir)
+    serve(args.socket, args.file, args.keep, args.max_bytes, args.group, args.metrics_port, args.state_dir,
+          args.trust_level)
     return 0
 
 

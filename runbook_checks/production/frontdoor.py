@@ -9,8 +9,9 @@ socket, in two tiers from the start.
 
 HAProxy logs to the audit shipper (production.auditlog) over a unix datagram socket.
 A `metrics` listener serves HAProxy's own Prometheus metrics and buildkitd's, read-only,
-for the organisation's Prometheus. Units: buildkit-frontdoor.service (HAProxy in
-master-worker mode: a reload keeps the builds in flight) and buildkit-audit.service."""
+for the organisation's Prometheus. Units: NAME-frontdoor.service (HAProxy in master-worker
+mode: a reload keeps the builds in flight) and NAME-audit.service, NAME being the
+builder's (buildkit, or buildkit-LEVEL for one of several on a host)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,8 @@ from pathlib import Path
 from ..core.errors import AccessError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
-from ..daemon.systemd import GROUP  # buildkitd's socket: root and the front door's workers
 from . import ca
 
-RUN_DIR = "/run/buildkit-frontdoor"
 HAPROXY = "/usr/sbin/haproxy"
 # one JSON object per line (the audit shipper, production.auditlog, reads these fields);
 # what a client controls goes through HAProxy's json converter
@@ -42,13 +41,18 @@ def config_path(layout: Layout) -> Path:
     return ca.access_dir(layout) / "frontdoor.cfg"
 
 
+def run_dir(layout: Layout) -> str:
+    """The front door's runtime directory on the host (its units' RuntimeDirectory)."""
+    return f"/run/{layout.name}-frontdoor"
+
+
 def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int, audit_metrics_port: int = 0,
                   paths_here: bool = False) -> str:
     """frontdoor.cfg for HAProxy 2.6, its paths as the host sees them (or, with
     `paths_here`, as this machine does: for `haproxy -c` on a tree rendered elsewhere)."""
     where = (lambda path: path) if paths_here else layout.on_host
     p = {k: where(v) for k, v in ca.paths(layout).items()}
-    socket = where(layout.socket_path)
+    socket, run = where(layout.socket_path), run_dir(layout)
     audit_route = (" || { path /audit/metrics }\n    use_backend audit_metrics if { path /audit/metrics }"
                    if audit_metrics_port else "")  # put in after dedent, at the section's indent
     audit = textwrap.dedent(f"""
@@ -75,9 +79,9 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int,
         # Managed by buildkit-ops (runbook: access). Changes here are overwritten.
         global
             user haproxy
-            group {GROUP}
-            log unix@{RUN_DIR}/audit.sock len 8192 format raw local0
-            stats socket {RUN_DIR}/admin.sock mode 600 level admin
+            group {layout.group}
+            log unix@{run}/audit.sock len 8192 format raw local0
+            stats socket {run}/admin.sock mode 600 level admin
             ssl-default-bind-options ssl-min-ver TLSv1.2
 
         defaults
@@ -104,12 +108,12 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int,
 
         backend calls
             mode tcp
-            server calls unix@{RUN_DIR}/calls.sock send-proxy-v2 proxy-v2-options unique-id
+            server calls unix@{run}/calls.sock send-proxy-v2 proxy-v2-options unique-id
 
         # tier 2: a line per gRPC call, to buildkitd's socket
         frontend calls
             mode http
-            bind unix@{RUN_DIR}/calls.sock accept-proxy proto h2 mode 600 user haproxy
+            bind unix@{run}/calls.sock accept-proxy proto h2 mode 600 user haproxy
             log-format '{CALL_FORMAT}'
             default_backend buildkitd
 
@@ -129,7 +133,7 @@ def group_exists(name: str) -> bool:
         return False
 
 
-def check_config(text: str) -> str:
+def check_config(text: str, group: str) -> str:
     """`haproxy -c` on a configuration rendered with `paths_here` (so that it reads the
     installation's certificate files where they are on this machine)."""
     haproxy = shutil.which("haproxy") or HAPROXY
@@ -137,8 +141,8 @@ def check_config(text: str) -> str:
         raise AccessError("HAProxy is not installed, so there is no front door", "apt-get install haproxy")
     with tempfile.TemporaryDirectory(prefix="kit-frontdoor-") as tmp:
         cfg = Path(tmp) / "frontdoor.cfg"
-        if not group_exists(GROUP):  # a tree rendered for another host, whose group this one lacks
-            text = text.replace(f"    group {GROUP}\n", "    group root\n")
+        if not group_exists(group):  # a tree rendered for another host, whose group this one lacks
+            text = text.replace(f"    group {group}\n", "    group root\n")
         cfg.write_text(text)
         proc = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
     if proc.returncode:
@@ -148,21 +152,24 @@ def check_config(text: str) -> str:
 
 
 def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int, metrics_port: int = 0) -> dict[str, str]:
-    """buildkit-audit.service (the shipper) and buildkit-frontdoor.service (HAProxy)."""
-    cfg = layout.on_host(config_path(layout))
-    metrics = f" --metrics-port {metrics_port} --state-dir /" if metrics_port else ""
+    """NAME-audit.service (the shipper) and NAME-frontdoor.service (HAProxy)."""
+    cfg, run = layout.on_host(config_path(layout)), run_dir(layout)
+    level = layout.trust_level
+    metrics = f" --metrics-port {metrics_port} --state-dir /" + (f" --trust-level {level}" if level else "") \
+        if metrics_port else ""
+    audit_unit, door_unit = layout.unit("audit"), layout.unit("frontdoor")
     audit = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: access).
         [Unit]
-        Description=buildkit-ops: the front door's audit log
-        Before=buildkit-frontdoor.service
+        Description=buildkit-ops: the front door's audit log ({layout.name})
+        Before={door_unit}
 
         [Service]
         Type=simple
-        RuntimeDirectory=buildkit-frontdoor
+        RuntimeDirectory={run.removeprefix("/run/")}
         RuntimeDirectoryPreserve=yes
         WorkingDirectory={PROJECT_ROOT}
-        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {RUN_DIR}/audit.sock --file {layout.on_host(audit_log)} --keep {keep} --max-bytes {max_bytes}{metrics}
+        ExecStart={sys.executable} -m runbook_checks.production.auditlog serve --socket {run}/audit.sock --file {layout.on_host(audit_log)} --keep {keep} --max-bytes {max_bytes} --group {layout.group}{metrics}
         Restart=on-failure
 
         [Install]
@@ -171,16 +178,16 @@ def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int, met
     door = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: access).
         [Unit]
-        Description=buildkit-ops: the front door (HAProxy, mutual TLS to buildkitd)
-        After=network-online.target buildkit.socket buildkit-audit.service
-        Wants=network-online.target buildkit-audit.service
+        Description=buildkit-ops: the front door (HAProxy, mutual TLS to {layout.name})
+        After=network-online.target {layout.unit(kind="socket")} {audit_unit}
+        Wants=network-online.target {audit_unit}
 
         [Service]
         Type=notify
-        RuntimeDirectory=buildkit-frontdoor
+        RuntimeDirectory={run.removeprefix("/run/")}
         RuntimeDirectoryPreserve=yes
         ExecStartPre={HAPROXY} -c -q -f {cfg}
-        ExecStart={HAPROXY} -Ws -f {cfg} -p {RUN_DIR}/haproxy.pid
+        ExecStart={HAPROXY} -Ws -f {cfg} -p {run}/haproxy.pid
         ExecReload={HAPROXY} -c -q -f {cfg}
         ExecReload=/bin/kill -USR2 $MAINPID
         KillMode=mixed
@@ -189,4 +196,4 @@ def render_units(layout: Layout, audit_log: Path, keep: int, max_bytes: int, met
         [Install]
         WantedBy=multi-user.target
         """)
-    return {"buildkit-audit.service": audit, "buildkit-frontdoor.service": door}
+    return {audit_unit: audit, door_unit: door}

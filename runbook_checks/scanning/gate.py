@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..core.errors import ScanError
+from ..core.paths import in_checkout
 from ..core.results import Outcome
 from . import sbom
 
@@ -37,8 +38,9 @@ class Rule(BaseModel):
 
 
 def load(path: str | Path) -> list[Rule]:
-    """The rules, or a refusal naming the file, the entry and what to write."""
-    path = Path(path)
+    """The rules (the file absolute, or relative to the checkout), or a refusal naming
+    the file, the entry and what to write."""
+    path = in_checkout(path)
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -93,7 +93,8 @@ def verdict(what: str, findings: list[Finding], fail_on: str, ignore: list[str])
     kept = [f for f in findings if f.code not in ignore]
     failing = [f for f in kept if fails(f, fail_on)]
     counts = {lvl: sum(1 for f in kept if f.level == lvl) for lvl in reversed(LEVELS)}
-    said = ", ".join(f"{n} {lvl}" for lvl, n in counts.items() if n) or "nothing found"
+    plural = {"error": "errors", "warning": "warnings"}
+    said = ", ".join(f"{n} {plural.get(lvl, lvl) if n > 1 else lvl}" for lvl, n in counts.items() if n) or "nothing found"
     ignored = f"; ignored: {', '.join(sorted({f.code for f in findings} & set(ignore)))}" \
         if {f.code for f in findings} & set(ignore) else ""
     facts = {f"{what}_findings": [f.__dict__ for f in kept]}

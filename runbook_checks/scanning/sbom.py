@@ -63,6 +63,8 @@ def syft_binary(version: str = SYFT_VERSION) -> Path:
         return folder / "syft"
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
+    print(f"building syft {version} from the Go module proxy into {folder} (once per version, about 4 minutes)",
+          flush=True)
     try:
         install.go_install(f"{SYFT_MODULE}/cmd/syft@{version}", staging, ldflags="-s -w")
         shutil.rmtree(folder, ignore_errors=True)
@@ -76,10 +78,6 @@ def syft_binary(version: str = SYFT_VERSION) -> Path:
 def scanner_tag(version: str = SYFT_VERSION) -> str:
     """The syft version and the script's digest: a changed script is a new tag."""
     return f"syft-{version}-{hashlib.sha256((SCAN_SCRIPT + SCANNER_DOCKERFILE).encode()).hexdigest()[:8]}"
-
-
-def scanner_ref(registry_port: int) -> str:
-    return f"127.0.0.1:{registry_port}/{SCANNER_REPOSITORY}:{scanner_tag()}"
 
 
 def ensure_scanner(layout: Layout, registry_port: int, sbom_scanner: str, apply: bool) -> Outcome:
@@ -98,6 +96,15 @@ def ensure_scanner(layout: Layout, registry_port: int, sbom_scanner: str, apply:
     out.facts["sbom_scanner"] = out.facts.pop("base_image")
     out.facts.pop("base_digest", None)
     return out
+
+
+def push_scanner(layout: Layout, ref: str) -> str:
+    """Build the kit's scanner on the layout's builder and push it as `ref` (the
+    organisation's registry, which production builders pull it from): its digest."""
+    with tempfile.TemporaryDirectory(prefix="bk-scanner-") as tmp:
+        result = Buildctl.for_layout(layout).build(scanner_context(Path(tmp)), build_args={"SOURCE_DATE_EPOCH": "0"},
+                                                   output=f"type=image,name={ref},push=true,rewrite-timestamp=true")
+    return result.metadata.get("containerimage.digest", "")
 
 
 def scanner_context(dest: Path) -> Path:

@@ -18,16 +18,23 @@ from runbook_checks.scanning import sbom
 from ..conftest import apply
 
 BAD = "FROM {base} AS Base\nMAINTAINER someone\nRUN true\n"
+GOOD = "FROM {base}\nRUN mkdir -p /app && echo scanned > /app/file\nCOPY Dockerfile /app/\n"
 
 
 @pytest.fixture(scope="module")
-def scan(ci_daemon, registry_builder, runs_base):
-    """Run the scan runbook on the ci builder with the local registry: (report, facts)."""
+def scan(ci_daemon, registry_builder, runs_base, tmp_path_factory):
+    """Run the scan runbook on the ci builder with the local registry, on a context FROM
+    the busybox base in that registry: (run, registry port)."""
     _, port = registry_builder
     images.push_busybox_base(ci_daemon, port)
+    ctx = tmp_path_factory.mktemp("scan-ctx")
+    (ctx / "Dockerfile").write_text(GOOD.format(base=images.base_ref(port)))
 
     def run(*sets: str, mode: str = "apply"):
-        result = runner.run("scan", "ci", mode, (f"state_dir={ci_daemon.state_dir}", f"registry_port={port}", *sets),
+        given = {s.split("=", 1)[0] for s in sets}
+        defaults = {"scan_context": str(ctx), "registry_port": str(port)}
+        chosen = [f"{k}={v}" for k, v in defaults.items() if k not in given]
+        result = runner.run("scan", "ci", mode, (f"state_dir={ci_daemon.state_dir}", *chosen, *sets),
                             base=runs_base, progress=False)
         return result.report
 
@@ -128,3 +135,21 @@ def test_bad_inputs_are_refused_before_anything_is_built(scan, tmp_path):
     assert [s.name for s in report.steps] == ["inputs"] and "entry 1: reason: Field required" in report.steps[0].message
     report = run(f"scan_context={tmp_path}")
     assert "has no Dockerfile" in report.steps[0].message
+
+
+def test_the_scanner_pushed_to_a_registry_serves_a_builder_without_the_kits(scan, ci_daemon):
+    """`invoke scan.scanner --push REF` for production builders, then a scan that uses
+    the profile's scanner (registry_port 0: the kit pushes nothing)."""
+    import subprocess
+    import sys
+
+    run, port = scan
+    ref = f"127.0.0.1:{port}/tools/sbom-scanner:1"
+    proc = subprocess.run([sys.executable, "-m", "invoke", "scan.scanner", "--push", ref, "--state-dir",
+                           str(ci_daemon.state_dir)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert f"sbom_scanner: {ref}" in proc.stdout and registry.manifest_digest(port, "tools/sbom-scanner", "1")
+    report = run("registry_port=0", f"sbom_scanner={ref}")
+    by = steps(report)
+    assert by["SBOM scanner image"].message == f"the profile's scanner image {ref}"
+    assert by["build with an SBOM"].status == "ok" and "busybox 1.35.0" in by["build with an SBOM"].message

@@ -33,8 +33,8 @@ def invoke(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "invoke", *args], capture_output=True, text=True, timeout=900)
 
 
-def run(runbook: str, mode: str = "apply", *sets: str) -> dict:
-    code, records = rehearsal.run_runbook(NAME, runbook, "production", mode, sets)
+def run(runbook: str, mode: str = "apply", *sets: str, profile: str = "production") -> dict:
+    code, records = rehearsal.run_runbook(NAME, runbook, profile, mode, sets)
     report = json.loads(records[-1].read_text())
     assert report["host"] == NAME
     assert code == 0 and report["status"] != "failed", json.dumps(report["steps"], indent=1)
@@ -237,6 +237,75 @@ def test_network_host_is_refused_here_and_allowed_where_the_profile_grants_it(ho
         run("configure", "apply")
     step = next(s for s in run("access", "check")["steps"] if s["name"] == "insecure entitlements")
     assert "refused by the daemon" in step["message"]
+
+
+def test_a_source_policy_travels_in_bundles_and_binds_the_clients_that_send_it(host, layout, remote, tmp_path):
+    """The profile's source policy goes into every new bundle and its command line; a
+    build that sends it is refused by BuildKit's policy engine; the same build without it
+    is not refused by the policy (buildkitd enforces only what a client sends)."""
+    h, _ = host
+    policy = {"rules": [{"action": "DENY", "selector": {"identifier": "docker-image://127.0.0.1:9/*"}}]}
+    (h.exchange / "policy.json").write_text(json.dumps(policy))
+    try:
+        report = run("access", "apply", f"source_policy={hosts.EXCHANGE / 'policy.json'}")
+        step = next(s for s in report["steps"] if s["name"] == "source policy for teams' bundles")
+        assert step["status"] == "changed" and "1 deny" in step["message"], step
+        proc = invoke("certs.issue", "team-p", "--host", NAME, "--out", str(tmp_path / "p"))
+        assert proc.returncode == 0, proc.stderr
+        bundle = tmp_path / "p"
+        assert json.loads((bundle / "source-policy.json").read_text()) == policy
+        assert f"--source-policy-file {bundle}/source-policy.json" in proc.stdout
+        assert f"EXPERIMENTAL_BUILDKIT_SOURCE_POLICY={bundle}/source-policy.json" in proc.stdout
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text("FROM 127.0.0.1:9/kit/denied:1\nRUN true\n")
+        with pytest.raises(BuildctlError) as sent:
+            client(bundle, remote).build(ctx, source_policy=bundle / "source-policy.json", timeout=120)
+        assert "denied by policy" in sent.value.problem
+        with pytest.raises(BuildctlError) as unsent:  # nothing to pull there: refused by the network, not the policy
+            client(bundle, remote).build(ctx, timeout=120)
+        assert "denied by policy" not in unsent.value.problem and "127.0.0.1:9" in unsent.value.problem
+    finally:
+        report = run("access", "apply")
+    step = next(s for s in report["steps"] if s["name"] == "source policy for teams' bundles")
+    assert step["status"] == "changed" and "moved" in step["message"] and not access.policy_path(layout).exists()
+
+
+def test_a_builder_per_trust_level_has_its_own_daemon_limits_front_door_and_ca(host, layout, remote, tmp_path):
+    """The example profile's `untrusted` level beside the host's builder: its own units,
+    root, limits in force, bridge, front door and CA; each level refuses the other's
+    certificates; its second apply changes nothing."""
+    h, _ = host
+    profile = str(PROJECT_ROOT / "docs/examples/trust-levels.yaml")
+    level = ("trust_level=untrusted",)
+    reports = {name: run(name, "apply", *level, profile=profile) for name in SEQUENCE}
+    untrusted = layout_mod.production(h.rootfs, "untrusted")
+    assert untrusted.config_path.exists() and 'bridgeName = "bk-untrusted"' in untrusted.config_path.read_text()
+    limits = reports["verify"]["facts"]["limits_in_force"]
+    for name in ("memory_max", "cpu_quota", "tasks_max"):  # the level's, not the host builder's
+        assert limits[name]["configured"] == limits[name]["in_force"], (name, limits[name])
+    assert str(limits["tasks_max"]["in_force"]) == "1024" and str(limits["cpu_quota"]["in_force"]) == "100%"
+    facts = reports["access"]["facts"]
+    assert facts["remote_address"] == f"tcp://{h.address}:1244"
+    assert facts["ca_cert"] == "/etc/buildkit-untrusted/access/ca.pem"
+    assert ca.paths(untrusted)["ca"].read_bytes() != ca.paths(layout)["ca"].read_bytes()
+    for name in SEQUENCE:
+        assert changed(run(name, "apply", *level, profile=profile)) == [], name
+
+    proc = invoke("certs.issue", "team-u", "--host", NAME, "--trust-level", "untrusted", "--out", str(tmp_path / "u"))
+    assert proc.returncode == 0, proc.stderr
+    level_remote = access.remote(untrusted)
+    assert level_remote["remote_address"].endswith(":1244")
+    result = build(tmp_path / "u", level_remote)
+    assert len([v for v in result.steps if " RUN " in v["name"]]) == 2
+    ours = issue("team-b", tmp_path)  # the host's builder
+    refused(ours, level_remote)  # another level's CA
+    refused(tmp_path / "u", remote)
+    # two daemons, two roots
+    workers = {client(ours, remote).workers()[0]["id"], client(tmp_path / "u", level_remote).workers()[0]["id"]}
+    assert len(workers) == 2
+    listed = json.loads(invoke("certs.list", "--host", NAME, "--trust-level", "untrusted", "--json").stdout)
+    assert {r["team"] for r in listed} >= {"team-u", access.PROBE_TEAM} and "team-b" not in {r["team"] for r in listed}
 
 
 def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, layout):

@@ -105,15 +105,15 @@ def test_without_a_ca_the_fix_is_the_access_runbook(tmp_path):
 def test_haproxy_accepts_the_front_door_configuration(tree):
     ca.ensure_server_cert(tree, ["localhost"], apply=True)
     text = frontdoor.render_config(tree, 18443, 18405, 6060, paths_here=True)
-    assert frontdoor.check_config(text) == "haproxy -c: valid" and "/audit/metrics" not in text
+    assert frontdoor.check_config(text, tree.group) == "haproxy -c: valid" and "/audit/metrics" not in text
     with_audit = frontdoor.render_config(tree, 18443, 18405, 6060, 18406, paths_here=True)
-    assert frontdoor.check_config(with_audit) == "haproxy -c: valid" and "server audit 127.0.0.1:18406" in with_audit
+    assert frontdoor.check_config(with_audit, tree.group) == "haproxy -c: valid" and "server audit 127.0.0.1:18406" in with_audit
     assert "verify required" in text and "use_backend refused unless { ssl_c_verify 0 }" in text
     # the host's configuration names its own paths; this machine's check reads the tree's
     assert "crt /etc/buildkit/access/server.pem" in frontdoor.render_config(tree, 18443, 18405, 6060)
     assert f"crt {tree.state_dir}/etc/buildkit/access/server.pem" in text
     with pytest.raises(AccessError, match="haproxy -c refused"):
-        frontdoor.check_config(text.replace("mode tcp", "mode nonsense", 1))
+        frontdoor.check_config(text.replace("mode tcp", "mode nonsense", 1), tree.group)
 
 
 def test_the_front_door_units_verify_and_name_the_shipper(tree):

@@ -195,7 +195,7 @@ def test_the_grafana_dashboard_is_generated_and_the_committed_copy_is_current():
     assert dashboards.check_dashboard_json(text) == []
     doc = json.loads(text)
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
-    assert rows == ["Builds", "Durations", "Cache", "Resources", "Plugins"]
+    assert rows == ["Builds", "Durations", "Cache", "Resources", "Plugins", "Front door"]
     exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
     assert "buildkit:build_duration_seconds:p95_5m" in exprs
     assert any(e.startswith("histogram_count(") for e in exprs)
