@@ -14,6 +14,7 @@ from pathlib import Path
 from ..core import files
 from ..core.errors import InstallError, KitError
 from ..core.layout import Layout
+from ..core.paths import PROJECT_ROOT
 from ..core.results import Outcome
 from ..daemon.contexts import context_with_base
 from ..daemon.install import binary_version, go_install
@@ -92,10 +93,11 @@ def ensure_plugin(target_dir: Path, version: str, source: str, apply: bool) -> O
                            buildx_version=version)
 
 
-def _docker(*args: str, env: dict[str, str], timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+def _docker(*args: str, env: dict[str, str], timeout: float = 120, check: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
     if not shutil.which("docker"):
         raise KitError("the docker CLI is not installed", "install the Docker CLI (docker-ce-cli); no engine is needed")
-    proc = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     if check and proc.returncode:
         raise KitError(f"docker {' '.join(args[:3])} failed: {(proc.stderr or proc.stdout).strip()[-1000:]}",
                        "read the message above; `docker buildx ls` shows the builders")
@@ -152,3 +154,34 @@ def build_through(name: str, env: dict[str, str], apply: bool) -> Outcome:
         raise KitError("docker buildx build succeeded but the RUN step's output is missing",
                        "run it by hand with --progress plain and compare")
     return Outcome.ok(f"docker buildx build through {name} ran a RUN step on the kit's buildkitd")
+
+
+POLICY_EXAMPLE = PROJECT_ROOT / "docs/examples/build-policy"
+
+
+def policy_in_force(name: str, env: dict[str, str], apply: bool) -> Outcome:
+    """buildx's build policies (Rego in Dockerfile.rego beside the Dockerfile, buildx 0.31
+    and later): the example policy's own tests pass, and a build through the builder whose
+    base the policy does not allow is refused before anything is pulled. buildx evaluates
+    them on the client: buildctl, or a client without the file, is not bound by them."""
+    if builder_endpoint(name, env) is None:
+        if not apply:
+            return Outcome.skipped(f"builder {name} does not exist yet (check mode)")
+        raise KitError(f"builder {name} does not exist", "run the plugins-configure runbook in apply mode")
+    tests = _docker("buildx", "policy", "test", ".", env=env, check=False, cwd=POLICY_EXAMPLE)  # it reads ./Dockerfile.rego
+    passed = re.findall(r"^(\S+): PASS", tests.stdout, re.M)
+    if tests.returncode or not passed:
+        raise KitError(f"the example policy's tests did not pass: {(tests.stdout + tests.stderr).strip()[-1000:]}",
+                       f"run docker buildx policy test {POLICY_EXAMPLE} by hand (buildx 0.31 or later)")
+    with tempfile.TemporaryDirectory(prefix="bk-policy-") as tmp:
+        shutil.copy2(POLICY_EXAMPLE / "Dockerfile.rego", tmp)
+        (Path(tmp) / "Dockerfile").write_text("FROM 127.0.0.1:9/kit/not-allowed:1\nRUN true\n")
+        proc = _docker("buildx", "build", "--builder", name, "--progress", "plain", tmp, env=env, check=False,
+                       timeout=300)
+    said = next((ln for ln in proc.stderr.splitlines() if "not allowed by policy" in ln), "")
+    if not proc.returncode or not said:
+        raise KitError(f"a base image outside the build policy was not refused by it: {proc.stderr.strip()[-800:]}",
+                       "check that buildx is 0.31 or later (buildx_version) and loads Dockerfile.rego")
+    return Outcome.ok(f"buildx evaluates build policies: {len(passed)} tests of {POLICY_EXAMPLE.name} pass, and a base"
+                      " outside the policy is refused before any pull"
+                      f" ({said.split('could not resolve image due to policy:')[-1].strip()})")

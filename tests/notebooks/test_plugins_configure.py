@@ -23,7 +23,7 @@ def run(mode, ci_daemon, docker_config, runs_base):
 def test_check_apply_again(ci_daemon, runs_base, tmp_path):
     docker_config = tmp_path / "docker"
     check = run("check", ci_daemon, docker_config, runs_base)
-    assert [s.status for s in check.report.steps] == ["changed", "changed", "skipped"], check.report.to_json()
+    assert [s.status for s in check.report.steps] == ["changed", "changed", "skipped", "skipped"], check.report.to_json()
     assert not docker_config.exists()
 
     first = run("apply", ci_daemon, docker_config, runs_base)
@@ -33,6 +33,10 @@ def test_check_apply_again(ci_daemon, runs_base, tmp_path):
     env = buildx.docker_env(str(docker_config))
     assert buildx.builder_endpoint("buildkit-ops-ci", env) == ci_daemon.address
     assert buildx.current_builder(env) == "buildkit-ops-ci"
+
+    policy = first.report.steps[-1]
+    assert policy.name == "build policy (buildx, on the client)" and policy.status == "ok", policy
+    assert "tests of build-policy pass" in policy.message and "not allowed by policy: action DENY" in policy.message
 
     second = run("apply", ci_daemon, docker_config, runs_base)
     assert second.report.summary["changed"] == 0, second.report.to_json()
