@@ -67,6 +67,8 @@ BUILDKIT_DEFAULTS = {
     "worker.oci.gcpolicy": "4 rules sized from the disk (below)",
     "worker.oci.networkMode": '`"auto"`: CNI when `/etc/buildkit/cni.json` exists, else the host\'s network',
     "worker.oci.cniBinaryPath": "`/opt/cni/bin`",
+    "worker.oci.defaultCgroupParent": "none: each build container in `/buildkit/<id>` at each cgroup hierarchy's"
+                                      " root",
     "worker.oci.bridgeName": "`buildkit0`",
     "worker.oci.bridgeSubnet": "`10.10.0.0/16`",
     'frontend."gateway.v0".allowedRepositories': "empty: every frontend image is allowed",
@@ -99,6 +101,11 @@ SETTINGS = [
                                                  " server's loopback"),
     ("worker.oci.cniBinaryPath", "`network_mode`", "`/usr/lib/cni` (Debian's `containernetworking-plugins`) with"
                                                    " `bridge`"),
+    ("worker.oci.defaultCgroupParent", "`service_manager`, `trust_level`", "under systemd, the builder's slice"
+                                                                          " (`buildkit.slice`), which carries its"
+                                                                          " limits: build containers run in"
+                                                                          " `SLICE/buildkit/<id>`, beside the daemon,"
+                                                                          " inside the limits"),
     ("worker.oci.bridgeName", "`trust_level`", "`bk-LEVEL` with `bridge`, for a builder of a trust level (one"
                                                " bridge each, so the levels' RUN steps cannot reach each other)"),
     ("worker.oci.bridgeSubnet", "`bridge_subnet`", "with `bridge`, when set (required for a builder of a trust"
@@ -393,6 +400,8 @@ def show_setting(key: str, values: dict, cfg) -> str:
         from runbook_checks.daemon.config import CNI_BINARY_PATH
 
         return code(toml_value(CNI_BINARY_PATH)) if cfg.network_mode == "bridge" else "not written"
+    if key == "worker.oci.defaultCgroupParent":
+        return code(toml_value(cfg.cgroup_parent)) if cfg.cgroup_parent else "not written (no systemd)"
     if key == "worker.oci.bridgeName":
         return code(toml_value(cfg.bridge_name)) if cfg.bridge_name else "not written (BuildKit's `buildkit0`)"
     if key == "worker.oci.bridgeSubnet":

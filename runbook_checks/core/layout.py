@@ -33,6 +33,12 @@ class Layout:
         return f"{self.name}{'-' + part if part else ''}.{kind}"
 
     @property
+    def slice(self) -> str:
+        """The systemd slice that holds the builder's daemon and its build containers and
+        carries its limits (no "-": systemd would nest buildkit-x.slice in buildkit.slice)."""
+        return f"{self.name.replace('-', '_')}.slice"
+
+    @property
     def trust_level(self) -> str:
         """The trust level this builder serves ("" for a host's only builder)."""
         return self.name.removeprefix("buildkit-") if self.name != "buildkit" else ""

@@ -34,8 +34,9 @@ class Limit:
         return asdict(self)
 
 
-def paths(pid: int) -> dict[str, Path]:
-    """{controller: its cgroup directory} of a process; "unified" for the v2 hierarchy."""
+def paths(pid: int, scope: str = "") -> dict[str, Path]:
+    """{controller: its cgroup directory} of a process; "unified" for the v2 hierarchy.
+    With `scope` (a slice's name), the directory of that ancestor instead, where it is one."""
     found: dict[str, Path] = {}
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, rel = line.split(":", 2)
@@ -46,6 +47,8 @@ def paths(pid: int) -> dict[str, Path]:
         for name in controllers.split(","):
             if name and not name.startswith("name="):
                 found[name] = CGROUP_ROOT / name / rel
+    if scope:
+        found = {k: next((p for p in (v, *v.parents) if p.name == scope), v) for k, v in found.items()}
     return found
 
 
@@ -76,10 +79,10 @@ def scheduler(path: Path) -> str:
     return ""
 
 
-def in_force(pid: int, configured: dict[str, str], data_dir: Path) -> dict[str, Limit]:
+def in_force(pid: int, configured: dict[str, str], data_dir: Path, scope: str = "") -> dict[str, Limit]:
     """Each configured limit (memory_max, cpu_quota, tasks_max, io_weight) as the
-    process's cgroups hold it."""
-    where = paths(pid)
+    process's cgroups hold it (its `scope` slice's, when given)."""
+    where = paths(pid, scope)
     v2 = where.get("unified")
     out: dict[str, Limit] = {}
     for name, wanted in configured.items():

@@ -14,6 +14,7 @@ from ..core.errors import ConfigError
 from ..core.layout import Layout
 from ..core.params import GcRule, Semantics
 from ..core.results import Outcome
+from .systemd import choose_manager
 
 HEADER = "# Managed by buildkit-ops (runbook: configure). Local edits are replaced on the next apply;\n" \
          "# the previous file is kept in the backup directory.\n"
@@ -69,6 +70,7 @@ class BuildkitdConfig:
     network_mode: str = "auto"
     bridge_name: str = ""  # BuildKit's default buildkit0 when empty
     bridge_subnet: str = ""  # BuildKit's default 10.10.0.0/16 when empty
+    cgroup_parent: str = ""  # under systemd: the builder's slice, which carries its limits
     allowed_frontends: list[str] = field(default_factory=list)
 
     @classmethod
@@ -95,6 +97,7 @@ class BuildkitdConfig:
             registry_tls={host: tls.model_dump() for host, tls in sem.registry_tls.items()},
             network_mode=sem.network_mode, allowed_frontends=list(sem.allowed_frontends),
             bridge_name=bridge_name, bridge_subnet=sem.bridge_subnet if sem.network_mode == "bridge" else "",
+            cgroup_parent=layout.slice if choose_manager(sem.service_manager) == "systemd" else "",
         )
 
     def to_toml(self) -> str:
@@ -119,6 +122,8 @@ class BuildkitdConfig:
         oci.add("snapshotter", self.snapshotter)
         oci.add("max-parallelism", self.max_parallelism)
         oci.add("gc", self.gc)
+        if self.cgroup_parent:  # build containers in NAME.slice/buildkit/<id>, under the slice's limits
+            oci.add("defaultCgroupParent", self.cgroup_parent)
         if self.network_mode != "auto":
             oci.add("networkMode", self.network_mode)
         if self.network_mode == "bridge":  # BuildKit's own bridge, with Debian's CNI plugins

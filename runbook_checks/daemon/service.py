@@ -19,13 +19,7 @@ from .install import RUNC_PATH
 from .programs import Program, check_ports_free, daemon_environment, render_sections
 from .supervisor import Supervisor
 from . import systemd
-from .systemd import Limits, Systemd, render_units, systemd_is_pid1, verify_rendered_units
-
-
-def choose_manager(requested: str) -> str:
-    if requested == "auto":
-        return "systemd" if systemd_is_pid1() else "supervisor"
-    return requested
+from .systemd import Limits, Systemd, choose_manager, render_units, verify_rendered_units
 
 
 def manager_for(layout: Layout, requested: str = "auto") -> Supervisor | Systemd:
@@ -234,8 +228,8 @@ def converge_daemon(layout: Layout, manager, apply: bool, rollback_to: str = "",
                                " install them on the build server (state_dir=/) to run the daemon")
     info = manager.info()
     running = info["state"] in ("RUNNING", "STARTING")
-    watched = (layout.config_path, layout.buildkitd, layout.supervisor_conf,
-               layout.unit_dir / layout.unit(), layout.unit_dir / layout.unit(kind="socket"))
+    watched = (layout.config_path, layout.buildkitd, layout.supervisor_conf, layout.unit_dir / layout.unit(),
+               layout.unit_dir / layout.unit(kind="socket"), layout.unit_dir / layout.slice)
     inputs = [p for p in watched if p.exists()]
     newer = [p.name for p in inputs if p.stat().st_mtime > info["start"]]
     if running and not newer and daemon_answers(layout):

@@ -27,6 +27,13 @@ def systemd_is_pid1() -> bool:
         return False
 
 
+def choose_manager(requested: str) -> str:
+    """auto: systemd where it is PID 1, else supervisord."""
+    if requested == "auto":
+        return "systemd" if systemd_is_pid1() else "supervisor"
+    return requested
+
+
 @dataclass
 class Limits:
     cpu_quota: str = ""
@@ -46,7 +53,9 @@ class Limits:
 
 
 def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: Path | None = None) -> dict[str, str]:
-    """NAME.socket + NAME.service with socket activation and resource control.
+    """NAME.socket + NAME.service with socket activation, in NAME.slice, which carries the
+    limits: buildkitd puts its build containers in that slice too (defaultCgroupParent),
+    so the limits bound the builds, not only the daemon.
 
     Paths are the host's (`prefix` is where the binaries live on the real host)."""
     exe = (prefix or Path("/usr/local/bin")) / "buildkitd"
@@ -67,6 +76,7 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
         Wants=network-online.target
 
         [Service]
+        Slice={layout.slice}
         Type=notify
         Environment=PATH={RUNC_PATH}
         ExecStart={exe} --config {config} --addr fd://{tcp}
@@ -77,11 +87,18 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
         Delegate=yes
         LimitNOFILE=1048576
         OOMScoreAdjust=-500
-        """) + "\n".join(control) + textwrap.dedent("""
 
         [Install]
         WantedBy=multi-user.target
         """)
+    builds = textwrap.dedent(f"""\
+        # Managed by buildkit-ops (runbook: install).
+        [Unit]
+        Description=BuildKit builder {layout.name}: the daemon and its build containers
+        Before=slices.target
+
+        [Slice]
+        """) + "\n".join(control) + "\n"
     sock = textwrap.dedent(f"""\
         # Managed by buildkit-ops (runbook: install).
         [Unit]
@@ -97,7 +114,7 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
         [Install]
         WantedBy=sockets.target
         """)
-    return {layout.unit(): service, layout.unit(kind="socket"): sock}
+    return {layout.unit(): service, layout.unit(kind="socket"): sock, layout.slice: builds}
 
 
 RESOURCE_FIX = "fix the resource-control parameters named above (cpu_quota, memory_max, io_weight, tasks_max)"

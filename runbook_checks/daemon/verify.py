@@ -186,15 +186,15 @@ def build_and_rebuild(layout: Layout) -> Outcome:
                       build_seconds=first.seconds, rebuild_seconds=second.seconds)
 
 
-def limits_in_force(manager_name: str, pid: int, limits: Limits, data_dir: Path) -> Outcome:
-    """Under systemd, each of the unit's limits as the daemon's cgroups hold it (memory,
-    CPU quota, tasks, I/O weight), in the units the profile gives them; a limit this
-    machine cannot enforce is reported with the reason, never passed. Elsewhere (no
-    systemd) the step is skipped and says why."""
+def limits_in_force(manager_name: str, pid: int, limits: Limits, data_dir: Path, scope: str = "") -> Outcome:
+    """Under systemd, each of the builder's limits as its slice's cgroups hold them
+    (`scope`; memory, CPU quota, tasks, I/O weight), in the units the profile gives them;
+    a limit this machine cannot enforce is reported with the reason, never passed.
+    Elsewhere (no systemd) the step is skipped and says why."""
     if manager_name != "systemd":
         return Outcome.skipped("CPUQuota/MemoryMax/IOWeight/TasksMax are systemd properties and systemd is not PID 1"
                                " here; max-parallelism is checked above", manager=manager_name)
-    found = cgroups.in_force(pid, limits.configured(), data_dir)
+    found = cgroups.in_force(pid, limits.configured(), data_dir, scope)
     facts = {"manager": manager_name, "limits_in_force": {k: v.to_dict() for k, v in found.items()}}
     wrong = {k: v for k, v in found.items() if not v.holds and not v.reason}
     if wrong:
@@ -203,4 +203,51 @@ def limits_in_force(manager_name: str, pid: int, limits: Limits, data_dir: Path)
                        "systemctl daemon-reload, then restart the builder's service (apply the configure runbook)")
     held = ", ".join(f"{k}={v.in_force}" for k, v in found.items() if v.holds)
     unable = "; ".join(f"{k}={v.configured} not enforced here: {v.reason}" for k, v in found.items() if v.reason)
-    return Outcome.ok(f"in force in the daemon's cgroups: {held or 'none'}" + (f". {unable}" if unable else ""), **facts)
+    where = f"{scope}'s cgroups (the daemon and its builds)" if scope else "the daemon's cgroups"
+    return Outcome.ok(f"in force in {where}: {held or 'none'}" + (f". {unable}" if unable else ""), **facts)
+
+
+def builds_within_limits(layout: Layout, manager_name: str, pid: int, timeout: float = 60) -> Outcome:
+    """Under systemd, a RUN step's container runs inside the builder's slice, beside the
+    daemon (`NAME.slice/buildkit/<id>`), so the slice's limits bound the builds too:
+    seen from this side, in the slice's cgroups, while the step runs. Elsewhere build
+    containers sit in `/buildkit/<id>` at each hierarchy's root, bound by nothing the kit
+    sets; the step says so."""
+    import threading
+    import time
+
+    if manager_name != "systemd":
+        return Outcome.skipped("without systemd there is no slice: build containers run in /buildkit/<id> at each"
+                               " cgroup hierarchy's root, bound only by max-parallelism")
+    where = cgroups.paths(pid, layout.slice)
+    watch = where.get("pids") or where.get("unified")
+    if watch is None or watch.name != layout.slice:
+        raise KitError(f"the daemon (pid {pid}) does not run in {layout.slice}",
+                       "apply the install and configure runbooks (the service unit says Slice=) and restart it")
+    errors: list[str] = []
+
+    def build() -> None:
+        with tempfile.TemporaryDirectory(prefix="bk-slice-") as tmp:
+            ctx = context_with_base(Path(tmp), f"RUN echo {uuid.uuid4().hex} > /nonce && sleep 4\n")
+            try:
+                Buildctl.for_layout(layout).build(ctx, timeout=timeout)
+            except KitError as exc:
+                errors.append(exc.problem)
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    seen: list[Path] = []
+    deadline = time.monotonic() + timeout
+    while worker.is_alive() and not seen and time.monotonic() < deadline:
+        seen = [p.parent for p in watch.glob("buildkit/*/cgroup.procs") if p.read_text().strip()]
+        time.sleep(0.2)
+    worker.join(timeout)
+    if errors:
+        raise KitError(f"the probe build failed: {errors[0]}", "read the daemon's log")
+    if not seen:
+        raise KitError(f"no build container appeared under {watch}/buildkit while a RUN step ran: they run outside"
+                       f" {layout.slice}, so its limits do not bound them",
+                       "apply the configure runbook (buildkitd.toml's defaultCgroupParent) and restart the daemon")
+    return Outcome.ok(f"a RUN step ran in cgroup /{seen[0].relative_to(watch.parent)}, inside {layout.slice} with the"
+                      " daemon: the slice's limits bound the builds",
+                      build_cgroup_parent=f"{layout.slice}/buildkit")

@@ -308,6 +308,44 @@ def test_a_builder_per_trust_level_has_its_own_daemon_limits_front_door_and_ca(h
     assert {r["team"] for r in listed} >= {"team-u", access.PROBE_TEAM} and "team-b" not in {r["team"] for r in listed}
 
 
+TIGHT = """extends: production
+trust_levels:
+  tight:
+    memory_max: 256MiB
+    cpu_quota: 50%
+    tasks_max: 256
+    frontdoor_port: 1254
+    frontdoor_metrics_port: 8425
+    audit_metrics_port: 8426
+    debug_port: 6080
+    bridge_subnet: 10.13.0.0/16
+"""
+
+
+def test_each_limit_is_hit_by_a_build_inside_the_builders_slice(host, tmp_path):
+    """A builder with small limits: its build containers run inside its slice, and the
+    limits runbook hits each one with a real build, measured from the slice's counters."""
+    profile = tmp_path / "tight.yaml"
+    profile.write_text(TIGHT)
+    for name in ("install", "configure"):
+        run(name, "apply", "trust_level=tight", profile=str(profile))
+    report = run("limits", "apply", "trust_level=tight", profile=str(profile))
+    steps = {s["name"]: s for s in report["steps"]}
+    assert "inside buildkit_tight.slice with the daemon" in steps["build containers within the limits"]["message"]
+    memory = steps["memory: a step past memory_max"]
+    assert memory["status"] == "ok" and "was OOM-killed in buildkit_tight.slice" in memory["message"], memory
+    assert "the daemon answers" in memory["message"]
+    assert report["facts"]["memory_limit_hits"] >= 1
+    cpu = steps["CPU: busy steps against cpu_quota"]
+    assert cpu["status"] == "ok" and report["facts"]["cpu_throttled_periods"] > 0, cpu
+    assert report["facts"]["cpu_share_percent"] <= 63  # 50%, and what the kernel lets a period overrun
+    tasks = steps["tasks: a step past tasks_max"]
+    assert tasks["status"] == "ok" and "exit code 42" in tasks["message"], tasks
+    # the host's builder: its builds in its own slice too (verify's step)
+    step = next(s for s in host[1]["verify"]["steps"] if s["name"] == "build containers within the limits")
+    assert "inside buildkit.slice with the daemon" in step["message"], step
+
+
 def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, layout):
     proc = invoke("bench.frontdoor", "--host", NAME, "--rounds", "2")
     assert proc.returncode in (0, 1), proc.stderr  # 1: below the speed goal, which is the benchmark's to say

@@ -63,7 +63,9 @@ def test_each_level_owns_its_paths_units_group_and_front_door(tmp_path):
     assert level.config_path == tmp_path / "etc/buildkit-untrusted/buildkitd.toml"
     assert level.root_dir == tmp_path / "var/lib/buildkit-untrusted" and level.run_dir == tmp_path / "run/buildkit-untrusted"
     units = systemd.render_units(level, systemd.Limits(memory_max="4G"))
-    assert set(units) == {"buildkit-untrusted.service", "buildkit-untrusted.socket"}
+    assert set(units) == {"buildkit-untrusted.service", "buildkit-untrusted.socket", "buildkit_untrusted.slice"}
+    assert "Slice=buildkit_untrusted.slice" in units["buildkit-untrusted.service"]  # not nested in buildkit.slice
+    assert "MemoryMax=4G" in units["buildkit_untrusted.slice"]
     sock = units["buildkit-untrusted.socket"]
     assert "ListenStream=/run/buildkit-untrusted/buildkitd.sock" in sock and "SocketGroup=buildkit-untrusted" in sock
     assert "Requires=buildkit-untrusted.socket" in units["buildkit-untrusted.service"]
@@ -76,7 +78,8 @@ def test_each_level_owns_its_paths_units_group_and_front_door(tmp_path):
     assert "group buildkit-untrusted" in cfg and "/etc/buildkit-untrusted/access/ca.pem" in cfg
     assert "unix@/run/buildkit-untrusted/buildkitd.sock" in cfg
     # the default builder keeps the names it always had
-    assert set(systemd.render_units(default, systemd.Limits())) == {"buildkit.service", "buildkit.socket"}
+    assert set(systemd.render_units(default, systemd.Limits())) == {"buildkit.service", "buildkit.socket",
+                                                                     "buildkit.slice"}
     assert frontdoor.run_dir(default) == "/run/buildkit-frontdoor"
 
 
@@ -86,6 +89,7 @@ def test_each_levels_run_steps_get_their_own_bridge(tmp_path):
     oci = BuildkitdConfig.from_params(params, level, 6070).to_toml()
     assert 'bridgeName = "bk-untrusted"' in oci and 'bridgeSubnet = "10.12.0.0/16"' in oci
     assert 'root = "' + str(tmp_path / "var/lib/buildkit-untrusted") in oci
+    assert 'defaultCgroupParent = "buildkit_untrusted.slice"' in oci  # its builds under its own limits
     # a level without a subnet of its own would share the default bridge with the others
     with pytest.raises(ConfigError) as err:
         BuildkitdConfig.from_params({**params, "bridge_subnet": ""}, level, 6070)

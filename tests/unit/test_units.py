@@ -20,10 +20,13 @@ def test_units_render_and_verify(tmp_path):
     assert out.status == "changed" and not (tmp_path / "etc").exists()
     out = service.write_service_definition(layout, "systemd", limits, "tcp://127.0.0.1:1234", apply=True)
     unit = (layout.unit_dir / "buildkit.service").read_text()
-    for line in ("CPUQuota=400%", "MemoryMax=17179869184", "IOWeight=200", "TasksMax=8192", "Type=notify",
-                 "ExecStart=/usr/local/bin/buildkitd --config /etc/buildkit/buildkitd.toml --addr fd:// --addr tcp://127.0.0.1:1234",
-                 "Delegate=yes"):
+    for line in ("Slice=buildkit.slice", "Type=notify", "Delegate=yes",
+                 "ExecStart=/usr/local/bin/buildkitd --config /etc/buildkit/buildkitd.toml --addr fd:// --addr tcp://127.0.0.1:1234"):
         assert line in unit
+    # the limits are the slice's: it holds the daemon and the build containers (defaultCgroupParent)
+    builds = (layout.unit_dir / "buildkit.slice").read_text()
+    for line in ("[Slice]", "CPUQuota=400%", "MemoryMax=17179869184", "IOWeight=200", "TasksMax=8192"):
+        assert line in builds and line not in unit.replace("[Slice]", "")
     sock = (layout.unit_dir / "buildkit.socket").read_text()
     assert "ListenStream=/run/buildkit/buildkitd.sock" in sock
     assert service.write_service_definition(layout, "systemd", limits, "tcp://127.0.0.1:1234", apply=True).status == "ok"
