@@ -163,6 +163,10 @@ class Semantics(BaseModel):
     audit_metrics_port: int = Field(0, **PORT)
     audit_keep: int = Field(10, ge=1, le=1000)
     audit_max_bytes: int = 50_000_000
+    # the build queue in the front door's door tier (production.frontdoor.Queue)
+    max_concurrent_builds: int = Field(0, ge=0, le=100000)
+    team_priority: dict[str, Literal["high", "normal", "low"]] = Field(default_factory=dict)
+    queue_timeout: str = "10m"
     exporter_port: int = Field(0, **PORT)
     registry_port: int = Field(0, **PORT)
     s3_port: int = Field(0, **PORT)
@@ -227,6 +231,7 @@ class Semantics(BaseModel):
     cache_usage_max_ratio: float = Field(0.9, gt=0, lt=1)
     disk_fill_hours: float = Field(4.0, gt=0, le=8760)
     denied_per_minute_max: float = Field(5.0, gt=0)
+    queue_wait_max_seconds: float = Field(120.0, gt=0)
     cert_expiry_warn_days: int = Field(14, ge=1, le=365)
     frontdoor_targets: list[str] = Field(default_factory=list)
     docs_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^\s,'\"]+$",
@@ -248,7 +253,7 @@ class Semantics(BaseModel):
 
     @field_validator("scrape_interval", "evaluation_interval", "builder_down_for", "alert_for", "escalate_after",
                      "group_wait", "group_interval", "critical_repeat_interval", "warning_repeat_interval",
-                     "dashboard_range")
+                     "dashboard_range", "queue_timeout")
     @classmethod
     def _prom_duration(cls, v: str, info: Any) -> str:
         zero = "|0s" if info.field_name == "group_wait" else ""  # only group_wait may be 0s
@@ -284,6 +289,15 @@ class Semantics(BaseModel):
         for item in v:
             if not re.fullmatch(pattern, item):
                 raise Refusal(f"{item!r} is not {what}", f"give each item as {what}")
+        return v
+
+    @field_validator("team_priority")
+    @classmethod
+    def _teams(cls, v: dict[str, str]) -> dict[str, str]:
+        for team in v:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", team):
+                raise Refusal(f"{team!r} is not a team name (a client certificate's CN)",
+                              "give teams as certs.issue names them: lowercase letters, digits and -")
         return v
 
     @field_validator("cache_ref", "sbom_scanner", "push_image")

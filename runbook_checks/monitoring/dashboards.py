@@ -89,6 +89,11 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("Front door", "Open connections", "short",
               (('sum by (builder) (haproxy_frontend_current_sessions{proxy="door"})', "{{builder}}"),),
               "Teams' TLS connections open on the front door now (HAProxy's own metrics)."),
+    PanelSpec("Front door", "Build queue", "short",
+              (('sum by (builder) (haproxy_backend_current_queue{proxy="calls"})', "waiting {{builder}}"),
+               ('max by (builder) (haproxy_backend_queue_time_average_seconds{proxy="calls"})', "avg wait s {{builder}}")),
+              "Connections waiting for one of max_concurrent_builds slots, and how long the last ones waited;"
+              " BuildQueueWaitHigh fires above queue_wait_max_seconds."),
     PanelSpec("Front door", "Days until a certificate expires", "short",
               (("min by (certificate) ((buildkit_ops_certificate_expiry_timestamp_seconds - time()) / 86400)",
                 "{{certificate}}"),),

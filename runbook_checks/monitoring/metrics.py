@@ -44,7 +44,7 @@ AUDIT = (
            "gRPC calls through the front door by team, method and status"),
     Source("buildkit_frontdoor_refused_total", "counter",
            "`team` (what the certificate claims, `-` without one), `reason` = `no-certificate` \\| `other-ca` \\|"
-           " `expired` \\| `revoked` \\| `not-yet-valid` \\| `other`",
+           " `expired` \\| `revoked` \\| `not-yet-valid` \\| `queue-timeout` \\| `other`",
            "connections the front door refused; AccessDeniedBurst reads it"),
     Source("buildkit_ops_certificate_expiry_timestamp_seconds", "gauge",
            "`certificate` = `ca` \\| `server` \\| `client:TEAM`",
@@ -59,6 +59,10 @@ HAPROXY = (
     Source("haproxy_frontend_connections_total", "counter", "`proxy`",
            "connections accepted, allowed or refused"),
     Source("haproxy_process_nbthread", "gauge", "—", "HAProxy's threads; a scrape that has it reached HAProxy itself"),
+    Source("haproxy_backend_current_queue", "gauge", "`proxy` = `calls`",
+           "connections waiting in the build queue now (max_concurrent_builds reached)"),
+    Source("haproxy_backend_queue_time_average_seconds", "gauge", "`proxy` = `calls`",
+           "how long the last 1024 queued connections waited, on average; BuildQueueWaitHigh reads it"),
 )
 
 NODE = (

@@ -63,6 +63,7 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
     hit, usage, hours = p.get("cache_hit_ratio_min", 0.5), p.get("cache_usage_max_ratio", 0.9), p.get("disk_fill_hours", 4.0)
     esc = p.get("escalate_after", "30m")
     denied, days = p.get("denied_per_minute_max", 5.0), p.get("cert_expiry_warn_days", 14)
+    queue_wait = p.get("queue_wait_max_seconds", 120.0)
     fs = 'fstype!~"tmpfs|ramfs|squashfs|nsfs|proc|sysfs"'
     return [
         dict(alert="BuildkitdDown", expr='up{job="buildkitd"} == 0', for_=down_for, severity="critical", team="build",
@@ -107,14 +108,23 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
                          f" {down_for}: no team can build on {{{{ $labels.builder }}}} remotely."),
         dict(alert="AccessDeniedBurst",
              # the client's team as client_team: `team` is the alert's routing label
-             expr=(f'sum by (builder, client_team) (label_replace(rate(buildkit_frontdoor_refused_total[{WINDOW}]),'
-                   f' "client_team", "$1", "team", "(.*)")) * 60 > {num(denied)}'),
+             # a build that waited too long in the queue was not denied access
+             expr=(f'sum by (builder, client_team) (label_replace(rate(buildkit_frontdoor_refused_total'
+                   f'{{reason!="queue-timeout"}}[{WINDOW}]), "client_team", "$1", "team", "(.*)")) * 60 > {num(denied)}'),
              for_=down_for, severity="warning", team="platform",
              summary="The front door of {{ $labels.builder }} refuses {{ $labels.client_team }} again and again",
              description=f"More than {num(denied)} connections a minute claiming team {{{{ $labels.client_team }}}} were"
                          f" refused on {{{{ $labels.builder }}}} over {WINDOW}, for {down_for}"
                          " (threshold denied_per_minute_max): a revoked or expired bundle still in use, or"
                          " someone trying certificates. `invoke report.audit` shows the reasons."),
+        dict(alert="BuildQueueWaitHigh",
+             expr=(f'max by (builder) (haproxy_backend_queue_time_average_seconds{{job="buildkit-frontdoor",'
+                   f' proxy="calls"}}) > {num(queue_wait)}'),
+             for_=for_, severity="warning", team="platform",
+             summary="Builds wait in the queue of {{ $labels.builder }}",
+             description=f"Connections queued at the front door of {{{{ $labels.builder }}}} waited more than"
+                         f" {num(queue_wait)}s on average (HAProxy's last 1024, threshold queue_wait_max_seconds) for"
+                         f" {for_}: max_concurrent_builds is too low for the load, or builds got slower."),
         dict(alert="CertificateExpiresSoon",
              expr=f"buildkit_ops_certificate_expiry_timestamp_seconds - time() < {num(days)} * 86400",
              for_=for_, severity="warning", team="platform",

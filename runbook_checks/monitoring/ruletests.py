@@ -153,8 +153,18 @@ def render_rule_tests(params: dict, rules_file: str = RULES_FILE) -> str:
     window = seconds(WINDOW)
     fires("AccessDeniedBurst", refused(denied + m), burst, window)
     # above the threshold in all, but split over two teams: neither is refused that often
-    silent("AccessDeniedBurst", refused((denied + m) / 2) + refused((denied + m) / 2, "api"), burst,
+    # and as many again for web, but of builds that waited too long in the queue: not an access problem
+    timeouts = [(f'buildkit_frontdoor_refused_total{{{au}, team="web", reason="queue-timeout"}}',
+                 f"0+{denied + m!r}xN")]
+    silent("AccessDeniedBurst", refused((denied + m) / 2) + refused((denied + m) / 2, "api") + timeouts, burst,
            [window + down, end])
+    wait = float(params.get("queue_wait_max_seconds", 120.0))
+    queue_labels = {**fd_labels, "proxy": "calls"}
+    q = ", ".join(f'{k}="{v}"' for k, v in queue_labels.items())
+    fires("BuildQueueWaitHigh", [(f"haproxy_backend_queue_time_average_seconds{{{q}}}", f"{num(wait * 1.5)}xN")],
+          {"builder": fd_labels["builder"]}, 0)
+    silent("BuildQueueWaitHigh", [(f"haproxy_backend_queue_time_average_seconds{{{q}}}", f"{num(wait * 0.9)}xN")],
+           {"builder": fd_labels["builder"]}, [for_, end])
     days = float(params.get("cert_expiry_warn_days", 14))
     cert_labels = {**au_labels, "certificate": "client:web"}
     cert = ", ".join(f'{k}="{v}"' for k, v in cert_labels.items())

@@ -112,12 +112,13 @@ def remote_path(layout: Layout) -> Path:
 
 
 def write_config(layout: Layout, names: list[str], port: int, metrics_port: int, debug_port: int, keep: int,
-                 max_bytes: int, apply: bool, audit_metrics_port: int = 0) -> Outcome:
-    """frontdoor.cfg (checked by `haproxy -c` first), the two units (checked by
-    systemd-analyze verify first), and remote.json."""
-    text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port)
+                 max_bytes: int, apply: bool, audit_metrics_port: int = 0,
+                 queue: frontdoor.Queue = frontdoor.Queue()) -> Outcome:
+    """frontdoor.cfg (checked by `haproxy -c` first) with the build queue, the two units
+    (checked by systemd-analyze verify first), and remote.json."""
+    text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port, queue=queue)
     checked = frontdoor.check_config(frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port,
-                                                             paths_here=True), layout.group) \
+                                                             paths_here=True, queue=queue), layout.group) \
         if ca.paths(layout)["server"].exists() else "haproxy -c runs once the server certificate exists"
     units = {layout.unit_dir / n: t for n, t in frontdoor.render_units(layout, audit_log(layout), keep, max_bytes,
                                                                         audit_metrics_port).items()}
@@ -125,7 +126,10 @@ def write_config(layout: Layout, names: list[str], port: int, metrics_port: int,
     remote = {"remote_address": remote_address(names, port), "servername": names_or_default(names)[0]}
     wanted = {frontdoor.config_path(layout): text, **units, remote_path(layout): json.dumps(remote, indent=2) + "\n"}
     outcome = files.converge(wanted, apply, layout.backup_dir, remote_port=port)
-    outcome.message = f"{outcome.message}; {checked}"
+    queued = (f"; at most {queue.slots} build(s) at once, the others queued up to {queue.timeout}"
+              + (f" ({', '.join(f'{t}: {c}' for t, c in sorted(queue.priorities.items()))})" if queue.priorities else "")
+              if queue.slots else "; no build queue (max_concurrent_builds is 0)")
+    outcome.message = f"{outcome.message}; {checked}{queued}"
     return outcome
 
 

@@ -40,9 +40,10 @@ REFUSALS = {
     23: "refused: certificate revoked",
 }
 NO_CERTIFICATE = "refused: no client certificate, or the TLS handshake failed"
+QUEUE_TIMEOUT = "refused: waited in the build queue longer than queue_timeout"
 # the `reason` label of buildkit_frontdoor_refused_total, from an entry's status
 REASONS = {NO_CERTIFICATE: "no-certificate", REFUSALS[20]: "other-ca", REFUSALS[10]: "expired", REFUSALS[23]: "revoked",
-           REFUSALS[9]: "not-yet-valid"}
+           REFUSALS[9]: "not-yet-valid", QUEUE_TIMEOUT: "queue-timeout"}
 # what HAProxy writes instead of the log-format when a TLS handshake fails:
 # "127.0.0.1:43682 [30/Nov/2026:04:36:55.249] door/1: SSL handshake failure"
 LEGACY = re.compile(r"^(?P<peer>\S+) \[(?P<date>[^\]]+)\] (?P<frontend>[^/\s]+)/\S+: (?P<message>.*)$")
@@ -65,6 +66,8 @@ def normalize(raw: str) -> dict[str, Any]:
         status = "ok"
         if verify:
             status = REFUSALS.get(verify, f"refused: certificate not accepted (X509 error {verify})")
+        elif str(line.get("termination", "")).startswith("sQ"):  # HAProxy: expired in the queue
+            status = QUEUE_TIMEOUT
         elif call and not 0 < int(line.get("http_status", -1)) < 400:
             status = f"failed: HTTP {line.get('http_status')} ({line.get('termination')})"
         return {"time": _iso(float(line.get("epoch", 0))), "tier": line.get("tier", "connection"),
@@ -72,6 +75,7 @@ def normalize(raw: str) -> dict[str, Any]:
                 "method": (line.get("method") or "-") if call else "-", "status": status,
                 "http_status": line.get("http_status", 0), "bytes_in": line.get("bytes_in", 0),
                 "bytes_out": line.get("bytes_out", 0), "duration_ms": line.get("duration_ms", 0),
+                **({"queue_ms": max(int(line["queue_ms"]), 0)} if "queue_ms" in line else {}),
                 "termination": line.get("termination", "")}
     match = LEGACY.match(raw)
     if match:

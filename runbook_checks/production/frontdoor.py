@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import AccessError
@@ -31,10 +32,40 @@ HAPROXY = "/usr/sbin/haproxy"
 # one JSON object per line (the audit shipper, production.auditlog, reads these fields);
 # what a client controls goes through HAProxy's json converter
 CONNECTION_FORMAT = ('{"tier":"connection","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[ssl_c_s_dn(cn),json(utf8s)]",'
-                     '"ssl_verify":%[ssl_c_verify],"bytes_in":%U,"bytes_out":%B,"duration_ms":%Tt,"termination":"%ts"}')
+                     '"ssl_verify":%[ssl_c_verify],"bytes_in":%U,"bytes_out":%B,"duration_ms":%Tt,"queue_ms":%Tw,'
+                     '"termination":"%ts"}')
 CALL_FORMAT = ('{"tier":"call","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[fc_pp_unique_id,json(utf8s)]",'
                '"method":"%[capture.req.uri,json(utf8s)]","http_status":%ST,"bytes_in":%U,"bytes_out":%B,'
                '"duration_ms":%Ta,"termination":"%ts"}')
+
+
+# HAProxy's priority classes: a lower class leaves the queue first
+PRIORITY_CLASSES = {"high": -10, "normal": 0, "low": 10}
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The build queue, in the door tier, per connection (a queued gRPC method breaks
+    BuildKit's client: its Status stream finds no job): at most `slots` connections reach
+    buildkitd at once (0: no queue), the others wait up to `timeout`, leaving the queue
+    by their team's priority class (the client certificate's CN)."""
+
+    slots: int = 0
+    priorities: dict[str, str] = field(default_factory=dict)
+    timeout: str = "10m"
+
+    def door(self) -> str:
+        """`tcp-request content set-priority-class` lines, one per class that has teams."""
+        lines = []
+        for name, value in PRIORITY_CLASSES.items():
+            teams = sorted(t for t, c in self.priorities.items() if c == name)
+            if teams and value:
+                lines.append(f"    tcp-request content set-priority-class int({value}) if {{ ssl_c_s_dn(cn) -m str"
+                             f" {' '.join(teams)} }}")
+        return "\n".join(lines)
+
+    def server(self) -> str:
+        return f" maxconn {self.slots}" if self.slots else ""
 
 
 def config_path(layout: Layout) -> Path:
@@ -47,7 +78,7 @@ def run_dir(layout: Layout) -> str:
 
 
 def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int, audit_metrics_port: int = 0,
-                  paths_here: bool = False) -> str:
+                  paths_here: bool = False, queue: Queue = Queue()) -> str:
     """frontdoor.cfg for HAProxy 2.6, its paths as the host sees them (or, with
     `paths_here`, as this machine does: for `haproxy -c` on a tree rendered elsewhere)."""
     where = (lambda path: path) if paths_here else layout.on_host
@@ -100,15 +131,18 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int,
             bind :{port} ssl crt {p['server']} ca-file {p['ca']} crl-file {p['crl']} verify required ca-ignore-err all crt-ignore-err all no-ca-names alpn h2
             unique-id-format %[ssl_c_s_dn(cn)]
             log-format '{CONNECTION_FORMAT}'
+        PRIORITIES
             use_backend refused unless {{ ssl_c_verify 0 }}
             default_backend calls
 
         backend refused
             mode tcp
 
+        # the build queue: at most max_concurrent_builds connections at once (no maxconn: none)
         backend calls
             mode tcp
-            server calls unix@{run}/calls.sock send-proxy-v2 proxy-v2-options unique-id
+            timeout queue {queue.timeout}
+            server calls unix@{run}/calls.sock send-proxy-v2 proxy-v2-options unique-id{queue.server()}
 
         # tier 2: a line per gRPC call, to buildkitd's socket
         frontend calls
@@ -120,7 +154,7 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int,
         backend buildkitd
             mode http
             server buildkitd unix@{socket} proto h2
-        """) + metrics
+        """).replace("PRIORITIES\n", queue.door() + "\n" if queue.door() else "") + metrics
 
 
 def group_exists(name: str) -> bool:

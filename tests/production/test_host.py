@@ -346,6 +346,50 @@ def test_each_limit_is_hit_by_a_build_inside_the_builders_slice(host, tmp_path):
     assert "inside buildkit.slice with the daemon" in step["message"], step
 
 
+def test_a_high_priority_build_leaves_the_queue_before_earlier_low_ones(host, remote, tmp_path):
+    """One slot at the front door: dev's first build holds it, dev's second then release's
+    queue behind it; release (high) starts before dev (low) although it came later, every
+    build succeeds, and the audit log shows each connection's wait."""
+    import threading
+    import time as _time
+
+    queue = ("max_concurrent_builds=1", "team_priority={release: high, dev: low}", "queue_timeout=2m")
+    try:
+        report = run("access", "apply", *queue)
+        step = next(s for s in report["steps"] if s["name"] == "front door configuration and units")
+        assert "at most 1 build(s) at once" in step["message"] and "release: high" in step["message"], step
+        bundles = {"dev": issue("dev", tmp_path), "release": issue("release", tmp_path)}
+        started = _dt.datetime.now(_dt.timezone.utc).timestamp()
+        finished, errors = {}, []
+
+        def one(name: str, team: str, seconds: int) -> None:
+            with tempfile.TemporaryDirectory(prefix="bk-queue-") as tmp:
+                ctx = context_with_base(Path(tmp), f"RUN echo {name} {_time.time()} > /n && sleep {seconds}\n")
+                try:
+                    client(bundles[team], remote).build(ctx, timeout=300)
+                    finished[name] = _time.monotonic()
+                except BuildctlError as exc:
+                    errors.append(f"{name}: {exc.problem}")
+
+        threads = []
+        for name, team, seconds in (("dev1", "dev", 8), ("dev2", "dev", 2), ("release", "release", 2)):
+            threads.append(threading.Thread(target=one, args=(name, team, seconds)))
+            threads[-1].start()
+            _time.sleep(2)
+        for t in threads:
+            t.join(300)
+        assert not errors, errors
+        assert finished["dev1"] < finished["release"] < finished["dev2"], finished
+        waits = {}
+        for e in audit(started):
+            if e["tier"] == "connection" and e["team"] in ("dev", "release") and e.get("queue_ms", 0) > 0:
+                waits.setdefault(e["team"], []).append(e["queue_ms"])
+        assert waits.get("release") and waits.get("dev"), waits
+        assert max(waits["release"]) < max(waits["dev"])  # dev2 waited for dev1 and release
+    finally:
+        run("access", "apply")  # the profile's queue again
+
+
 def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, layout):
     proc = invoke("bench.frontdoor", "--host", NAME, "--rounds", "2")
     assert proc.returncode in (0, 1), proc.stderr  # 1: below the speed goal, which is the benchmark's to say

@@ -114,6 +114,14 @@ def test_haproxy_accepts_the_front_door_configuration(tree):
     assert f"crt {tree.state_dir}/etc/buildkit/access/server.pem" in text
     with pytest.raises(AccessError, match="haproxy -c refused"):
         frontdoor.check_config(text.replace("mode tcp", "mode nonsense", 1), tree.group)
+    # the build queue: one slot, priority classes by the certificate's team, a queue timeout
+    queue = frontdoor.Queue(1, {"release": "high", "dev": "low", "ops": "low", "web": "normal"}, "90s")
+    queued = frontdoor.render_config(tree, 18443, 18405, 6060, paths_here=True, queue=queue)
+    assert frontdoor.check_config(queued, tree.group) == "haproxy -c: valid"
+    assert "tcp-request content set-priority-class int(-10) if { ssl_c_s_dn(cn) -m str release }" in queued
+    assert "tcp-request content set-priority-class int(10) if { ssl_c_s_dn(cn) -m str dev ops }" in queued
+    assert "unique-id maxconn 1\n" in queued and "timeout queue 90s" in queued and "int(0)" not in queued
+    assert " maxconn " not in text and "set-priority-class" not in text  # no queue: every connection goes through
 
 
 def test_the_front_door_units_verify_and_name_the_shipper(tree):
@@ -166,6 +174,12 @@ def test_lines_become_entries():
     assert failed["status"].startswith("failed: HTTP 503")
     odd = auditlog.normalize(REVOKED.replace('"ssl_verify":23', '"ssl_verify":7'))
     assert odd["status"] == "refused: certificate not accepted (X509 error 7)"
+    # a verified connection that waited in the build queue, then one that expired there
+    queued = REVOKED.replace('"ssl_verify":23', '"ssl_verify":0').replace('"termination"', '"queue_ms":9120,"termination"')
+    assert (auditlog.normalize(queued)["status"], auditlog.normalize(queued)["queue_ms"]) == ("ok", 9120)
+    expired = auditlog.normalize(queued.replace('"SC"', '"sQ"'))
+    assert expired["status"] == auditlog.QUEUE_TIMEOUT and auditlog.REASONS[expired["status"]] == "queue-timeout"
+    assert auditlog.normalize(queued.replace('"queue_ms":9120', '"queue_ms":-1'))["queue_ms"] == 0
 
 
 def test_summary_and_refs():
