@@ -26,6 +26,8 @@ IMAGE_REF = re.compile(r"^(?P<host>(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)
 # leave at least 4 scrapes in it.
 RULE_WINDOW = "5m"
 
+# a trust level's name: it names units and a bridge (bk-LEVEL, 15 characters at most)
+TRUST_LEVEL = r"[a-z][a-z0-9]{0,11}"
 PORT = dict(ge=0, le=65535, description="a TCP port from 1 to 65535 on 127.0.0.1, or 0")
 NAME = dict(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a name of letters, digits and . _ - (not first)")
 URL = dict(pattern=r"^(https?://[^\s,'\"]+)?$", description="an http:// or https:// URL, or empty")
@@ -122,7 +124,7 @@ class Semantics(BaseModel):
     profile: Literal["lab", "ci", "production"] = "lab"
     state_dir: str = ""
     layout: Literal["", "flat", "fhs"] = ""
-    trust_level: str = Field("", pattern=r"^([a-z][a-z0-9]{0,11})?$",
+    trust_level: str = Field("", pattern=rf"^({TRUST_LEVEL})?$",
                              description="a trust level: up to 12 lowercase letters and digits, a letter first")
     service_manager: Literal["auto", "supervisor", "systemd"] = "auto"
     buildkit_version: str = ""

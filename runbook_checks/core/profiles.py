@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import ParameterError
-from .params import problems
+from .params import TRUST_LEVEL, problems
 from .paths import NOTEBOOKS, PROFILES_DIR
 
 # jsonschema (imported by nbformat, imported by papermill) imports rfc3987-syntax when it is
@@ -30,7 +30,6 @@ from .paths import NOTEBOOKS, PROFILES_DIR
 sys.modules.setdefault("rfc3987_syntax", None)
 
 PROFILES = ("lab", "ci", "production")
-TRUST_LEVEL = r"[a-z][a-z0-9]{0,11}"
 # what each builder on a host needs for itself: its ports, its build network's subnet
 OWN_PORTS = ("frontdoor_port", "frontdoor_metrics_port", "audit_metrics_port", "debug_port", "bridge_subnet")
 KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
@@ -226,7 +225,8 @@ def check_profile(profile: str | Path) -> list[ParameterError]:
 
 
 def shared_ports(read: Profile) -> list[ParameterError]:
-    """Two trust levels of one profile run on one host: each needs its own ports."""
+    """Two trust levels of one profile run on one host: each needs its own ports and its
+    own build-network subnet (OWN_PORTS)."""
     found, seen = [], {}
     for level, level_values in read.levels.items():
         for key in OWN_PORTS:

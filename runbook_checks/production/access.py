@@ -20,6 +20,7 @@ from ..core import files
 from ..core.errors import AccessError, BuildctlError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
+from ..core.params import TRUST_LEVEL
 from ..core.results import Outcome
 from ..daemon import sourcepolicy, systemd
 from ..daemon.buildctl import Buildctl
@@ -380,7 +381,7 @@ def installation(host: str = "", state_dir: str = "", trust_level: str = "") -> 
     from ..core import layout as layout_mod
     from . import hosts
 
-    if trust_level and not re.fullmatch(r"[a-z][a-z0-9]{0,11}", trust_level):
+    if trust_level and not re.fullmatch(TRUST_LEVEL, trust_level):
         raise AccessError(f"--trust-level {trust_level!r} is not a trust level",
                           "give up to 12 lowercase letters and digits, a letter first, as the profile names it")
     if host and state_dir:
