@@ -234,6 +234,8 @@ class Semantics(BaseModel):
     disk_fill_hours: float = Field(4.0, gt=0, le=8760)
     denied_per_minute_max: float = Field(5.0, gt=0)
     queue_wait_max_seconds: float = Field(120.0, gt=0)
+    builder_memory_max_ratio: float = Field(0.9, gt=0, lt=1)
+    cpu_throttled_ratio_max: float = Field(0.5, gt=0, lt=1)
     cert_expiry_warn_days: int = Field(14, ge=1, le=365)
     frontdoor_targets: list[str] = Field(default_factory=list)
     docs_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^\s,'\"]+$",

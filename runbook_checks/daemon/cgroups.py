@@ -129,3 +129,91 @@ def _io_weight(where: dict[str, Path], wanted: int, data_dir: Path) -> Limit:
         return Limit(str(wanted), None, f"io.weight is {value}, but the disk holding {data_dir} uses the"
                                         f" {sched or 'unknown'} scheduler and io.cost is off: no weight applies")
     return Limit(str(wanted), value)
+
+
+# --------------------------------------------------------------------------------------
+# the builder's usage, for Prometheus (the production builder's audit shipper serves it)
+# --------------------------------------------------------------------------------------
+def slice_dirs(slice_name: str) -> dict[str, Path]:
+    """{controller: directory} of a slice at the root of this host's hierarchies (where
+    systemd puts `NAME.slice`), only those that exist; "unified" on cgroup v2."""
+    unified = CGROUP_ROOT / "unified" if (CGROUP_ROOT / "unified").is_dir() else CGROUP_ROOT
+    found = {c: CGROUP_ROOT / c / slice_name for c in ("memory", "cpu", "cpuacct", "pids")}
+    found["unified"] = unified / slice_name
+    return {c: p for c, p in found.items() if p.is_dir()}
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or text == "max":
+        return None
+    value = float(text)
+    return None if value >= 2**62 else value
+
+
+def _key(path: Path, name: str) -> float | None:
+    text = _read(path)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return float(value)
+    return None
+
+
+def usage(slice_name: str) -> dict[str, float]:
+    """The slice's memory (bytes, and its limit), CPU time (seconds), CFS periods and
+    throttled periods, tasks (and their limit), from v1 controllers or v2 files; a value
+    this host does not have (or an unlimited limit) is left out."""
+    d = slice_dirs(slice_name)
+    v2 = d.get("unified")
+
+    def one(controller: str, v1_file: str, v2_file: str) -> float | None:
+        if controller in d:
+            return _number(_read(d[controller] / v1_file))
+        return _number(_read(v2 / v2_file)) if v2 else None
+
+    cpu_stat = d["cpu"] / "cpu.stat" if "cpu" in d else v2 / "cpu.stat" if v2 else None
+    cpu = (one("cpuacct", "cpuacct.usage", "-") or 0) / 1e9 if "cpuacct" in d else \
+        (_key(v2 / "cpu.stat", "usage_usec") or 0) / 1e6 if v2 else None
+    raw = {"memory_bytes": one("memory", "memory.usage_in_bytes", "memory.current"),
+           "memory_limit_bytes": one("memory", "memory.limit_in_bytes", "memory.max"),
+           "cpu_seconds": cpu,
+           "cpu_periods": _key(cpu_stat, "nr_periods") if cpu_stat else None,
+           "cpu_throttled_periods": _key(cpu_stat, "nr_throttled") if cpu_stat else None,
+           "tasks": one("pids", "pids.current", "pids.current"),
+           "tasks_limit": one("pids", "pids.max", "pids.max")}
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+# (name, type, help) of each series the collector serves, labelled with the slice
+USAGE_SERIES = {
+    "memory_bytes": ("buildkit_ops_builder_memory_bytes", "gauge",
+                     "memory the builder's slice uses: the daemon and its build containers"),
+    "memory_limit_bytes": ("buildkit_ops_builder_memory_limit_bytes", "gauge", "the slice's memory limit (memory_max)"),
+    "cpu_seconds": ("buildkit_ops_builder_cpu_seconds_total", "counter", "CPU time the slice used"),
+    "cpu_periods": ("buildkit_ops_builder_cpu_periods_total", "counter", "CFS periods in which the slice ran"),
+    "cpu_throttled_periods": ("buildkit_ops_builder_cpu_throttled_periods_total", "counter",
+                              "periods in which the slice hit its CPU quota (cpu_quota) and was throttled"),
+    "tasks": ("buildkit_ops_builder_tasks", "gauge", "processes and threads in the slice"),
+    "tasks_limit": ("buildkit_ops_builder_tasks_limit", "gauge", "the slice's task limit (tasks_max)"),
+}
+
+
+class SliceCollector:
+    """A prometheus_client collector of `usage(slice)`, read at each scrape."""
+
+    def __init__(self, slice_name: str):
+        self.slice_name = slice_name
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        found = usage(self.slice_name)
+        for key, (name, kind, doc) in USAGE_SERIES.items():
+            if key not in found:
+                continue
+            family = (CounterMetricFamily(name.removesuffix("_total"), doc, labels=["slice"]) if kind == "counter"
+                      else GaugeMetricFamily(name, doc, labels=["slice"]))
+            family.add_metric([self.slice_name], found[key])
+            yield family

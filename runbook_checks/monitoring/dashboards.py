@@ -99,6 +99,15 @@ PANELS: tuple[PanelSpec, ...] = (
                 "{{certificate}}"),),
               "The CA, the front door's and each team's soonest; CertificateExpiresSoon fires below"
               " cert_expiry_warn_days."),
+    # a production builder's slice (the audit shipper serves its cgroup usage)
+    PanelSpec("Builder limits", "Builder memory against its limit", "bytes",
+              (("buildkit_ops_builder_memory_bytes", "used {{builder}} {{slice}}"),
+               ("buildkit_ops_builder_memory_limit_bytes", "memory_max {{builder}} {{slice}}")),
+              "The builder's slice: the daemon and its build containers (BuilderMemoryNearLimit)."),
+    PanelSpec("Builder limits", "Builder CPU throttled", "percentunit",
+              (("rate(buildkit_ops_builder_cpu_throttled_periods_total[5m])"
+                " / rate(buildkit_ops_builder_cpu_periods_total[5m])", "{{builder}} {{slice}}"),),
+              "Share of CPU periods in which the builder's slice hit its cpu_quota (BuilderCpuThrottled)."),
 )
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..daemon.cgroups import USAGE_SERIES
 from . import exporter
+
+SLICE_SERIES = tuple(USAGE_SERIES.values())
 from .rules import RECORDING_RULES
 
 
@@ -46,6 +49,8 @@ AUDIT = (
            "`team` (what the certificate claims, `-` without one), `reason` = `no-certificate` \\| `other-ca` \\|"
            " `expired` \\| `revoked` \\| `not-yet-valid` \\| `queue-timeout` \\| `other`",
            "connections the front door refused; AccessDeniedBurst reads it"),
+    *(Source(name, kind, "`slice` (the builder's: `buildkit.slice`, `buildkit_LEVEL.slice`)", f"{doc} (from the"
+             " slice's cgroup)") for name, kind, doc in SLICE_SERIES),
     Source("buildkit_ops_certificate_expiry_timestamp_seconds", "gauge",
            "`certificate` = `ca` \\| `server` \\| `client:TEAM`",
            "when each certificate in force expires (Unix time, a team's soonest); CertificateExpiresSoon reads it"),

@@ -217,7 +217,7 @@ def validate(config_text: str, rules_text: str, tests_text: str) -> str:
                                   f"{(test.stdout + test.stderr).strip()[-3000:]}",
                                   "the failing case names its alert: check that alert's threshold and duration"
                                   " parameters (failure_ratio_max, build_p95_max_seconds, cache_hit_ratio_min,"
-                                  " cache_usage_max_ratio, disk_fill_hours, denied_per_minute_max, queue_wait_max_seconds, cert_expiry_warn_days,"
+                                  " cache_usage_max_ratio, disk_fill_hours, denied_per_minute_max, queue_wait_max_seconds, builder_memory_max_ratio, cpu_throttled_ratio_max, cert_expiry_warn_days,"
                                   " builder_down_for, alert_for,"
                                   " escalate_after); nothing was written")
     cases = tests_text.count("  name: ")

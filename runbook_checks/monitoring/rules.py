@@ -64,6 +64,7 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
     esc = p.get("escalate_after", "30m")
     denied, days = p.get("denied_per_minute_max", 5.0), p.get("cert_expiry_warn_days", 14)
     queue_wait = p.get("queue_wait_max_seconds", 120.0)
+    mem_ratio, throttled = p.get("builder_memory_max_ratio", 0.9), p.get("cpu_throttled_ratio_max", 0.5)
     fs = 'fstype!~"tmpfs|ramfs|squashfs|nsfs|proc|sysfs"'
     return [
         dict(alert="BuildkitdDown", expr='up{job="buildkitd"} == 0', for_=down_for, severity="critical", team="build",
@@ -125,6 +126,21 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
              description=f"Connections queued at the front door of {{{{ $labels.builder }}}} waited more than"
                          f" {num(queue_wait)}s on average (HAProxy's last 1024, threshold queue_wait_max_seconds) for"
                          f" {for_}: max_concurrent_builds is too low for the load, or builds got slower."),
+        dict(alert="BuilderMemoryNearLimit",
+             expr=(f"buildkit_ops_builder_memory_bytes / buildkit_ops_builder_memory_limit_bytes > {num(mem_ratio)}"),
+             for_=for_, severity="warning", team="platform",
+             summary="The builder {{ $labels.slice }} on {{ $labels.builder }} is near its memory limit",
+             description=f"{{{{ $labels.slice }}}} (the daemon and its build containers) on {{{{ $labels.builder }}}}"
+                         f" has used more than {pct(mem_ratio)} of its memory_max for {for_} (threshold"
+                         " builder_memory_max_ratio): the next large step is OOM-killed."),
+        dict(alert="BuilderCpuThrottled",
+             expr=(f"rate(buildkit_ops_builder_cpu_throttled_periods_total[{WINDOW}])"
+                   f" / rate(buildkit_ops_builder_cpu_periods_total[{WINDOW}]) > {num(throttled)}"),
+             for_=for_, severity="warning", team="platform",
+             summary="The builder {{ $labels.slice }} on {{ $labels.builder }} is held at its CPU quota",
+             description=f"In more than {pct(throttled)} of the CPU periods over {WINDOW}, for {for_}, {{{{ $labels.slice }}}}"
+                         f" on {{{{ $labels.builder }}}} hit its cpu_quota and was throttled (threshold"
+                         " cpu_throttled_ratio_max): builds run slower than the machine could run them."),
         dict(alert="CertificateExpiresSoon",
              expr=f"buildkit_ops_certificate_expiry_timestamp_seconds - time() < {num(days)} * 86400",
              for_=for_, severity="warning", team="platform",

@@ -165,6 +165,27 @@ def render_rule_tests(params: dict, rules_file: str = RULES_FILE) -> str:
           {"builder": fd_labels["builder"]}, 0)
     silent("BuildQueueWaitHigh", [(f"haproxy_backend_queue_time_average_seconds{{{q}}}", f"{num(wait * 0.9)}xN")],
            {"builder": fd_labels["builder"]}, [for_, end])
+    # the builder's slice: memory near its limit, CPU held at its quota
+    slice_labels = {**au_labels, "slice": "buildkit.slice"}
+    sl = ", ".join(f'{k}="{v}"' for k, v in slice_labels.items())
+    ratio = float(params.get("builder_memory_max_ratio", 0.9))
+    limit = 4 * 2**30
+
+    def memory(used_share):
+        return [(f"buildkit_ops_builder_memory_bytes{{{sl}}}", f"{num(round(limit * used_share))}xN"),
+                (f"buildkit_ops_builder_memory_limit_bytes{{{sl}}}", f"{limit}xN")]
+
+    fires("BuilderMemoryNearLimit", memory(ratio + _margin(ratio)), slice_labels, 0)
+    silent("BuilderMemoryNearLimit", memory(ratio - _margin(ratio)), slice_labels, [for_, end])
+    share = float(params.get("cpu_throttled_ratio_max", 0.5))
+
+    def periods(throttled_share):
+        per_min = 600  # 10 periods a second
+        return [(f"buildkit_ops_builder_cpu_periods_total{{{sl}}}", f"0+{per_min}xN"),
+                (f"buildkit_ops_builder_cpu_throttled_periods_total{{{sl}}}", f"0+{num(per_min * throttled_share)}xN")]
+
+    fires("BuilderCpuThrottled", periods(share + _margin(share)), slice_labels, rated)
+    silent("BuilderCpuThrottled", periods(share - _margin(share)), slice_labels, [window + for_, end])
     days = float(params.get("cert_expiry_warn_days", 14))
     cert_labels = {**au_labels, "certificate": "client:web"}
     cert = ", ".join(f'{k}="{v}"' for k, v in cert_labels.items())

@@ -138,7 +138,12 @@ class Metrics:
         self.calls, self.refused = (Counter(name, doc, list(labels), registry=self.registry)
                                     for name, doc, labels in self.COUNTERS)
         if state_dir is not None:
+            from ..core import layout as layout_mod
+            from ..daemon.cgroups import SliceCollector
+
             self.registry.register(ExpiryCollector(state_dir, trust_level))
+            # the builder's memory, CPU and tasks against its limits, from its slice
+            self.registry.register(SliceCollector(layout_mod.production(state_dir, trust_level).slice))
 
     def count(self, entry: dict[str, Any]) -> None:
         status = entry.get("status", "")

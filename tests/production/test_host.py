@@ -452,5 +452,11 @@ def test_prometheus_scrapes_the_production_builder_through_its_front_door(host, 
         expiry = prometheus.query(port, 'buildkit_ops_certificate_expiry_timestamp_seconds{certificate="server"}')
         assert expiry and expiry[0]["metric"]["builder"] == h.address
         assert prometheus.query(port, 'haproxy_process_nbthread{job="buildkit-frontdoor"}')
+        # the builder's slice, read by the audit shipper: its limit as configured, its usage counting
+        limit = prometheus.query(port, 'buildkit_ops_builder_memory_limit_bytes{slice="buildkit.slice"}')
+        assert limit and float(limit[0]["value"][1]) == 16 * 2**30, limit
+        used = prometheus.query(port, 'buildkit_ops_builder_memory_bytes{slice="buildkit.slice"}')
+        assert used and 0 < float(used[0]["value"][1]) < 16 * 2**30
+        assert prometheus.query(port, 'buildkit_ops_builder_cpu_periods_total{slice="buildkit.slice"}')
     finally:
         stop_and_remove(layout.state_dir)

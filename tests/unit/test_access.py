@@ -243,6 +243,9 @@ def test_the_metrics_reference_lists_what_the_shipper_serves():
     for reason in {*auditlog.REASONS.values(), "other"}:
         assert f"`{reason}`" in documented["buildkit_frontdoor_refused_total"].labels
     assert auditlog.ExpiryCollector.NAME in documented
+    from runbook_checks.daemon.cgroups import USAGE_SERIES
+
+    assert {name for name, _, _ in USAGE_SERIES.values()} <= set(documented)
 
 
 def test_the_scrape_jobs_of_production_front_doors():

@@ -16,8 +16,9 @@ from runbook_checks.monitoring import alertmanager, dashboards, exporter, promet
 from runbook_checks.monitoring import rules as rules_mod
 
 ALERTS = ["BuildkitdDown", "BuildFailureRatioHigh", "BuildDurationP95High", "CacheHitRatioLow", "CacheNearLimit",
-          "DiskFilling", "InvalidCliPluginsPresent", "ExporterDown", "FrontDoorDown", "AccessDeniedBurst", "BuildQueueWaitHigh",
-          "CertificateExpiresSoon", rules_mod.ESCALATION_ALERT]
+          "DiskFilling", "InvalidCliPluginsPresent", "ExporterDown", "FrontDoorDown", "AccessDeniedBurst",
+          "BuildQueueWaitHigh", "BuilderMemoryNearLimit", "BuilderCpuThrottled", "CertificateExpiresSoon",
+          rules_mod.ESCALATION_ALERT]
 
 
 def monitoring_params(profile: str, *sets: str) -> dict:
@@ -29,7 +30,7 @@ def monitoring_params(profile: str, *sets: str) -> dict:
 def test_promtool_checks_the_config_and_every_alert_fires_and_stays_silent(profile):
     p = monitoring_params(profile)
     config, rules, tests = prometheus.render_config(p, 16060), rules_mod.render_rules(p), ruletests.render_rule_tests(p)
-    assert "promtool test rules: 26 cases SUCCESS" in prometheus.validate(config, rules, tests)
+    assert "promtool test rules: 30 cases SUCCESS" in prometheus.validate(config, rules, tests)
     names = [case["name"] for case in yaml.safe_load(tests)["tests"]]
     assert sorted(names) == sorted([f"{a} fires" for a in ALERTS] + [f"{a} stays silent" for a in ALERTS])
     doc = yaml.safe_load(tests)
@@ -172,6 +173,7 @@ def test_amtool_checks_the_alertmanager_config_and_routes_by_severity_and_team()
     teams = {a["alert"]: a["team"] for a in rules_mod.alert_specs(monitoring_params("lab"))}
     assert {a for a, t in teams.items() if t == "platform"} == {"DiskFilling", "InvalidCliPluginsPresent", "ExporterDown",
                                                                 "FrontDoorDown", "AccessDeniedBurst", "BuildQueueWaitHigh",
+                                                                "BuilderMemoryNearLimit", "BuilderCpuThrottled", "BuilderMemoryNearLimit", "BuilderCpuThrottled",
                                                                 "CertificateExpiresSoon"}
     receivers = {r["name"]: r for r in doc["receivers"]}
     assert receivers["chat"]["slack_configs"][0]["api_url"] == "http://127.0.0.1:19095/chat"
@@ -195,7 +197,7 @@ def test_the_grafana_dashboard_is_generated_and_the_committed_copy_is_current():
     assert dashboards.check_dashboard_json(text) == []
     doc = json.loads(text)
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
-    assert rows == ["Builds", "Durations", "Cache", "Resources", "Plugins", "Front door"]
+    assert rows == ["Builds", "Durations", "Cache", "Resources", "Plugins", "Front door", "Builder limits"]
     exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
     assert "buildkit:build_duration_seconds:p95_5m" in exprs
     assert any(e.startswith("histogram_count(") for e in exprs)
