@@ -145,7 +145,9 @@ def test_production_tree_renders_and_verifies(runs_base):
         assert doc["worker"]["oci"]["gcpolicy"][2]["maxUsedSpace"] == "60%"  # the size bound, without keepDuration
         assert "keepDuration" not in doc["worker"]["oci"]["gcpolicy"][2]
         unit = (tree / "etc/systemd/system/buildkit.service").read_text()
-        assert "CPUQuota=400%" in unit and "MemoryMax=17179869184" in unit
+        assert "Slice=buildkit.slice" in unit
+        limits = (tree / "etc/systemd/system/buildkit.slice").read_text()  # the daemon's and its builds'
+        assert "CPUQuota=400%" in limits and "MemoryMax=17179869184" in limits
         assert (tree / "usr/local/bin/buildkitd").exists()
     finally:
         stop_and_remove(tree)
