@@ -99,8 +99,12 @@ def memory_hit(layout: Layout, manager_name: str, pid: int, memory_max: str, app
 
 
 def cpu_throttled(layout: Layout, manager_name: str, pid: int, cpu_quota: str, apply: bool) -> Outcome:
-    """CPU-bound RUN steps, one more than the quota's CPUs, for a few seconds: the slice's
-    CPU time over that wall time stays at the quota, and its throttle counter rises."""
+    """CPU-bound RUN steps, one more than the quota's CPUs, for a few seconds: the kernel
+    throttles the slice in most scheduling periods of the step and holds it back for a
+    good part of its wall time (the slice's cpu.stat). The CPU share it got is reported;
+    it is not the test, since the kernel hands out the quota in 5 ms slices per CPU (we
+    measured 54 to 58% against 50%), and once, in CI, CPU time from the previous step's
+    teardown landed in the window."""
     if manager_name != "systemd":
         return Outcome.skipped(NO_SLICE)
     if not cpu_quota:
@@ -114,29 +118,32 @@ def cpu_throttled(layout: Layout, manager_name: str, pid: int, cpu_quota: str, a
         return Outcome.skipped(f"would run {quota // 100 + 1} CPU-bound loops for {BUSY_SECONDS}s against cpu_quota"
                                " (apply)")
     where = cgroups.paths(pid, layout.slice)
-    cpu = where.get("cpu")
-    if cpu is not None:
-        usage = lambda: int((where.get("cpuacct", cpu) / "cpuacct.usage").read_text()) / 1e9  # noqa: E731
-        stat, throttled_key = cpu / "cpu.stat", "nr_throttled"
-    else:
-        usage = lambda: _counter(where["unified"] / "cpu.stat", "usage_usec") / 1e6  # noqa: E731
-        stat, throttled_key = where["unified"] / "cpu.stat", "nr_throttled"
+    if "cpu" in where:  # v1: usage in ns (cpuacct), throttled time in ns
+        stat = where["cpu"] / "cpu.stat"
+        usage = lambda: int((where.get("cpuacct", where["cpu"]) / "cpuacct.usage").read_text()) / 1e9  # noqa: E731
+        held = lambda: _counter(stat, "throttled_time") / 1e9  # noqa: E731
+    else:  # v2: both in µs
+        stat = where["unified"] / "cpu.stat"
+        usage = lambda: _counter(stat, "usage_usec") / 1e6  # noqa: E731
+        held = lambda: _counter(stat, "throttled_usec") / 1e6  # noqa: E731
     loops = quota // 100 + 1
     spin = f"e=$(( $(date +%s) + {BUSY_SECONDS} )); while [ $(date +%s) -lt $e ]; do :; done"
     body = f"RUN for i in $(seq {loops}); do ( {spin} ) & done; wait\n"
-    used, throttled, start = usage(), _counter(stat, throttled_key), time.monotonic()
+    before = (usage(), held(), _counter(stat, "nr_periods"), _counter(stat, "nr_throttled"), time.monotonic())
     _, error = _run(layout, body)
-    wall = time.monotonic() - start
-    share = (usage() - used) / wall * 100
-    throttles = _counter(stat, throttled_key) - throttled
+    wall = time.monotonic() - before[4]
+    share = (usage() - before[0]) / wall * 100
+    held_s = held() - before[1]
+    periods, throttles = _counter(stat, "nr_periods") - before[2], _counter(stat, "nr_throttled") - before[3]
     if error:
         raise KitError(f"the CPU-bound build failed: {error[-300:]}", "read the build's error above")
-    if throttles < 1 or share > quota * 1.25:  # the kernel hands out quota in 5 ms slices per CPU: some overrun
-        raise KitError(f"{loops} busy loops used {share:.0f}% of a CPU over {wall:.1f}s (quota {cpu_quota}),"
-                       f" throttled {throttles} times", "apply the install and configure runbooks and restart the daemon")
-    return Outcome.ok(f"{loops} busy loop{'s' if loops > 1 else ''} got {share:.0f}% of a CPU over {wall:.1f}s (the"
-                      " daemon's share included),"
-                      f" quota {cpu_quota}: throttled {throttles} times", cpu_share_percent=round(share),
+    if not periods or throttles / periods < 0.5 or held_s < 0.2 * wall:
+        raise KitError(f"{loops} busy loop(s) against cpu_quota {cpu_quota} over {wall:.1f}s: throttled in {throttles}"
+                       f" of {periods} periods, held back {held_s:.1f}s (got {share:.0f}% of a CPU)",
+                       "apply the install and configure runbooks (the quota is on the slice) and restart the daemon")
+    return Outcome.ok(f"{loops} busy loop{'s' if loops > 1 else ''} against cpu_quota {cpu_quota} over {wall:.1f}s:"
+                      f" throttled in {throttles} of {periods} periods, held back {held_s:.1f}s; the slice got"
+                      f" {share:.0f}% of a CPU (the daemon's share included)", cpu_share_percent=round(share),
                       cpu_throttled_periods=throttles)
 
 

@@ -338,7 +338,7 @@ def test_each_limit_is_hit_by_a_build_inside_the_builders_slice(host, tmp_path):
     assert report["facts"]["memory_limit_hits"] >= 1
     cpu = steps["CPU: busy steps against cpu_quota"]
     assert cpu["status"] == "ok" and report["facts"]["cpu_throttled_periods"] > 0, cpu
-    assert report["facts"]["cpu_share_percent"] <= 63  # 50%, and what the kernel lets a period overrun
+    assert "throttled in" in cpu["message"] and "held back" in cpu["message"]
     tasks = steps["tasks: a step past tasks_max"]
     assert tasks["status"] == "ok" and "exit code 42" in tasks["message"], tasks
     # the host's builder: its builds in its own slice too (verify's step)
