@@ -67,17 +67,22 @@ def push_made_image(layout: Layout, registry_port: int, repository: str, tag: st
         if before:
             return Outcome.ok(f"{ref} is in the registry ({before})", base_image=ref)
         return Outcome.changed(f"would build {what} and push it as {ref}", base_image=ref)
-    with tempfile.TemporaryDirectory(prefix="bk-made-") as tmp:
-        ctx = Path(tmp)
-        make_context(ctx)
-        result = Buildctl.for_layout(layout).build(
-            ctx, build_args={"SOURCE_DATE_EPOCH": BASE_EPOCH},
-            output=f"type=image,name={ref},push=true,rewrite-timestamp=true")
-    digest = result.metadata.get("containerimage.digest", "")
+    digest = build_and_push(layout, ref, make_context)
     if digest and digest == before:
         return Outcome.ok(f"{ref} is up to date ({digest})", base_image=ref, base_digest=digest)
     was = f" (was {before})" if before else ""
     return Outcome.changed(f"pushed {ref} {digest}{was}", base_image=ref, base_digest=digest)
+
+
+def build_and_push(layout: Layout, ref: str, make_context) -> str:
+    """Build the context `make_context(dir)` writes, with fixed timestamps (the same files
+    give the same digest), and push it as `ref`: its digest."""
+    with tempfile.TemporaryDirectory(prefix="bk-made-") as tmp:
+        make_context(Path(tmp))
+        result = Buildctl.for_layout(layout).build(
+            Path(tmp), build_args={"SOURCE_DATE_EPOCH": BASE_EPOCH},
+            output=f"type=image,name={ref},push=true,rewrite-timestamp=true")
+    return result.metadata.get("containerimage.digest", "")
 
 
 FROM_BASE_DOCKERFILE = """FROM {ref}

@@ -101,10 +101,7 @@ def ensure_scanner(layout: Layout, registry_port: int, sbom_scanner: str, apply:
 def push_scanner(layout: Layout, ref: str) -> str:
     """Build the kit's scanner on the layout's builder and push it as `ref` (the
     organisation's registry, which production builders pull it from): its digest."""
-    with tempfile.TemporaryDirectory(prefix="bk-scanner-") as tmp:
-        result = Buildctl.for_layout(layout).build(scanner_context(Path(tmp)), build_args={"SOURCE_DATE_EPOCH": "0"},
-                                                   output=f"type=image,name={ref},push=true,rewrite-timestamp=true")
-    return result.metadata.get("containerimage.digest", "")
+    return images.build_and_push(layout, ref, scanner_context)
 
 
 def scanner_context(dest: Path) -> Path:
