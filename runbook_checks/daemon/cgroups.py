@@ -162,8 +162,8 @@ def _key(path: Path, name: str) -> float | None:
 
 
 def usage(slice_name: str) -> dict[str, float]:
-    """The slice's memory (bytes, and its limit), CPU time (seconds), CFS periods and
-    throttled periods, tasks (and their limit), from v1 controllers or v2 files; a value
+    """The slice's memory (bytes, and its limit), CPU time (seconds), CFS periods,
+    throttled periods and time held back, tasks (and their limit), from v1 controllers or v2 files; a value
     this host does not have (or an unlimited limit) is left out."""
     d = slice_dirs(slice_name)
     v2 = d.get("unified")
@@ -181,6 +181,9 @@ def usage(slice_name: str) -> dict[str, float]:
            "cpu_seconds": cpu,
            "cpu_periods": _key(cpu_stat, "nr_periods") if cpu_stat else None,
            "cpu_throttled_periods": _key(cpu_stat, "nr_throttled") if cpu_stat else None,
+           # how long the quota held it back: v1 throttled_time (ns), v2 throttled_usec (µs)
+           "cpu_throttled_seconds": ((_key(cpu_stat, "throttled_time") or 0) / 1e9 if "cpu" in d
+                                     else (_key(cpu_stat, "throttled_usec") or 0) / 1e6) if cpu_stat else None,
            "tasks": one("pids", "pids.current", "pids.current"),
            "tasks_limit": one("pids", "pids.max", "pids.max")}
     return {k: v for k, v in raw.items() if v is not None}

@@ -19,6 +19,7 @@ from ..core.units import parse_size
 from . import cgroups
 from .buildctl import Buildctl
 from .contexts import context_with_base
+from .service import daemon_answers
 
 BUSY_SECONDS = 4
 
@@ -43,6 +44,10 @@ def _run(layout: Layout, body: str, timeout: float = 300) -> tuple[float, str]:
             return time.monotonic() - start, ""
         except BuildctlError as exc:
             return time.monotonic() - start, exc.problem
+
+
+def _alive(layout: Layout) -> str:
+    return "the daemon answers" if daemon_answers(layout) else "the daemon does NOT answer"
 
 
 def _available_memory() -> int:
@@ -90,11 +95,8 @@ def memory_hit(layout: Layout, manager_name: str, pid: int, memory_max: str, app
     if hits < 1 or "exit code: 137" not in error:
         raise KitError(f"the step failed, but not at the memory limit ({counter.name} +{hits}): {error[-300:]}",
                        "read the build's error above")
-    from .service import daemon_answers
-
-    alive = "the daemon answers" if daemon_answers(layout) else "the daemon does NOT answer"
     return Outcome.ok(f"a step allocating {2 * limit // 2**20} MiB was OOM-killed in {layout.slice} after"
-                      f" {seconds:.1f}s (exit code 137; {counter.name}{' ' + key if key else ''} +{hits}); {alive}",
+                      f" {seconds:.1f}s (exit code 137; {counter.name}{' ' + key if key else ''} +{hits}); {_alive(layout)}",
                       memory_limit_hits=hits)
 
 
@@ -117,24 +119,16 @@ def cpu_throttled(layout: Layout, manager_name: str, pid: int, cpu_quota: str, a
     if not apply:
         return Outcome.skipped(f"would run {quota // 100 + 1} CPU-bound loops for {BUSY_SECONDS}s against cpu_quota"
                                " (apply)")
-    where = cgroups.paths(pid, layout.slice)
-    if "cpu" in where:  # v1: usage in ns (cpuacct), throttled time in ns
-        stat = where["cpu"] / "cpu.stat"
-        usage = lambda: int((where.get("cpuacct", where["cpu"]) / "cpuacct.usage").read_text()) / 1e9  # noqa: E731
-        held = lambda: _counter(stat, "throttled_time") / 1e9  # noqa: E731
-    else:  # v2: both in µs
-        stat = where["unified"] / "cpu.stat"
-        usage = lambda: _counter(stat, "usage_usec") / 1e6  # noqa: E731
-        held = lambda: _counter(stat, "throttled_usec") / 1e6  # noqa: E731
     loops = quota // 100 + 1
     spin = f"e=$(( $(date +%s) + {BUSY_SECONDS} )); while [ $(date +%s) -lt $e ]; do :; done"
     body = f"RUN for i in $(seq {loops}); do ( {spin} ) & done; wait\n"
-    before = (usage(), held(), _counter(stat, "nr_periods"), _counter(stat, "nr_throttled"), time.monotonic())
+    before, start = cgroups.usage(layout.slice), time.monotonic()
     _, error = _run(layout, body)
-    wall = time.monotonic() - before[4]
-    share = (usage() - before[0]) / wall * 100
-    held_s = held() - before[1]
-    periods, throttles = _counter(stat, "nr_periods") - before[2], _counter(stat, "nr_throttled") - before[3]
+    wall = time.monotonic() - start
+    delta = {k: v - before.get(k, 0) for k, v in cgroups.usage(layout.slice).items()}
+    share = delta.get("cpu_seconds", 0) / wall * 100
+    held_s = delta.get("cpu_throttled_seconds", 0)
+    periods, throttles = int(delta.get("cpu_periods", 0)), int(delta.get("cpu_throttled_periods", 0))
     if error:
         raise KitError(f"the CPU-bound build failed: {error[-300:]}", "read the build's error above")
     if not periods or throttles / periods < 0.5 or held_s < 0.2 * wall:
@@ -172,9 +166,6 @@ def tasks_hit(layout: Layout, manager_name: str, pid: int, tasks_max: int, apply
                        "apply the install and configure runbooks (the limit is on the slice) and restart the daemon")
     if f"exit code: {REFUSED}" not in error:
         raise KitError(f"the step failed, but not by a refused fork: {error[-300:]}", "read the build's error above")
-    from .service import daemon_answers
-
-    alive = "the daemon answers" if daemon_answers(layout) else "the daemon does NOT answer"
     return Outcome.ok(f"a step starting {many} processes was refused a fork at tasks_max {tasks_max} in"
-                      f" {layout.slice} after {seconds:.1f}s (\"can't fork\", exit code {REFUSED}); {alive}",
+                      f" {layout.slice} after {seconds:.1f}s (\"can't fork\", exit code {REFUSED}); {_alive(layout)}",
                       tasks_refused=True)
