@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import access, bench, docs, hosts, lab, maint, plugins, profile, runbooks, scan
+from . import access, bench, docs, drill, hosts, lab, maint, plugins, profile, runbooks, scan
 from .runbooks import LIST_WORDS, RUNBOOKS
 
 __all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
@@ -21,4 +21,5 @@ ns = Collection(
     Collection("certs", access.issue, access.revoke, access.list_),
     Collection("report", access.audit),
     Collection("scan", scan.scanner),
+    Collection("drill", drill.list_, drill.run),
 )

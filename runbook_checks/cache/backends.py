@@ -112,6 +112,25 @@ class CacheBackend:
         """Remove this cache (its registry tag's blobs wait for the garbage collector)."""
         raise NotImplementedError
 
+    def manifest(self) -> dict | None:
+        """The cache's manifest as the backend stores it, or None when there is none."""
+        raise NotImplementedError
+
+    def blob_exists(self, digest: str) -> bool:
+        raise NotImplementedError
+
+    def drop_manifest(self) -> None:
+        """Remove the manifest only (its blobs stay, for other manifests or the collector)."""
+        self.remove()
+
+    def missing_blobs(self) -> list[str] | None:
+        """The blobs the cache's manifest names that the backend does not hold: [] when it
+        is complete, None when there is no manifest (a cache cleanly absent)."""
+        found = self.manifest()
+        if found is None:
+            return None
+        return [d for d in referenced_blobs(found) if not self.blob_exists(d)]
+
 
 @dataclass(frozen=True)
 class RegistryBackend(CacheBackend):
@@ -183,6 +202,20 @@ class RegistryBackend(CacheBackend):
             raise CacheError(f"the kit removes cache tags from the lab's registry only, not from {ref.host}",
                              "remove the tag with that registry's own tools")
         registry.delete_tag(ref.local_port, ref.repository, ref.tag or "latest")
+
+    def _port(self) -> int:
+        ref = self.ref()
+        if ref.local_port is None:
+            raise CacheError(f"the kit reads cache manifests from the lab's registry only, not from {ref.host}",
+                             "check that registry's cache with its own tools")
+        return ref.local_port
+
+    def manifest(self) -> dict | None:
+        ref = self.ref()
+        return registry.manifest(self._port(), ref.repository, ref.tag or "latest")
+
+    def blob_exists(self, digest: str) -> bool:
+        return registry.blob_exists(self._port(), self.ref().repository, digest)
 
 
 @dataclass(frozen=True)
@@ -280,6 +313,22 @@ class S3Backend(CacheBackend):
         store = self._store()
         store.delete(self.target, [o["Key"] for o in store.objects(self.target, self.prefix)])
 
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix.strip("/"), *parts) if p)
+
+    def manifest(self) -> dict | None:
+        import json
+
+        body = self._store().read(self.target, self._key("manifests", "kit"))
+        return None if body is None else json.loads(body)
+
+    def blob_exists(self, digest: str) -> bool:
+        key = self._key("blobs", digest)
+        return any(o["Key"] == key for o in self._store().objects(self.target, key))
+
+    def drop_manifest(self) -> None:
+        self._store().delete(self.target, [self._key("manifests", "kit")])
+
 
 @dataclass(frozen=True)
 class LocalBackend(CacheBackend):
@@ -323,6 +372,30 @@ class LocalBackend(CacheBackend):
 
     def remove(self) -> None:
         shutil.rmtree(self.target, ignore_errors=True)
+
+    def manifest(self) -> dict | None:
+        import json
+
+        index = Path(self.target) / "index.json"
+        return json.loads(index.read_text()) if index.is_file() else None
+
+    def blob_exists(self, digest: str) -> bool:
+        algorithm, _, hexa = digest.partition(":")
+        return (Path(self.target) / "blobs" / algorithm / hexa).is_file()
+
+    def drop_manifest(self) -> None:
+        (Path(self.target) / "index.json").unlink(missing_ok=True)
+
+
+def referenced_blobs(manifest: dict) -> list[str]:
+    """The digests a cache manifest names: an OCI index or image manifest (registry, local:
+    its descriptors), or BuildKit's cache config (S3: its layers' blobs)."""
+    digests = [d["digest"] for d in manifest.get("manifests", []) + manifest.get("layers", [])
+               if isinstance(d, dict) and "digest" in d]
+    digests += [d["blob"] for d in manifest.get("layers", []) if isinstance(d, dict) and "blob" in d]
+    if isinstance(manifest.get("config"), dict) and "digest" in manifest["config"]:
+        digests.append(manifest["config"]["digest"])
+    return list(dict.fromkeys(digests))
 
 
 KINDS: dict[str, type[CacheBackend]] = {b.kind: b for b in (LocalBackend, RegistryBackend, InlineBackend, S3Backend)}

@@ -31,6 +31,7 @@ from ..core.errors import BenchError, KitError
 from ..core.layout import Layout
 from ..core.params import validate
 from ..core.paths import PROJECT_ROOT, WORKLOADS_DIR
+from ..core.units import human_bytes as human
 from ..daemon.buildctl import Buildctl
 from ..daemon.fresh import fresh_builder
 from ..daemon.install import BUILDKIT_VERSION
@@ -293,14 +294,6 @@ def _run_workload(lab, workload, context, backends, backend_names, say) -> list[
 def _line(r: Record) -> str:
     return (f"{r.seconds:.2f}s, {r.cached_steps}/{r.total_steps} CACHED, exported {human(r.bytes_exported)},"
             f" imported {human(r.bytes_imported)}")
-
-
-def human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 # --------------------------------------------------------------------------------------

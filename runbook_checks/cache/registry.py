@@ -174,6 +174,35 @@ def manifest_digest(port: int, repository: str, tag: str) -> str:
                             "start it: apply the configure runbook with registry_port set") from None
 
 
+def manifest(port: int, repository: str, reference: str) -> dict | None:
+    """The manifest (or index) repository:reference, or None when the registry has none."""
+    req = urllib.request.Request(f"http://{address(port)}/v2/{repository}/manifests/{reference}",
+                                 headers={"Accept": MANIFEST_TYPES})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise RegistryError(f"the registry at {address(port)} refused {repository}:{reference}: {exc}",
+                            "read the registry's log") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise RegistryError(f"the registry at {address(port)} did not answer: {exc}",
+                            "start it: apply the configure runbook with registry_port set") from None
+
+
+def blob_exists(port: int, repository: str, digest: str) -> bool:
+    req = urllib.request.Request(f"http://{address(port)}/v2/{repository}/blobs/{digest}", method="HEAD")
+    try:
+        with urllib.request.urlopen(req, timeout=10):
+            return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise RegistryError(f"the registry at {address(port)} refused blob {digest} of {repository}: {exc}",
+                            "read the registry's log") from None
+
+
 def image_label(registry_port: int, repository: str, tag: str, label: str) -> str:
     """A label of the image repository:tag in the local registry ("" if absent)."""
     base = f"http://{address(registry_port)}/v2/{repository}"

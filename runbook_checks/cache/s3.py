@@ -210,6 +210,19 @@ class Store:
             raise self._fail(exc, f"listing s3://{bucket}/{prefix}") from None
         return out
 
+    def read(self, bucket: str, key: str) -> bytes | None:
+        """An object's body, or None when the object (or the bucket) is absent."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
+                return None
+            raise self._fail(exc, f"reading s3://{bucket}/{key}") from None
+        except BotoCoreError as exc:
+            raise self._fail(exc, f"reading s3://{bucket}/{key}") from None
+
     def delete(self, bucket: str, keys: list[str]) -> None:
         """Delete keys (1000 per request); a key the service refused is an error naming it."""
         s3 = self.client()

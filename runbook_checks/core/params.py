@@ -177,7 +177,7 @@ class Semantics(BaseModel):
                              description="an http:// or https:// address with a host and port only, or empty")
     s3_region: str = Field("us-east-1", pattern=r"^[a-z0-9-]+$", description="a region name like us-east-1")
     # remote build cache (runbook_checks.cache.backends)
-    cache_backend: Literal["local", "registry", "inline", "s3"] = "registry"
+    cache_backend: Literal["local", "registry", "inline", "s3", "none"] = "registry"  # none: no remote cache
     cache_bucket: str = Field("buildkit-cache", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
                               description="an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens")
     cache_prefix: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$", description="a key prefix of letters, digits, . _ / -")
@@ -193,6 +193,10 @@ class Semantics(BaseModel):
     retention_keep_tags: int = Field(10, ge=0)
     retention_max_age: int = 30 * 86400
     s3_max_age: int = 14 * 86400
+    # recovery (runbook_checks.daemon.recovery): the reserve file beside the cache, the free
+    # space an emergency prune makes
+    disk_reserve: int = 64_000_000
+    free_space_target: int = 1_000_000_000
     prune_schedule: str = Field("daily", pattern=r"^[A-Za-z0-9 :*,./~-]+$",
                                 description="a systemd OnCalendar expression such as daily or Sun 03:00")
     # scanning (runbook_checks.scanning)
@@ -317,7 +321,7 @@ class Semantics(BaseModel):
     def _durations(cls, v: Any) -> int:
         return parse_duration(v)
 
-    @field_validator("prune_keep_storage", "audit_max_bytes", mode="before")
+    @field_validator("prune_keep_storage", "audit_max_bytes", "disk_reserve", "free_space_target", mode="before")
     @classmethod
     def _bytes(cls, v: Any) -> int:
         size = parse_size(v)

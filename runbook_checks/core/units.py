@@ -57,3 +57,12 @@ def prom_minutes(duration: str) -> float:
 def prom_seconds(duration: str) -> int:
     """A Prometheus duration in whole seconds."""
     return round(prom_minutes(duration) * 60)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> "1.5 KiB": for messages and tables."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -187,6 +187,28 @@ def go_install(package: str, gobin: Path, ldflags: str = "", timeout: float = 18
                            "check that the Go module proxy is reachable (go env GOPROXY) and the version exists")
 
 
+def cached_go_binary(module: str, command: str, version: str, minutes: int = 1) -> Path:
+    """cache_dir()/NAME/VERSION/NAME (NAME: the last part of `command`), built with `go
+    install MODULE/COMMAND@VERSION` from the Go module proxy once per version, outside the
+    checkout; a half-built one never takes its place."""
+    name = command.rsplit("/", 1)[-1]
+    folder = cache_dir() / name / version
+    if go_module_version(folder / name, module) == version:
+        return folder / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
+    print(f"building {name} {version} from the Go module proxy into {folder} (once per version, about {minutes}"
+          f" minute{'s' if minutes > 1 else ''})", flush=True)
+    try:
+        go_install(f"{module}/{command}@{version}", staging, ldflags="-s -w")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder / name
+
+
 def go_module_version(binary: Path, module: str) -> str:
     """The version of `module` a Go binary was built from (`go version -m`), or ""."""
     go = shutil.which("go")

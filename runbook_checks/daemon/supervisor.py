@@ -138,6 +138,11 @@ class Supervisor:
                 raise ServiceError(f"supervisord could not stop {name}: {exc.faultString}",
                                    f"read {self.layout.log_dir}/supervisord.log") from None
 
+    def stop_daemon(self) -> None:
+        """Stop buildkitd only (the services beside it keep running)."""
+        if self.supervisord_up():
+            self.stop_program("buildkitd")
+
     def stop(self) -> None:
         """Stop buildkitd and this state directory's supervisord."""
         if not self.supervisord_up():

@@ -196,6 +196,9 @@ class Systemd:
     def stop(self) -> None:
         self._ctl("stop", self.layout.unit(), self.layout.unit(kind="socket"))
 
+    def stop_daemon(self) -> None:
+        self.stop()
+
 
 def verify_rendered_units(layout: Layout, units: dict[Path, str]) -> None:
     """Verify units in a scratch directory before anything is written.

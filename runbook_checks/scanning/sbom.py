@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -17,7 +16,6 @@ from pathlib import Path
 from ..core import files
 from ..core.errors import ScanError
 from ..core.layout import Layout
-from ..core.paths import cache_dir
 from ..core.results import Outcome
 from ..cache import images
 from ..daemon import install
@@ -58,21 +56,7 @@ ENTRYPOINT ["/bin/sh", "/scan.sh"]
 def syft_binary(version: str = SYFT_VERSION) -> Path:
     """cache_dir()/syft/VERSION/syft, built from the Go module proxy once per version
     (about 4 minutes cold on 2 cores)."""
-    folder = cache_dir() / "syft" / version
-    if install.go_module_version(folder / "syft", SYFT_MODULE) == version:
-        return folder / "syft"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
-    print(f"building syft {version} from the Go module proxy into {folder} (once per version, about 4 minutes)",
-          flush=True)
-    try:
-        install.go_install(f"{SYFT_MODULE}/cmd/syft@{version}", staging, ldflags="-s -w")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder / "syft"
+    return install.cached_go_binary(SYFT_MODULE, "cmd/syft", version, minutes=4)
 
 
 def scanner_tag(version: str = SYFT_VERSION) -> str:

@@ -1,0 +1,226 @@
+"""Recovery for what the service manager cannot fix by itself, each action reported like
+any step and nothing deleted without a copy:
+
+- a corrupted bolt database under buildkitd's root. BuildKit resets `cache.db` and
+  `history.db` itself (keeping a .bak); a worker database it cannot open stops the daemon
+  from starting (`metadata_v2.db`, `containerdmeta.db`), or leaves it listening while
+  every build fails (`snapshots/metadata.db`). `bbolt check` (bbolt's own tool, built
+  from the Go module proxy) finds it; the worker's directory is moved aside whole (its
+  databases refer to each other) and the daemon starts on an empty local cache;
+- a full disk. With no byte free, buildkitd cannot even prune (a prune writes to its
+  databases) and what the failed step left stays. A reserve file beside the cache is
+  released, the daemon restarted (its start-up garbage collection removes what failed
+  steps left), the cache pruned to a target free space, the reserve made again;
+- a daemon that listens but does not build: a build probe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from ..core import files
+from ..core.errors import ServiceError
+from ..core.layout import Layout
+from ..core.results import Outcome
+from ..core.units import human_bytes
+from . import install, service, stack
+from .buildctl import Buildctl
+from .contexts import busybox_rootfs
+
+BBOLT_MODULE = "go.etcd.io/bbolt"
+BBOLT_VERSION = "v1.4.3"
+RESERVE = "kit-reserve"  # the reserve file in buildkitd's root: space to release when the disk is full
+# where BuildKit keeps bolt databases under its root (never into snapshot contents)
+DATABASE_GLOBS = ("*.db", "*/*.db", "*/snapshots/metadata.db")
+# BuildKit resets these itself when they do not open (and keeps a .bak)
+SELF_HEALING = ("cache.db", "history.db")
+
+
+def bbolt() -> Path:
+    """bbolt's CLI (`bbolt check`), built once per version outside the checkout."""
+    return install.cached_go_binary(BBOLT_MODULE, "cmd/bbolt", BBOLT_VERSION)
+
+
+def databases(layout: Layout) -> list[Path]:
+    root = layout.root_dir
+    return sorted({p for pattern in DATABASE_GLOBS for p in root.glob(pattern) if p.is_file()})
+
+
+def check_database(path: Path, tool: Path | None = None) -> str:
+    """"" when `bbolt check` passes on a copy of `path` (a running daemon holds the file's
+    lock), else what it says is wrong."""
+    with tempfile.TemporaryDirectory(prefix="kit-bolt-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        proc = subprocess.run([str(tool or bbolt()), "check", str(copy)], capture_output=True, text=True, timeout=300)
+    if proc.returncode == 0:
+        return ""
+    said = [ln.removeprefix("Error: ") for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    return said[0] if said else f"bbolt check exited {proc.returncode}"
+
+
+def broken_databases(layout: Layout) -> dict[Path, str]:
+    tool = bbolt()
+    found = {db: check_database(db, tool) for db in databases(layout)}
+    return {db: why for db, why in found.items() if why}
+
+
+def what_to_move(layout: Layout, db: Path) -> Path:
+    """A worker's database takes its whole directory with it (its databases and snapshots
+    refer to each other); a database at the root goes alone."""
+    relative = db.relative_to(layout.root_dir)
+    return layout.root_dir / relative.parts[0] if len(relative.parts) > 1 else db
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for top, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def aside_dir(layout: Layout, stamp: str) -> Path:
+    """Where moved-aside state goes: beside the root (same filesystem, out of BuildKit's sight)."""
+    return layout.root_dir.parent / f"{layout.root_dir.name}.aside-{stamp}"
+
+
+def databases_sound(layout: Layout, manager, apply: bool, timeout: float = 60) -> Outcome:
+    """Every bolt database under the root passes `bbolt check`; else (apply) stop the
+    daemon, move what holds the broken ones aside (a copy, never deleted), start it, and
+    say what the daemon lost."""
+    found = databases(layout)
+    broken = broken_databases(layout)
+    if not broken:
+        return Outcome.ok(f"{len(found)} databases pass bbolt check: "
+                          f"{', '.join(str(p.relative_to(layout.root_dir)) for p in found)}", databases=len(found))
+    moves = sorted({what_to_move(layout, db) for db in broken})
+    said = "; ".join(f"{db.relative_to(layout.root_dir)}: {why}" for db, why in broken.items())
+    lost = [lost_with(layout, m) for m in moves]
+    if not apply:
+        return Outcome.changed(f"bbolt check fails: {said}. Would stop buildkitd, move "
+                               f"{', '.join(str(m.relative_to(layout.root_dir)) for m in moves)} aside and start it;"
+                               f" lost: {'; '.join(lost)}", broken=[str(b) for b in broken], lost=lost)
+    dest = aside_dir(layout, files.stamp())
+    manager.stop_daemon()
+    for path in moves:
+        for point in stack.mounts_under(path) if path.is_dir() else []:
+            subprocess.run(["umount", "-l", point], check=False)
+        target = dest / path.relative_to(layout.root_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+    manager.start()
+    service.wait_ready(layout, manager, timeout)
+    return Outcome.changed(f"bbolt check failed: {said}. Moved {', '.join(str(m.relative_to(layout.root_dir)) for m in moves)}"
+                           f" to {dest} and started buildkitd; lost: {'; '.join(lost)}. Builds are uncached until they"
+                           " import a remote cache (remote caches are untouched; the cache-warm runbook re-warms)."
+                           f" Remove {dest} once nothing in it is wanted",
+                           broken=[str(b) for b in broken], aside=str(dest), lost=lost)
+
+
+def lost_with(layout: Layout, path: Path) -> str:
+    """What the daemon no longer has once `path` is moved aside."""
+    size = human_bytes(size_of(path))
+    if path.is_dir():
+        return f"the local build cache of {path.name} ({size})"
+    if path.name == "history.db":
+        return f"the build history ({size})"
+    return f"the cache records of {path.name} ({size})"
+
+
+# --------------------------------------------------------------------------------------
+# a full disk
+# --------------------------------------------------------------------------------------
+def reserve_path(layout: Layout) -> Path:
+    return layout.root_dir / RESERVE
+
+
+def make_reserve(path: Path, size: int) -> None:
+    """`size` bytes really allocated (not a sparse file), written atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def ensure_reserve(layout: Layout, size: int, apply: bool) -> Outcome:
+    """The reserve file in buildkitd's root (`disk_reserve`): space the recover runbook
+    releases when the disk is full, so that a prune can write again."""
+    path = reserve_path(layout)
+    have = path.stat().st_size if path.exists() else 0
+    if have == size:
+        return Outcome.ok(f"{path} reserves {human_bytes(size)}" if size else "no disk reserve (disk_reserve is 0)")
+    if not apply:
+        return Outcome.changed(f"would {'make' if size else 'remove'} {path} ({human_bytes(size)})")
+    if not size:
+        path.unlink()
+        return Outcome.changed(f"removed {path}")
+    free = shutil.disk_usage(layout.root_dir).free
+    if size - have > free:
+        raise ServiceError(f"the disk reserve needs {human_bytes(size - have)} more and {layout.root_dir} has"
+                           f" {human_bytes(free)} free", "free space first (the recover runbook), or lower disk_reserve")
+    layout.root_dir.mkdir(parents=True, exist_ok=True)
+    make_reserve(path, size)
+    return Outcome.changed(f"{path} reserves {human_bytes(size)}")
+
+
+def disk_space(layout: Layout, manager, min_free: int, reserve: int, apply: bool, timeout: float = 60) -> Outcome:
+    """At least `min_free` bytes free on buildkitd's filesystem; else (apply) release the
+    reserve, restart the daemon, prune to `min_free` free, make the reserve again."""
+    free = shutil.disk_usage(layout.root_dir).free
+    if free >= min_free:
+        return Outcome.ok(f"{human_bytes(free)} free on {layout.root_dir}'s filesystem (at least"
+                          f" {human_bytes(min_free)} wanted)", free_bytes=free)
+    if not apply:
+        return Outcome.changed(f"only {human_bytes(free)} free on {layout.root_dir}'s filesystem: would release the"
+                               " reserve, restart buildkitd, prune the cache to"
+                               f" {human_bytes(min_free)} free and make the reserve again", free_bytes=free)
+    path = reserve_path(layout)
+    released = path.stat().st_size if path.exists() else 0
+    if released:
+        path.unlink()
+    manager.restart()  # its start-up garbage collection removes what failed steps left behind
+    service.wait_ready(layout, manager, timeout)
+    after_restart = shutil.disk_usage(layout.root_dir).free
+    Buildctl.for_layout(layout).run("prune", "--all", "--free-storage", str(max(1, min_free // 1_000_000)),
+                                    timeout=600)
+    after = shutil.disk_usage(layout.root_dir).free
+    facts = {"free_bytes": after, "released": released, "free_after_restart": after_restart}
+    if after < min_free + reserve:
+        return Outcome.failed(f"released {human_bytes(released)}, restarted and pruned, and only {human_bytes(after)}"
+                              f" is free on {layout.root_dir}'s filesystem: the build cache is not what fills it",
+                              **facts)
+    if reserve:
+        make_reserve(path, reserve)
+    return Outcome.changed(f"was {human_bytes(free)} free: released the {human_bytes(released)} reserve, restarted"
+                           f" buildkitd ({human_bytes(after_restart)} free), pruned to {human_bytes(after)} free"
+                           f"{', made the reserve again' if reserve else ''}. To keep it from filling, give the GC"
+                           f" policy a rule with min_free_space (at least {human_bytes(min_free)})", **facts)
+
+
+# --------------------------------------------------------------------------------------
+# a daemon that listens but does not build
+# --------------------------------------------------------------------------------------
+PROBE_DOCKERFILE = "FROM scratch\nCOPY rootfs/ /\nRUN echo {nonce} > /probe\n"
+
+
+def build_probe(layout: Layout, timeout: float = 120) -> Outcome:
+    """A build with a RUN step no cache holds: the daemon answers AND builds."""
+    with tempfile.TemporaryDirectory(prefix="kit-probe-") as tmp:
+        ctx = Path(tmp)
+        busybox_rootfs(ctx / "rootfs")
+        (ctx / "Dockerfile").write_text(PROBE_DOCKERFILE.format(nonce=uuid.uuid4().hex))
+        result = Buildctl.for_layout(layout).build(ctx, timeout=timeout)
+    return Outcome.ok(f"a probe build ran a RUN step in {result.seconds:.1f}s", probe_seconds=result.seconds)

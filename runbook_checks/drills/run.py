@@ -1,0 +1,79 @@
+"""Running drills: a sandbox per drill, N trials in it (each fault leaves the sandbox as
+its recovery left it: the next trial starts from there), a JSON record per trial under
+runs/drills/<stamp>/, and a recap."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Callable
+
+from ..core import files
+from ..core.errors import ParameterError
+from .faults import FAULTS, Fault, Trial, run_trial
+from .sandbox import sandbox
+
+
+def chosen(names: list[str] | tuple[str, ...]) -> list[Fault]:
+    """The faults named (all for "all" or none named), or a refusal naming the choices."""
+    if not names or list(names) == ["all"]:
+        return list(FAULTS.values())
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise ParameterError(f"no drill named {', '.join(unknown)}", f"choose from: {', '.join(FAULTS)} (or all)")
+    return [FAULTS[n] for n in names]
+
+
+def run(faults: list[Fault], times: int, folder: Path, say: Callable[[str], None] = print) -> list[Trial]:
+    if times < 1:
+        raise ParameterError(f"--times {times}: a drill runs at least once", "give --times 1 or more")
+    files.writable_dir(folder, what="drill records")
+    trials: list[Trial] = []
+    for fault in faults:
+        say(f"{fault.name}: {fault.summary} (a sandbox of its own, {times} trial{'s' if times > 1 else ''})")
+        with sandbox() as box:
+            if fault.setup:
+                fault.setup(box)
+            for number in range(1, times + 1):
+                trial = run_trial(box, fault, number)
+                files.atomic_write(folder / f"{fault.name}-{number:02d}.json", json.dumps(trial.to_dict(), indent=2) + "\n")
+                trials.append(trial)
+                say(line(trial))
+    return trials
+
+
+def line(t: Trial) -> str:
+    if t.error:
+        return f"  {t.drill} #{t.trial}: FAILED: {t.error}"
+    wrong = [f"{k}: {v}" for k, v in t.checks.items() if v != "ok"]
+    verdict = "passed" if t.passed else "FAILED: " + "; ".join(wrong)
+    return (f"  {t.drill} #{t.trial}: {verdict}: detected in {t.detect_seconds:.1f}s ({t.detected_by[:70]}),"
+            f" recovered in {t.recover_seconds:.1f}s by {t.recovered_by}")
+
+
+def summary(trials: list[Trial]) -> list[dict]:
+    """One row per drill: passed/total, median detection and recovery seconds, by what."""
+    rows = []
+    for name in dict.fromkeys(t.drill for t in trials):
+        mine = [t for t in trials if t.drill == name]
+        ran = [t for t in mine if not t.error] or mine
+        rows.append({"drill": name, "passed": sum(t.passed for t in mine), "trials": len(mine),
+                     "detect_s": round(statistics.median(t.detect_seconds for t in ran), 2),
+                     "recover_s": round(statistics.median(t.recover_seconds for t in ran), 2),
+                     "recovered_by": ran[0].recovered_by,
+                     "lost": sorted({re.sub(r" \(.*?\)", "", x) for t in mine for x in t.lost})})
+    return rows
+
+
+def recap_table(trials: list[Trial], title: str):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("drill", "passed", "detect s (median)", "recover s (median)", "recovered by", "lost"):
+        table.add_column(col, overflow="fold")
+    for row in summary(trials):
+        table.add_row(row["drill"], f"{row['passed']}/{row['trials']}", f"{row['detect_s']:.1f}",
+                      f"{row['recover_s']:.1f}", row["recovered_by"], "; ".join(row["lost"]) or "nothing")
+    return table

@@ -1,0 +1,47 @@
+"""`invoke drill.*`: fault drills. Each drill brings up a sandbox builder of its own
+(never the operator's lab), injects one real fault under load, and checks that the kit
+detects it, recovers and loses nothing."""
+
+from __future__ import annotations
+
+from invoke import Exit, task
+
+from ._kit import console, refusals
+
+
+@task(name="list")
+def list_(c):
+    """The drills: the fault each injects, and where operators report it."""
+    from rich.table import Table
+
+    from runbook_checks.drills.faults import FAULTS
+
+    table = Table(title="fault drills (invoke drill.run NAME --times N)", title_justify="left")
+    for col in ("drill", "the fault", "reported upstream"):
+        table.add_column(col, overflow="fold")
+    for fault in FAULTS.values():
+        table.add_row(fault.name, fault.summary, fault.issue or "-")
+    console().print(table)
+
+
+@task(help={"name": "a drill (invoke drill.list), several separated by commas, or all",
+            "times": "trials per drill, one sandbox per drill (default 3; the recorded run on the site: 20)"})
+@refusals
+def run(c, name, times=3):
+    """Run drills: a JSON record per trial under runs/drills/<stamp>/, a recap; exit 1
+    when any trial was not detected, not recovered, or lost something."""
+    from runbook_checks.core import files
+    from runbook_checks.core.paths import runs_dir
+    from runbook_checks.drills import run as drills
+
+    faults = drills.chosen([n.strip() for n in name.split(",") if n.strip()])
+    stamp = files.stamp()
+    folder = runs_dir() / "drills" / stamp
+    out = console()
+    trials = drills.run(faults, int(times), folder, say=lambda m: out.print(m, soft_wrap=True, highlight=False))
+    out.print(drills.recap_table(trials, f"drills {stamp}"))
+    out.print(f"records: {folder}", soft_wrap=True)
+    failed = [t for t in trials if not t.passed]
+    if failed:
+        raise Exit(f"{len(failed)} of {len(trials)} trials failed: " + ", ".join(f"{t.drill} #{t.trial}" for t in failed),
+                   code=1)

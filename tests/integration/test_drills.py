@@ -1,0 +1,81 @@
+"""Fault drills for real: every drill, three trials in a sandbox of its own, detected,
+recovered, nothing lost; and the checks that say so fail when something is lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from runbook_checks.drills import run as drills
+from runbook_checks.drills.faults import FAULTS, Fault, Injected, probe_fails, run_trial
+from runbook_checks.drills.sandbox import sandbox
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_every_drill_passes_three_trials(name, tmp_path):
+    trials = drills.run([FAULTS[name]], 3, tmp_path, say=lambda m: None)
+    records = [json.loads(p.read_text()) for p in sorted(tmp_path.glob(f"{name}-*.json"))]
+    assert len(records) == 3
+    for trial in trials:
+        assert trial.passed, drills.line(trial)
+        assert trial.detected_by and trial.recovered_by and trial.recover_seconds > 0
+        assert set(trial.checks) >= {"daemon answers", "a new build runs", "the baseline rebuilds CACHED",
+                                     "registry cache whole", "s3 cache whole", "buildkitd.toml unchanged"}
+    if name.startswith("corrupt-"):  # the recover runbook moved the worker aside and says what went with it
+        assert all(t.lost and "local build cache" in t.lost[0] for t in trials)
+    if name.startswith("kill-export"):
+        assert all(t.notes["interrupted_cache"] in ("complete", "absent") for t in trials)
+
+
+@pytest.fixture(scope="module")
+def box():
+    with sandbox() as b:
+        yield b
+
+
+def test_a_trial_fails_when_the_config_is_left_changed(box):
+    def touch_config(b, n):
+        with open(b.layout.config_path, "a") as fh:
+            fh.write("\n# changed by a fault\n")
+        return Injected("nothing", 0.0, "nothing", 0.0)
+
+    good = box.layout.config_path.read_bytes()
+    try:
+        trial = run_trial(box, Fault("touch-config", "the config changed behind the kit", "", touch_config), 1)
+    finally:
+        box.layout.config_path.write_bytes(good)
+    assert not trial.passed and trial.checks["buildkitd.toml unchanged"] == "buildkitd.toml changed"
+
+
+def test_an_orphaned_snapshot_fails_the_build_that_meets_it(box):
+    """What a crash can leave: a snapshot directory the database never recorded. Ids are
+    sequential, so it is always the next one: the next build that makes a snapshot fails
+    with "file exists" (containerd removes the directory on its way out), and the build
+    after it works. The kill drills record that first failure when it happens."""
+    db = next(box.layout.root_dir.glob("*/snapshots/metadata.db"))
+    box.manager.stop_daemon()
+    next_id = max(int(d.name) for d in (db.parent / "snapshots").iterdir() if d.name.isdigit()) + 1
+    (db.parent / "snapshots" / str(next_id)).mkdir()
+    box.manager.start()
+    assert "file exists" in probe_fails(box)
+    assert probe_fails(box) == ""
+
+
+def test_a_cache_manifest_naming_a_missing_blob_is_found_and_removed_with_a_copy(box):
+    cache = box.backend("s3", "broken")
+    box.buildctl.build(box.baseline, export_cache=[cache.export_option()])
+    assert cache.missing_blobs() == []
+    gone = cache._key("blobs", next(b["blob"] for b in cache.manifest()["layers"]))
+    cache.store.delete("kit-drills", [gone])
+    assert len(cache.missing_blobs()) == 1
+    sets = ("cache_backend=s3", "cache_bucket=kit-drills", "cache_prefix=broken")
+    check = box.runbook("recover", "check", *sets)
+    assert {s.name: s.status for s in check.report.steps}["remote cache complete"] == "changed"
+    assert len(cache.missing_blobs()) == 1  # check changed nothing
+    applied = box.runbook("recover", "apply", *sets)
+    copy = applied.report.facts["manifest_copy"]
+    assert cache.missing_blobs() is None and json.loads(open(copy).read())["layers"]
+    assert {s.name: s.status for s in box.runbook("recover", "apply", *sets).report.steps}["remote cache complete"] == "ok"
+    shutil.rmtree(box.layout.backup_dir, ignore_errors=True)
