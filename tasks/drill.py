@@ -25,9 +25,10 @@ def list_(c):
 
 
 @task(help={"name": "a drill (invoke drill.list), several separated by commas, or all",
-            "times": "trials per drill, one sandbox per drill (default 3; the recorded run on the site: 20)"})
+            "times": "trials per drill, one sandbox per drill (default 3; the recorded run on the site: 20)",
+            "publish": "also put the recap into docs/operations/drills.md (the site's measured results)"})
 @refusals
-def run(c, name, times=3):
+def run(c, name, times=3, publish=False):
     """Run drills: a JSON record per trial under runs/drills/<stamp>/, a recap; exit 1
     when any trial was not detected, not recovered, or lost something."""
     from runbook_checks.core import files
@@ -41,6 +42,13 @@ def run(c, name, times=3):
     trials = drills.run(faults, int(times), folder, say=lambda m: out.print(m, soft_wrap=True, highlight=False))
     out.print(drills.recap_table(trials, f"drills {stamp}"))
     out.print(f"records: {folder}", soft_wrap=True)
+    if publish:
+        from runbook_checks.cache.bench import machine
+        from runbook_checks.core.paths import PROJECT_ROOT
+
+        drills.publish(trials, PROJECT_ROOT / "docs/operations/drills.md",
+                       f"Run {stamp} on {machine()}: `invoke drill.run {name} --times {times}`.")
+        out.print("published to docs/operations/drills.md")
     failed = [t for t in trials if not t.passed]
     if failed:
         raise Exit(f"{len(failed)} of {len(trials)} trials failed: " + ", ".join(f"{t.drill} #{t.trial}" for t in failed),

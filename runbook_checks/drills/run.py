@@ -77,3 +77,31 @@ def recap_table(trials: list[Trial], title: str):
         table.add_row(row["drill"], f"{row['passed']}/{row['trials']}", f"{row['detect_s']:.1f}",
                       f"{row['recover_s']:.1f}", row["recovered_by"], "; ".join(row["lost"]) or "nothing")
     return table
+
+
+def markdown(trials: list[Trial], caption: str) -> str:
+    """The recap as a Markdown table, for the site."""
+    rows = ["| drill | passed | detect s (median) | recover s (median) | recovered by | lost |",
+            "|---|---|---|---|---|---|"]
+    for row in summary(trials):
+        rows.append(f"| `{row['drill']}` | {row['passed']}/{row['trials']} | {row['detect_s']:.1f} |"
+                    f" {row['recover_s']:.1f} | {row['recovered_by']} | {'; '.join(row['lost']) or 'nothing'} |")
+    return "\n".join(rows) + f"\n\n{caption}\n"
+
+
+RESULTS_BEGIN, RESULTS_END = "<!-- drills:results -->", "<!-- /drills:results -->"
+
+
+def publish(trials: list[Trial], page: Path, caption: str) -> None:
+    """Put the recap between the results markers of `page` (written atomically)."""
+    text = page.read_text()
+    if RESULTS_BEGIN not in text or RESULTS_END not in text:
+        raise ParameterError(f"{page} has no {RESULTS_BEGIN} ... {RESULTS_END} block to put the results in",
+                             "add the two markers where the table goes")
+    head, rest = text.split(RESULTS_BEGIN, 1)
+    _, tail = rest.split(RESULTS_END, 1)
+    files.atomic_write(page, f"{head}{RESULTS_BEGIN}\n{markdown(trials, caption)}{RESULTS_END}{tail}")
+
+
+def read_records(folder: Path) -> list[Trial]:
+    return [Trial(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
