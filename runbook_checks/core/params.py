@@ -221,6 +221,7 @@ class Semantics(BaseModel):
     buildx_builder: str = Field("buildkit-ops", **NAME)
     # monitoring and alerting (runbook_checks.monitoring)
     builder_name: str = Field("buildkit-ops", **NAME)
+    probe_interval: int = 120  # seconds between the exporter's probe builds; 0: none
     prometheus_port: int = Field(0, **PORT)
     alertmanager_port: int = Field(0, **PORT)
     node_exporter_port: int = Field(0, **PORT)
@@ -316,7 +317,8 @@ class Semantics(BaseModel):
                           "write it as HOST[:PORT]/PATH[:TAG], for example 127.0.0.1:15000/kit/cache:main")
         return v
 
-    @field_validator("prune_keep_duration", "retention_max_age", "s3_max_age", "history_max_age", mode="before")
+    @field_validator("prune_keep_duration", "retention_max_age", "s3_max_age", "history_max_age", "probe_interval",
+                     mode="before")
     @classmethod
     def _durations(cls, v: Any) -> int:
         return parse_duration(v)

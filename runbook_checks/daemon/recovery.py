@@ -213,14 +213,25 @@ def disk_space(layout: Layout, manager, min_free: int, reserve: int, apply: bool
 # --------------------------------------------------------------------------------------
 # a daemon that listens but does not build
 # --------------------------------------------------------------------------------------
-PROBE_DOCKERFILE = "FROM scratch\nCOPY rootfs/ /\nRUN echo {nonce} > /probe\n"
+PROBE_DOCKERFILE = "FROM scratch\nCOPY rootfs/ /\nARG {arg}\nRUN echo {nonce} > /probe\n"
+PROBE_ARG = "BUILDKIT_OPS_PROBE"  # the build-arg every probe carries, so reports can leave probes out
 
 
-def build_probe(layout: Layout, timeout: float = 120) -> Outcome:
-    """A build with a RUN step no cache holds: the daemon answers AND builds."""
+def probe(client: Buildctl, timeout: float = 120) -> float:
+    """A build with a RUN step no cache holds (the daemon answers AND builds): its seconds."""
     with tempfile.TemporaryDirectory(prefix="kit-probe-") as tmp:
         ctx = Path(tmp)
         busybox_rootfs(ctx / "rootfs")
-        (ctx / "Dockerfile").write_text(PROBE_DOCKERFILE.format(nonce=uuid.uuid4().hex))
-        result = Buildctl.for_layout(layout).build(ctx, timeout=timeout)
-    return Outcome.ok(f"a probe build ran a RUN step in {result.seconds:.1f}s", probe_seconds=result.seconds)
+        (ctx / "Dockerfile").write_text(PROBE_DOCKERFILE.format(arg=PROBE_ARG, nonce=uuid.uuid4().hex))
+        return client.build(ctx, build_args={PROBE_ARG: "1"}, timeout=timeout).seconds
+
+
+def is_probe(record: dict) -> bool:
+    """Whether a build history record is a probe's."""
+    attrs = record.get("FrontendAttrs") or record.get("frontendAttrs") or {}
+    return f"build-arg:{PROBE_ARG}" in attrs
+
+
+def build_probe(layout: Layout, timeout: float = 120) -> Outcome:
+    seconds = probe(Buildctl.for_layout(layout), timeout)
+    return Outcome.ok(f"a probe build ran a RUN step in {seconds:.1f}s", probe_seconds=seconds)

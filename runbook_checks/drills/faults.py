@@ -239,7 +239,8 @@ def corrupt_snapshots_db(box: Sandbox, trial: int) -> Injected:
                        "check which database the drill garbles")
     seen = round(time.monotonic() - start, 2)
     took, lost = recover_runbook(box)
-    return Injected(f"the probe build failed while the daemon answered: {said[:120]}", seen, RECOVER, took, lost)
+    return Injected(f"a probe build (BuildkitdCannotBuild's) failed while the daemon answered: {said[:120]}", seen,
+                    RECOVER, took, lost)
 
 
 FULL_DISK_MB = 160  # the builder root's filesystem in the disk-full drill
@@ -270,7 +271,8 @@ def disk_full(box: Sandbox, trial: int) -> Injected:
     said = probe_fails(box)
     seen = round(time.monotonic() - start, 2)
     took, lost = recover_runbook(box, *DISK_SETS)
-    return Injected(f"the probe build failed: {said[:120] or 'no: it still built'}", seen, RECOVER, took, lost,
+    return Injected(f"a probe build (BuildkitdCannotBuild's) failed: {said[:120] or 'no: it still built'}", seen,
+                    RECOVER, took, lost,
                     {"probe_failed": bool(said)})
 
 

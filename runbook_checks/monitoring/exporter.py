@@ -4,7 +4,8 @@ On each scrape it reads the kit's latest run reports (the Docker CLI plugin audi
 totals, invalid, insecure, so an alert can fire on an invalid plugin) and asks each
 builder given with --buildkit-addr for its cache (`buildctl du`, `debug workers`,
 `debug histories`): disk usage, reclaimable bytes and records by record type, the GC
-limit, and the cached/total steps of the builds in its history. Run it with
+limit, and the cached/total steps of the builds in its history; and, every
+--probe-interval seconds, whether a probe build runs on each. Run it with
 `python -m runbook_checks.monitoring.exporter --listen 127.0.0.1:PORT [--runs-dir DIR]`; the lab's
 supervisord runs it beside buildkitd."""
 
@@ -16,6 +17,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +29,7 @@ from ..core import runner
 from ..core.errors import KitError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT, runs_dir
+from ..daemon import recovery
 from ..daemon.buildctl import Buildctl
 from ..daemon.programs import Program
 
@@ -96,7 +99,8 @@ def program(layout: Layout, params: dict) -> Program:
     port = params["exporter_port"]
     return Program("exporter", f"{sys.executable} -m runbook_checks.monitoring.exporter --listen 127.0.0.1:{port}"
                    f" --runs-dir {runs_dir()} --buildctl {layout.buildctl}"
-                   f" --buildkit-addr {params.get('builder_name') or 'buildkitd'}={layout.address}",
+                   f" --buildkit-addr {params.get('builder_name') or 'buildkitd'}={layout.address}"
+                   f" --probe-interval {params.get('probe_interval', 120)}",
                    port, layout.log_dir / "exporter.log", f"http://127.0.0.1:{port}/metrics",
                    directory=str(PROJECT_ROOT), error_patterns=("error", "traceback"))
 
@@ -135,7 +139,8 @@ class CacheCollector:
             try:
                 du = client.disk_usage()
                 workers = client.workers()
-                history = [h["record"] for h in client.histories() if h.get("record")]
+                history = [h["record"] for h in client.histories()
+                           if h.get("record") and not recovery.is_probe(h["record"])]
             except (KitError, ValueError):
                 up.add_metric([name], 0)
                 continue
@@ -149,6 +154,59 @@ class CacheCollector:
             for kind, value in history_steps(history).items():
                 steps.add_metric([name, kind], value)
         yield from (up, usage, records, reclaimable, limit, builds, steps)
+
+
+class ProbeCollector:
+    """buildkit_ops_probe_* per builder: every `interval` seconds, in a thread of its own,
+    a probe build with a RUN step no cache holds (daemon.recovery.probe). A daemon can
+    answer every API call and still build nothing (a garbled snapshots database, a full
+    disk): only a build shows it. Probes carry a build-arg that the history metrics above
+    leave out; buildkitd's own build counters count them."""
+
+    SUCCESS = Family("buildkit_ops_probe_success", "1 if the builder's last probe build succeeded", ("builder",))
+    DURATION = Family("buildkit_ops_probe_duration_seconds", "How long the last probe build took", ("builder",))
+    FINISHED = Family("buildkit_ops_probe_timestamp_seconds", "When the last probe build ended (Unix time)",
+                      ("builder",))
+    FAMILIES = (SUCCESS, DURATION, FINISHED)
+
+    def __init__(self, buildctl: Path, builders: dict[str, str], interval: float):
+        self.buildctl = buildctl
+        self.builders = builders
+        self.interval = interval
+        self.results: dict[str, tuple[int, float, float]] = {}  # builder -> (success, seconds, ended)
+        self.stop = threading.Event()
+
+    def probe_all(self) -> None:
+        for name, address in self.builders.items():
+            start = time.time()
+            try:
+                recovery.probe(Buildctl(self.buildctl, address, timeout=5), timeout=max(self.interval, 60))
+                ok = 1
+            except KitError:
+                ok = 0
+            self.results[name] = (ok, round(time.time() - start, 3), time.time())
+
+    def start(self) -> threading.Thread:
+        def loop() -> None:
+            while True:
+                self.probe_all()
+                if self.stop.wait(self.interval):
+                    return
+
+        thread = threading.Thread(target=loop, name="probe", daemon=True)
+        thread.start()
+        return thread
+
+    def describe(self) -> Iterator[Metric]:
+        return (f.empty() for f in self.FAMILIES)
+
+    def collect(self) -> Iterator[Metric]:
+        success, duration, finished = (f.empty() for f in self.FAMILIES)
+        for name, (ok, seconds, ended) in sorted(self.results.items()):
+            success.add_metric([name], ok)
+            duration.add_metric([name], seconds)
+            finished.add_metric([name], ended)
+        yield from (success, duration, finished)
 
 
 def summarize_usage(du: list[dict]) -> dict[str, tuple[int, int]]:
@@ -187,36 +245,44 @@ def parse_builders(values: list[str]) -> dict[str, str]:
     return out
 
 
-def collectors(runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None) -> list:
-    """The collectors the exporter registers: the plugin audit's, and the cache's when
-    it is given builders to ask."""
+def collectors(runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None,
+               probe_interval: float = 0) -> list:
+    """The collectors the exporter registers: the plugin audit's, the cache's when it is
+    given builders to ask, and the probe's when it also has a probe interval."""
     found: list = [PluginAuditCollector(runs)]
     if buildctl and builders:
         found.append(CacheCollector(buildctl, builders))
+        if probe_interval > 0:
+            found.append(ProbeCollector(buildctl, builders, probe_interval))
     return found
 
 
-def registry(runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None) -> CollectorRegistry:
+def registry(runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None,
+             probe_interval: float = 0) -> CollectorRegistry:
+    """The exporter's registry; its probes (if any) start probing."""
     reg = CollectorRegistry()
-    for collector in collectors(runs, buildctl, builders):
+    for collector in collectors(runs, buildctl, builders, probe_interval):
         reg.register(collector)
+        if isinstance(collector, ProbeCollector):
+            collector.start()
     return reg
 
 
 def families() -> list[Family]:
     """Every metric family the exporter serves: what its collectors describe to the
     registry (no builder is asked). The dashboards and the metrics reference read these."""
-    return [f for c in collectors(Path("/nonexistent"), Path("buildctl"), {"builder": "unix:///nonexistent"})
+    return [f for c in collectors(Path("/nonexistent"), Path("buildctl"), {"builder": "unix:///nonexistent"}, 60)
             for f in c.FAMILIES]
 
 
-def serve(host: str, port: int, runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None):
+def serve(host: str, port: int, runs: Path, buildctl: Path | None = None, builders: dict[str, str] | None = None,
+          probe_interval: float = 0):
     """Start serving /metrics; returns (server, thread) from prometheus-client."""
     from prometheus_client import start_http_server
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"the exporter listens on loopback only, not {host}")
-    return start_http_server(port, addr=host, registry=registry(runs, buildctl, builders))
+    return start_http_server(port, addr=host, registry=registry(runs, buildctl, builders, probe_interval))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,10 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--buildkit-addr", action="append", default=[],
                         help="[NAME=]ADDRESS of a buildkitd whose cache to report (repeat for several builders)")
     parser.add_argument("--buildctl", default="", help="the buildctl binary that asks the builders")
+    parser.add_argument("--probe-interval", type=float, default=0,
+                        help="seconds between probe builds on each builder (0: no probes)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     server, _thread = serve(host or "127.0.0.1", int(port), Path(args.runs_dir) if args.runs_dir else runs_dir(),
-                            Path(args.buildctl) if args.buildctl else None, parse_builders(args.buildkit_addr))
+                            Path(args.buildctl) if args.buildctl else None, parse_builders(args.buildkit_addr),
+                            args.probe_interval)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -72,6 +72,11 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
              description=f"Prometheus has not reached buildkitd's debug address {{{{ $labels.instance }}}} for"
                          f" {down_for}: builds on {{{{ $labels.builder }}}} fail. Its build alerts (team build) are"
                          " inhibited while it is down; host alerts are not."),
+        dict(alert="BuildkitdCannotBuild", expr="buildkit_ops_probe_success == 0", for_=down_for, severity="critical",
+             team="build", summary="buildkitd {{ $labels.builder }} answers but cannot build",
+             description=f"The exporter's probe build (a RUN step no cache holds) on {{{{ $labels.builder }}}} has"
+                         f" failed for {down_for}, while the daemon may still answer every API call: a full disk or"
+                         " a damaged database under its root does this. Run the recover runbook: check, then apply."),
         dict(alert="BuildFailureRatioHigh", expr=f"buildkit:build_failures:ratio_rate5m > {num(fr)}", for_=for_,
              severity="warning", team="build", summary="Builds fail on {{ $labels.builder }}",
              description=f"More than {pct(fr)} of the builds on {{{{ $labels.builder }}}} failed over {WINDOW}"

@@ -68,6 +68,9 @@ def render_rule_tests(params: dict, rules_file: str = RULES_FILE) -> str:
 
     fires("BuildkitdDown", [(f"up{{{bk}}}", "0xN")], bk_labels, 0)
     silent("BuildkitdDown", [(f"up{{{bk}}}", "1xN"), (f"up{{{ex}}}", "0xN")], bk_labels, [down, end])
+    fires("BuildkitdCannotBuild", [(f"buildkit_ops_probe_success{{{ex}}}", "0xN")], ex_labels, 0)
+    silent("BuildkitdCannotBuild", [(f"buildkit_ops_probe_success{{{ex}}}", "1xN"), (f"up{{{bk}}}", "0xN")], ex_labels,
+           [down, end])
     fires("ExporterDown", [(f"up{{{ex}}}", "0xN")], ex_labels, 0)
     silent("ExporterDown", [(f"up{{{ex}}}", "1xN"), (f"up{{{bk}}}", "0xN")], ex_labels, [down, end])
 

@@ -4,12 +4,17 @@ recovered, nothing lost; and the checks that say so fail when something is lost.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 
 import pytest
 
+from runbook_checks.daemon import service
 from runbook_checks.drills import run as drills
-from runbook_checks.drills.faults import FAULTS, Fault, Injected, probe_fails, run_trial
+from runbook_checks.drills.faults import (FAULTS, Fault, Injected, daemon_pid, garble, probe_fails,
+                                          restarted_by_supervisor, run_trial)
+from runbook_checks.monitoring.exporter import ProbeCollector
 from runbook_checks.drills.sandbox import sandbox
 
 
@@ -79,3 +84,19 @@ def test_a_cache_manifest_naming_a_missing_blob_is_found_and_removed_with_a_copy
     assert cache.missing_blobs() is None and json.loads(open(copy).read())["layers"]
     assert {s.name: s.status for s in box.runbook("recover", "apply", *sets).report.steps}["remote cache complete"] == "ok"
     shutil.rmtree(box.layout.backup_dir, ignore_errors=True)
+
+
+def test_the_exporters_probe_fails_on_a_daemon_that_answers_but_cannot_build(box):
+    """BuildkitdCannotBuild's metric, on the state the corrupt-snapshots-db drill makes."""
+    probe = ProbeCollector(box.layout.buildctl, {"sandbox": box.layout.address}, 60)
+    probe.probe_all()
+    assert probe.results["sandbox"][0] == 1
+    pid = daemon_pid(box)
+    garble(next(box.layout.root_dir.glob("*/snapshots/metadata.db")))
+    os.kill(pid, signal.SIGKILL)
+    restarted_by_supervisor(box, pid)
+    probe.probe_all()
+    assert probe.results["sandbox"][0] == 0 and service.daemon_answers(box.layout)
+    assert box.runbook("recover", "apply").report.status == "changed"
+    probe.probe_all()
+    assert probe.results["sandbox"][0] == 1

@@ -2,11 +2,12 @@
 and move as builds and prunes happen."""
 
 import os
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from runbook_checks.daemon import service
+from runbook_checks.daemon import recovery, service
 from runbook_checks.daemon.buildctl import Buildctl
 from runbook_checks.monitoring import exporter
 
@@ -110,3 +111,30 @@ def test_an_unreachable_builder_is_reported_down(tmp_path, ci_daemon):
         assert not any(k[0] == "buildkit_cache_disk_usage_bytes" for k in got)
     finally:
         server.shutdown()
+
+
+def test_the_probe_builds_on_the_builder_and_stays_out_of_the_history_metrics(ci_daemon, tmp_path):
+    client = Buildctl.for_layout(ci_daemon)
+    port = service.free_port()
+    # a long interval: the exporter probes once at start, then not during the test
+    server, _ = exporter.serve("127.0.0.1", port, tmp_path, ci_daemon.buildctl, {"ci": ci_daemon.address}, 3600)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 60
+        while ("buildkit_ops_probe_success", (("builder", "ci"),)) not in (got := scrape(url)):
+            assert time.monotonic() < deadline, "no probe result within 60s"
+            time.sleep(0.5)
+        assert got[("buildkit_ops_probe_success", (("builder", "ci"),))] == 1
+        assert 0 < got[("buildkit_ops_probe_duration_seconds", (("builder", "ci"),))] < 60
+        probes = [h for h in client.histories() if recovery.is_probe(h["record"])]
+        assert probes, "the probe is not in the daemon's build history"
+        builds = ("buildkit_cache_history_builds", (("builder", "ci"),))
+        assert got[builds] == len([h for h in client.histories() if not recovery.is_probe(h["record"])])
+    finally:
+        server.shutdown()
+
+
+def test_a_probe_of_a_builder_that_does_not_answer_fails(ci_daemon, tmp_path):
+    probe = exporter.ProbeCollector(ci_daemon.buildctl, {"gone": f"unix://{tmp_path}/none.sock"}, 60)
+    probe.probe_all()
+    assert probe.results["gone"][0] == 0

@@ -117,7 +117,7 @@ def builds_seen(layout, prometheus_port):
 
 def test_monitoring_every_target_up_native_histogram_and_idempotent(stack, monitored):
     layout, ports, _, _ = stack
-    assert "30 cases SUCCESS" in steps(monitored)["configuration and rules (promtool)"].message
+    assert "32 cases SUCCESS" in steps(monitored)["configuration and rules (promtool)"].message
     assert monitored.report.facts["scrape_targets"] == ["alertmanager", "buildkit-ops-exporter", "buildkitd", "node",
                                                         "prometheus"]
     builds_seen(layout, ports["prometheus_port"])

@@ -15,7 +15,7 @@ from runbook_checks.core.layout import for_params
 from runbook_checks.monitoring import alertmanager, dashboards, exporter, prometheus, ruletests
 from runbook_checks.monitoring import rules as rules_mod
 
-ALERTS = ["BuildkitdDown", "BuildFailureRatioHigh", "BuildDurationP95High", "CacheHitRatioLow", "CacheNearLimit",
+ALERTS = ["BuildkitdDown", "BuildkitdCannotBuild", "BuildFailureRatioHigh", "BuildDurationP95High", "CacheHitRatioLow", "CacheNearLimit",
           "DiskFilling", "InvalidCliPluginsPresent", "ExporterDown", "FrontDoorDown", "AccessDeniedBurst",
           "BuildQueueWaitHigh", "BuilderMemoryNearLimit", "BuilderCpuThrottled", "CertificateExpiresSoon",
           rules_mod.ESCALATION_ALERT]
@@ -30,7 +30,7 @@ def monitoring_params(profile: str, *sets: str) -> dict:
 def test_promtool_checks_the_config_and_every_alert_fires_and_stays_silent(profile):
     p = monitoring_params(profile)
     config, rules, tests = prometheus.render_config(p, 16060), rules_mod.render_rules(p), ruletests.render_rule_tests(p)
-    assert "promtool test rules: 30 cases SUCCESS" in prometheus.validate(config, rules, tests)
+    assert "promtool test rules: 32 cases SUCCESS" in prometheus.validate(config, rules, tests)
     names = [case["name"] for case in yaml.safe_load(tests)["tests"]]
     assert sorted(names) == sorted([f"{a} fires" for a in ALERTS] + [f"{a} stays silent" for a in ALERTS])
     doc = yaml.safe_load(tests)
