@@ -11,35 +11,38 @@ from ._kit import console, refusals
 
 @task(name="list")
 def list_(c):
-    """The drills: the fault each injects, and where operators report it."""
+    """The drills: the fault each injects, where it runs, and where operators report it."""
     from rich.table import Table
 
-    from runbook_checks.drills.faults import FAULTS
+    from runbook_checks.drills.run import catalogue
 
-    table = Table(title="fault drills (invoke drill.run NAME --times N)", title_justify="left")
-    for col in ("drill", "the fault", "reported upstream"):
+    table = Table(title="fault drills (invoke drill.run NAME --times N [--host H])", title_justify="left")
+    for col in ("drill", "runs on", "the fault", "reported upstream"):
         table.add_column(col, overflow="fold")
-    for fault in FAULTS.values():
-        table.add_row(fault.name, fault.summary, fault.issue or "-")
+    for where, host in (("a sandbox here", ""), ("--host H", "H")):
+        for fault in catalogue(host).values():
+            table.add_row(fault.name, where, fault.summary, fault.issue or "-")
     console().print(table)
 
 
 @task(help={"name": "a drill (invoke drill.list), several separated by commas, or all",
             "times": "trials per drill, one sandbox per drill (default 3; the recorded run on the site: 20)",
-            "publish": "also put the recap into docs/operations/drills.md (the site's measured results)"})
+            "publish": "also put the recap into docs/operations/drills.md (the site's measured results)",
+            "host": "run the production drills on this rehearsal host's builder (install, configure, access applied)"})
 @refusals
-def run(c, name, times=3, publish=False):
+def run(c, name, times=3, publish=False, host=""):
     """Run drills: a JSON record per trial under runs/drills/<stamp>/, a recap; exit 1
     when any trial was not detected, not recovered, or lost something."""
     from runbook_checks.core import files
     from runbook_checks.core.paths import runs_dir
     from runbook_checks.drills import run as drills
 
-    faults = drills.chosen([n.strip() for n in name.split(",") if n.strip()])
+    faults = drills.chosen([n.strip() for n in name.split(",") if n.strip()], host)
     stamp = files.stamp()
     folder = runs_dir() / "drills" / stamp
     out = console()
-    trials = drills.run(faults, int(times), folder, say=lambda m: out.print(m, soft_wrap=True, highlight=False))
+    trials = drills.run(faults, int(times), folder, say=lambda m: out.print(m, soft_wrap=True, highlight=False),
+                        host=host)
     out.print(drills.recap_table(trials, f"drills {stamp}"))
     out.print(f"records: {folder}", soft_wrap=True)
     if publish:

@@ -47,7 +47,7 @@ class Buildctl:
         self.timeout = timeout
         self.tls = tls or {}
 
-    def _tls_args(self) -> list[str]:
+    def tls_args(self) -> list[str]:
         if not self.tls:
             return []
         return ["--tlsservername", self.tls["servername"], "--tlscacert", str(self.tls["ca.pem"]),
@@ -58,7 +58,7 @@ class Buildctl:
         return cls(layout.buildctl, layout.address)
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        cmd = [str(self.binary), "--addr", self.address, "--timeout", str(self.timeout), *self._tls_args(), *args]
+        cmd = [str(self.binary), "--addr", self.address, "--timeout", str(self.timeout), *self.tls_args(), *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:

@@ -120,7 +120,7 @@ def kill_during(box: Sandbox, moment: Callable[[str], bool], export: tuple[str, 
     """Start a build, SIGKILL buildkitd when a step `moment` accepts starts: (old pid, the
     step, seconds until the build's client saw the failure)."""
     pid = daemon_pid(box)
-    flight = start_build(box, box.context(sleep=sleep, payload_mb=payload_mb), export)
+    flight = start_build(box.buildctl, box.context(sleep=sleep, payload_mb=payload_mb), export)
     step = flight.wait_for(moment)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
@@ -174,7 +174,7 @@ def kill_tree(box: Sandbox, trial: int) -> Injected:
     """supervisord and everything under it, at once (a service's whole cgroup killed)."""
     pidfile = box.layout.run_dir / "supervisord.pid"
     top = int(pidfile.read_text().strip())
-    flight = start_build(box, box.context(sleep=3))
+    flight = start_build(box.buildctl, box.context(sleep=3))
     flight.wait_for(lambda n: "sleep" in n)
     tree = [top, *descendants(top)]
     for pid in tree:

@@ -16,28 +16,41 @@ from .faults import FAULTS, Fault, Trial, run_trial
 from .sandbox import sandbox
 
 
-def chosen(names: list[str] | tuple[str, ...]) -> list[Fault]:
+def catalogue(host: str = "") -> dict[str, Fault]:
+    """The drills for a sandbox here, or (`host`) for a rehearsal host's production builder."""
+    from .onhost import HOST_FAULTS
+
+    return HOST_FAULTS if host else FAULTS
+
+
+def chosen(names: list[str] | tuple[str, ...], host: str = "") -> list[Fault]:
     """The faults named (all for "all" or none named), or a refusal naming the choices."""
+    faults = catalogue(host)
     if not names or list(names) == ["all"]:
-        return list(FAULTS.values())
-    unknown = [n for n in names if n not in FAULTS]
+        return list(faults.values())
+    unknown = [n for n in names if n not in faults]
     if unknown:
-        raise ParameterError(f"no drill named {', '.join(unknown)}", f"choose from: {', '.join(FAULTS)} (or all)")
-    return [FAULTS[n] for n in names]
+        where = f"on a rehearsal host (--host {host})" if host else "in a sandbox here (--host H: a rehearsal host's)"
+        raise ParameterError(f"no drill named {', '.join(unknown)} {where}", f"choose from: {', '.join(faults)} (or all)")
+    return [faults[n] for n in names]
 
 
-def run(faults: list[Fault], times: int, folder: Path, say: Callable[[str], None] = print) -> list[Trial]:
+def run(faults: list[Fault], times: int, folder: Path, say: Callable[[str], None] = print, host: str = "") -> list[Trial]:
+    """Each fault `times` times: in a sandbox of its own here, or on the rehearsal host `host`."""
+    from . import onhost
+
     if times < 1:
         raise ParameterError(f"--times {times}: a drill runs at least once", "give --times 1 or more")
     files.writable_dir(folder, what="drill records")
     trials: list[Trial] = []
     for fault in faults:
-        say(f"{fault.name}: {fault.summary} (a sandbox of its own, {times} trial{'s' if times > 1 else ''})")
-        with sandbox() as box:
+        where = f"the production builder of {host}" if host else "a sandbox of its own"
+        say(f"{fault.name}: {fault.summary} ({where}, {times} trial{'s' if times > 1 else ''})")
+        with (onhost.hostbox(host) if host else sandbox()) as box:
             if fault.setup:
                 fault.setup(box)
             for number in range(1, times + 1):
-                trial = run_trial(box, fault, number)
+                trial = (onhost.run_trial if host else run_trial)(box, fault, number)
                 files.atomic_write(folder / f"{fault.name}-{number:02d}.json", json.dumps(trial.to_dict(), indent=2) + "\n")
                 trials.append(trial)
                 say(line(trial))

@@ -164,8 +164,9 @@ class InFlight:
         return self.proc.returncode, (self.errors[-1] if self.errors else "")
 
 
-def start_build(box: Sandbox, context: Path, export_cache: list[str] | tuple[str, ...] = ()) -> InFlight:
-    args = [str(box.layout.buildctl), "--addr", box.layout.address, "build", "--frontend", "dockerfile.v0",
+def start_build(client: Buildctl, context: Path, export_cache: list[str] | tuple[str, ...] = ()) -> InFlight:
+    """`client` builds `context` in the background (over mutual TLS when it has a bundle)."""
+    args = [str(client.binary), "--addr", client.address, *client.tls_args(), "build", "--frontend", "dockerfile.v0",
             "--local", f"context={context}", "--local", f"dockerfile={context}", "--progress", "rawjson"]
     for spec in export_cache:
         args += ["--export-cache", spec]

@@ -460,3 +460,18 @@ def test_prometheus_scrapes_the_production_builder_through_its_front_door(host, 
         assert prometheus.query(port, 'buildkit_ops_builder_cpu_periods_total{slice="buildkit.slice"}')
     finally:
         stop_and_remove(layout.state_dir)
+
+
+def test_the_production_drills_recover_by_systemd_and_lose_nothing(host, tmp_path):
+    """The front door's master and the whole buildkit.service killed while a team builds
+    through the front door: systemd restarts each, the team builds again (CACHED where it
+    built before), the configs are unchanged and the audit log has the team's calls."""
+    from runbook_checks.drills import run as drills
+
+    trials = drills.run(drills.chosen(["all"], NAME), 3, tmp_path, say=lambda m: None, host=NAME)
+    assert [t.drill for t in trials] == ["frontdoor-down"] * 3 + ["unit-killed"] * 3
+    for trial in trials:
+        assert trial.passed, drills.line(trial)
+        assert trial.recovered_by == "systemd (Restart=on-failure)" and "NRestarts" in trial.detected_by
+        assert trial.notes["build_container_gone_after_seconds"] < 10  # no build container outlives its build
+    assert len(list(tmp_path.glob("*.json"))) == 6
