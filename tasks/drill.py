@@ -49,8 +49,10 @@ def run(c, name, times=3, publish=False, host=""):
         from runbook_checks.cache.bench import machine
         from runbook_checks.core.paths import PROJECT_ROOT
 
+        where = f" --host {host}" if host else ""
         drills.publish(trials, PROJECT_ROOT / "docs/operations/drills.md",
-                       f"Run {stamp} on {machine()}: `invoke drill.run {name} --times {times}`.")
+                       f"Run {stamp} on {machine()}: `invoke drill.run {name} --times {times}{where}`.",
+                       "results-host" if host else "results")
         out.print("published to docs/operations/drills.md")
     failed = [t for t in trials if not t.passed]
     if failed:

@@ -102,18 +102,17 @@ def markdown(trials: list[Trial], caption: str) -> str:
     return "\n".join(rows) + f"\n\n{caption}\n"
 
 
-RESULTS_BEGIN, RESULTS_END = "<!-- drills:results -->", "<!-- /drills:results -->"
-
-
-def publish(trials: list[Trial], page: Path, caption: str) -> None:
-    """Put the recap between the results markers of `page` (written atomically)."""
+def publish(trials: list[Trial], page: Path, caption: str, block: str = "results") -> None:
+    """Put the recap between `page`'s markers <!-- drills:BLOCK --> and <!-- /drills:BLOCK -->
+    (results: the sandbox drills; results-host: a rehearsal host's), written atomically."""
+    begin, end = f"<!-- drills:{block} -->", f"<!-- /drills:{block} -->"
     text = page.read_text()
-    if RESULTS_BEGIN not in text or RESULTS_END not in text:
-        raise ParameterError(f"{page} has no {RESULTS_BEGIN} ... {RESULTS_END} block to put the results in",
+    if begin not in text or end not in text:
+        raise ParameterError(f"{page} has no {begin} ... {end} block to put the results in",
                              "add the two markers where the table goes")
-    head, rest = text.split(RESULTS_BEGIN, 1)
-    _, tail = rest.split(RESULTS_END, 1)
-    files.atomic_write(page, f"{head}{RESULTS_BEGIN}\n{markdown(trials, caption)}{RESULTS_END}{tail}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    files.atomic_write(page, f"{head}{begin}\n{markdown(trials, caption)}{end}{tail}")
 
 
 def read_records(folder: Path) -> list[Trial]:

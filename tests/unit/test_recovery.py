@@ -109,3 +109,11 @@ def test_the_recap_counts_passes_and_takes_medians():
     assert (row["passed"], row["trials"], row["detect_s"], row["recover_s"]) == (2, 3, 0.2, 2.0)
     assert row["lost"] == ["the local build cache of w"]
     assert "FAILED: daemon answers: no" in drills.line(trials[1])
+
+
+def test_every_drill_has_an_incident_section_on_the_site():
+    page = (Path(__file__).parents[2] / "docs/operations/drills.md").read_text()
+    for host in ("", "H"):
+        for name in drills.catalogue(host):
+            assert f"### `{name}`\n" in page, f"docs/operations/drills.md has no incident section for {name}"
+            assert f"[`{name}`](#{name})" in page, f"the drills table does not link {name} to its section"
