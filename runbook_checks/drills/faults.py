@@ -43,8 +43,8 @@ class Fault:
     name: str
     summary: str  # what goes wrong, as the operator meets it
     issue: str  # where operators report it
-    inject: Callable[[Sandbox, int], Injected]
-    setup: Callable[[Sandbox], None] | None = None  # once per sandbox, before the first trial
+    inject: Callable[..., Injected]  # (its sandbox or host box, the trial's number)
+    setup: Callable[..., None] | None = None  # once per sandbox, before the first trial
 
 
 # --------------------------------------------------------------------------------------
@@ -113,6 +113,15 @@ def probe_fails(box: Sandbox) -> str:
         return ""
     except KitError as exc:
         return exc.problem.rsplit("error: ", 1)[-1]
+
+
+def build_fails(build: Callable[[], object], what: str) -> str:
+    """The error of a build the fault must make fail; if it succeeds, the fault did not land."""
+    try:
+        build()
+    except KitError as exc:
+        return exc.problem
+    raise KitError(f"{what} succeeded: the fault did not land", "check the drill's setup")
 
 
 def kill_during(box: Sandbox, moment: Callable[[str], bool], export: tuple[str, ...] = (),
@@ -261,19 +270,16 @@ def small_disk(box: Sandbox) -> None:
 def disk_full(box: Sandbox, trial: int) -> Injected:
     """A build writes more than the disk holds: the step fails, and then every build,
     `buildctl du` and even a prune fail with ENOSPC until space is freed."""
-    try:
-        box.buildctl.build(box.context(payload_mb=FULL_DISK_MB * 2))
-        raise KitError("a build larger than the disk succeeded: the fault did not land", "shrink the drill's disk")
-    except KitError as exc:
-        if "did not land" in exc.problem:
-            raise
+    filled = build_fails(lambda: box.buildctl.build(box.context(payload_mb=FULL_DISK_MB * 2)),
+                         "a build larger than the disk")
     start = time.monotonic()
     said = probe_fails(box)
+    if not said:
+        raise KitError("a probe build ran on the full disk: the fault did not land", "shrink the drill's disk")
     seen = round(time.monotonic() - start, 2)
     took, lost = recover_runbook(box, *DISK_SETS)
-    return Injected(f"a probe build (BuildkitdCannotBuild's) failed: {said[:120] or 'no: it still built'}", seen,
-                    RECOVER, took, lost,
-                    {"probe_failed": bool(said)})
+    return Injected(f"a probe build (BuildkitdCannotBuild's) failed: {said[:120]}", seen, RECOVER, took, lost,
+                    {"the_filling_build": filled.rsplit("error: ", 1)[-1][:200]})
 
 
 def backend_down(program: str, kind: str) -> Callable[[Sandbox, int], Injected]:
@@ -283,14 +289,8 @@ def backend_down(program: str, kind: str) -> Callable[[Sandbox, int], Injected]:
         backend = box.backend(kind, f"down-{trial}")
         box.manager.stop_program(program)
         start = time.monotonic()
-        try:
-            box.buildctl.build(box.baseline, export_cache=[backend.export_option()])
-            raise KitError(f"a cache export to a stopped {program} succeeded: the fault did not land",
-                           "check the drill's backend")
-        except KitError as exc:
-            if "did not land" in exc.problem:
-                raise
-            said = exc.problem
+        said = build_fails(lambda: box.buildctl.build(box.baseline, export_cache=[backend.export_option()]),
+                           f"a cache export to a stopped {program}")
         seen = round(time.monotonic() - start, 2)
         imported = box.buildctl.build(box.baseline, import_cache=[backend.import_option()])
         ignored = box.buildctl.build(box.baseline, export_cache=[backend.export_option() + ",ignore-error=true"])
@@ -300,7 +300,7 @@ def backend_down(program: str, kind: str) -> Callable[[Sandbox, int], Injected]:
             raise KitError(f"the configure runbook did not bring {program} back", f"read {result.notebook}")
         took = round(time.monotonic() - start, 2)
         box.buildctl.build(box.baseline, export_cache=[backend.export_option()])
-        return Injected(f"the export failed: {said.split('failed: ', 1)[-1][:120]}", seen, CONFIGURE, took,
+        return Injected(f"the export failed: {said.rsplit('error: ', 1)[-1][:120]}", seen, CONFIGURE, took,
                         notes={"import_while_down_uncached": uncached(imported),
                                "export_with_ignore_error_uncached": uncached(ignored),
                                "export_after": "complete" if backend.missing_blobs() == [] else "not complete"})
