@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from ..core import files
+from ..core.errors import ParameterError
 from ..core.layout import Layout
 from ..core.params import Semantics
 from ..core.results import Outcome
@@ -21,7 +22,10 @@ def remote_cache_sound(layout: Layout, params: Semantics, apply: bool) -> Outcom
     cache-warm runbook) writes a whole one."""
     if params.cache_backend == "none":
         return Outcome.skipped("cache_backend is none: no remote cache to check")
-    backend = backend_for(params, layout)
+    try:
+        backend = backend_for(params, layout)
+    except ParameterError as exc:  # e.g. production without cache_ref: no cache is configured
+        return Outcome.skipped(f"no remote cache to check: {exc.problem}")
     manifest = backend.manifest()
     if manifest is None:
         return Outcome.ok(f"{backend} has no cache manifest: nothing to check (the next export writes one)")

@@ -193,7 +193,7 @@ def cached_go_binary(module: str, command: str, version: str, minutes: int = 1) 
     checkout; a half-built one never takes its place."""
     name = command.rsplit("/", 1)[-1]
     folder = cache_dir() / name / version
-    if go_module_version(folder / name, module) == version:
+    if (folder / name).is_file():  # the folder appears whole or not at all (os.replace below)
         return folder / name
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))

@@ -11,6 +11,8 @@ any step and nothing deleted without a copy:
   databases) and what the failed step left stays. A reserve file beside the cache is
   released, the daemon restarted (its start-up garbage collection removes what failed
   steps left), the cache pruned to a target free space, the reserve made again;
+- build containers a dying daemon left in `runc init` (made, never started; seen when
+  buildkit.service was killed while it made one): killed;
 - a daemon that listens but does not build: a build probe."""
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -135,6 +138,69 @@ def lost_with(layout: Layout, path: Path) -> str:
     if path.name == "history.db":
         return f"the build history ({size})"
     return f"the cache records of {path.name} ({size})"
+
+
+# --------------------------------------------------------------------------------------
+# build containers their daemon left behind
+# --------------------------------------------------------------------------------------
+RUNC_INIT = "runc:[2:INIT]"  # a container's process until `runc start` lets it exec the step
+
+
+def _status(proc: Path) -> dict[str, str]:
+    try:
+        return dict(line.split(":\t", 1) for line in (proc / "status").read_text().splitlines() if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def stray_containers(proc_root: Path = Path("/proc")) -> dict[int, str]:
+    """{pid: container id} of BuildKit build containers whose daemon died while it made
+    them: a `runc init` still waiting to be started, in one of BuildKit's cgroups
+    (.../buildkit/ID), whose parent is no longer the runc that made it. No one will ever
+    start it: it holds its cgroup, a few tasks and its memory until it is killed."""
+    found = {}
+    for proc in proc_root.iterdir():
+        if not proc.name.isdigit():
+            continue
+        status = _status(proc)
+        if status.get("Name", "").strip() != RUNC_INIT:
+            continue
+        if _status(proc_root / status.get("PPid", "0").strip()).get("Name", "").strip() == "runc":
+            continue  # being made right now
+        try:
+            groups = (proc / "cgroup").read_text()
+        except OSError:
+            continue
+        ids = [line.rsplit("/buildkit/", 1)[1] for line in groups.splitlines() if "/buildkit/" in line]
+        if ids:
+            found[int(proc.name)] = ids[0]
+    return found
+
+
+def stray_containers_gone(apply: bool, proc_root: Path = Path("/proc"), timeout: float = 10) -> Outcome:
+    """No stray build container on this host; else (apply) kill each (SIGKILL): a process
+    that waits for a start that cannot come has nothing to lose."""
+    strays = stray_containers(proc_root)
+    if not strays:
+        return Outcome.ok("no build container outlived the daemon that made it")
+    names = ", ".join(f"{cid} (pid {pid})" for pid, cid in sorted(strays.items()))
+    if not apply:
+        return Outcome.changed(f"{len(strays)} build container(s) outlived the daemon that made them, waiting in runc"
+                               f" init for a start that cannot come: {names}; would kill them", strays=len(strays))
+    for pid in strays:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while set(stray_containers(proc_root)) & set(strays) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = set(stray_containers(proc_root)) & set(strays)
+    if left:
+        raise ServiceError(f"stray build containers survived SIGKILL: pids {sorted(left)}",
+                           "look at them with ps and /proc/PID/status (a process in D state waits on I/O)")
+    return Outcome.changed(f"killed {len(strays)} build container(s) the daemon left behind in runc init: {names}",
+                           strays=len(strays))
 
 
 # --------------------------------------------------------------------------------------

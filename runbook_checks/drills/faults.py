@@ -85,11 +85,14 @@ def back_in_service(box: Sandbox, old_pid: int) -> tuple[str, float, list[str], 
     build works; that first failure is kept in the notes. Where builds still fail, the
     recover runbook repairs it."""
     took = restarted_by_supervisor(box, old_pid)
+    notes = {}
     first = probe_fails(box)
-    if not first:
-        return SUPERVISOR, took, [], {}
-    notes = {"first_build_after_restart_failed": first[:300]}
-    if not probe_fails(box):
+    if first:
+        notes["first_build_after_restart_failed"] = first[:300]
+    strays = recovery.stray_containers()
+    if strays:  # the kill caught a container being made: its runc init waits for ever
+        notes["stray_build_containers"] = len(strays)
+    if not strays and (not first or not probe_fails(box)):
         return SUPERVISOR, took, [], notes
     more, lost = recover_runbook(box)
     return f"{SUPERVISOR}, then {RECOVER}", round(took + more, 2), lost, notes
@@ -366,6 +369,8 @@ def nothing_lost(box: Sandbox, config_digest: str) -> dict[str, str]:
     """What must hold after any fault and its recovery."""
     checks: dict[str, str] = {}
     checks["daemon answers"] = "ok" if service.daemon_answers(box.layout) else "buildkitd does not answer"
+    strays = recovery.stray_containers()
+    checks["no stray build containers"] = "ok" if not strays else f"{len(strays)} left in runc init: {strays}"
     checks["a new build runs"] = probe_fails(box) or "ok"
     try:
         missed = uncached(box.rebuild_baseline())

@@ -274,6 +274,8 @@ def boot(host: Host) -> None:
     binds = [f"--bind-ro={PROJECT_ROOT}", f"--bind={host.exchange}:{EXCHANGE}"]
     if not sys.base_prefix.startswith("/usr"):
         binds.append(f"--bind-ro={sys.base_prefix}")
+    if cache_dir().is_dir():  # what the kit built once (bbolt, syft...), where the kit looks for it
+        binds.append(f"--bind-ro={cache_dir()}")
     cmd = [nspawn, "-D", str(host.rootfs), f"--machine={host.name}", f"--hostname={host.name}", "--register=no",
            "--keep-unit", "-b", "--network-veth", "--system-call-filter=add_key keyctl request_key", *binds,
            "--console=passive"]

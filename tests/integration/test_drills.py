@@ -100,3 +100,33 @@ def test_the_exporters_probe_fails_on_a_daemon_that_answers_but_cannot_build(box
     assert box.runbook("recover", "apply").report.status == "changed"
     probe.probe_all()
     assert probe.results["sandbox"][0] == 1
+
+
+def test_a_real_runc_init_left_waiting_is_found_and_killed(tmp_path):
+    """What a daemon killed while it makes a build container leaves: `runc create` made the
+    container (in a BuildKit cgroup) and went away, so its runc init waits for a start that
+    cannot come. The recover runbook's step finds it and kills it."""
+    import subprocess
+
+    from runbook_checks.daemon import recovery
+    from runbook_checks.daemon.contexts import busybox_rootfs
+
+    bundle, state = tmp_path / "bundle", tmp_path / "runc"
+    busybox_rootfs(bundle / "rootfs")
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/bin/sleep", "600"]
+    spec["linux"]["cgroupsPath"] = "/buildkit/kit-drill-stray"
+    (bundle / "config.json").write_text(json.dumps(spec))
+    subprocess.run(["runc", "--root", str(state), "create", "--bundle", str(bundle), "kit-drill-stray"], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    try:
+        assert "kit-drill-stray" in recovery.stray_containers().values()
+        check = recovery.stray_containers_gone(apply=False)
+        assert check.status == "changed" and "kit-drill-stray" in check.message
+        assert recovery.stray_containers_gone(apply=True).status == "changed"
+        assert "kit-drill-stray" not in recovery.stray_containers().values()
+    finally:
+        subprocess.run(["runc", "--root", str(state), "delete", "--force", "kit-drill-stray"], check=False,
+                       capture_output=True)

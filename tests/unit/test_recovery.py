@@ -117,3 +117,24 @@ def test_every_drill_has_an_incident_section_on_the_site():
         for name in drills.catalogue(host):
             assert f"### `{name}`\n" in page, f"docs/operations/drills.md has no incident section for {name}"
             assert f"[`{name}`](#{name})" in page, f"the drills table does not link {name} to its section"
+
+
+def test_a_runc_init_whose_maker_is_gone_in_a_buildkit_cgroup_is_a_stray(tmp_path):
+    def proc(pid, name, ppid, cgroup=""):
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "status").write_text(f"Name:\t{name}\nUmask:\t0022\nPPid:\t{ppid}\n")
+        (d / "cgroup").write_text(cgroup)
+
+    proc(1, "systemd", 0, "1:name=systemd:/init.scope\n")
+    proc(100, "runc:[2:INIT]", 1, "9:name=systemd:/buildkit.slice/buildkit/abc\n8:pids:/buildkit.slice/buildkit/abc\n")
+    proc(201, "runc", 1, "1:name=systemd:/buildkit.slice/buildkit.service\n")
+    proc(200, "runc:[2:INIT]", 201, "9:name=systemd:/buildkit/def\n")  # being made right now
+    proc(300, "runc:[2:INIT]", 1, "9:name=systemd:/kubepods/pod1/ctr\n")  # not BuildKit's
+    proc(400, "sleep", 1, "9:name=systemd:/buildkit/ghi\n")  # a started step: runc takes it down
+    (tmp_path / "self").mkdir()
+    assert recovery.stray_containers(tmp_path) == {100: "abc"}
+    out = recovery.stray_containers_gone(False, tmp_path)
+    assert out.status == "changed" and "abc (pid 100)" in out.message and "would kill" in out.message
+    (tmp_path / "100/status").write_text("Name:\tsleep\nPPid:\t1\n")
+    assert recovery.stray_containers_gone(True, tmp_path).status == "ok"
