@@ -20,6 +20,7 @@ from ..cache.proof import uncached
 from ..core import files
 from ..core import layout as layout_mod
 from ..core.errors import KitError
+from ..core.units import parse_duration
 from ..core.layout import Layout
 from ..daemon import install
 from ..daemon.buildctl import Buildctl
@@ -61,6 +62,20 @@ class HostBox:
 
     def main_pid(self, unit: str) -> int:
         return int(self.run("systemctl", "show", "-p", "MainPID", "--value", unit) or 0)
+
+    def past_start_limit(self, unit: str) -> None:
+        """Wait until one more start of `unit` cannot trip systemd's start limit (more than
+        StartLimitBurst starts within StartLimitIntervalSec, 5 in 10 s by default, and the
+        unit stays failed): the unit's last start at least interval / (burst - 1) ago."""
+        props = dict(line.split("=", 1) for line in self.run(
+            "systemctl", "show", "-p", "StartLimitIntervalUSec,StartLimitBurst,ActiveEnterTimestampMonotonic",
+            unit).splitlines() if "=" in line)
+        interval = parse_duration(props.get("StartLimitIntervalUSec", "10s").replace(" ", "").replace("min", "m"))
+        spacing = interval / max(int(props.get("StartLimitBurst") or 5) - 1, 1)
+        started = int(props.get("ActiveEnterTimestampMonotonic") or 0) / 1e6
+        since = float(self.run("cut", "-d", " ", "-f", "1", "/proc/uptime")) - started
+        if since < spacing:
+            time.sleep(spacing - since)
 
     def restarts(self, unit: str) -> int:
         return int(self.run("systemctl", "show", "-p", "NRestarts", "--value", unit) or 0)
@@ -104,6 +119,7 @@ def killed_unit(part: str, how: Callable[[HostBox, str], None], what: str) -> Ca
     def inject(box: HostBox, trial: int) -> Injected:
         unit = box.layout.unit(part)
         wait(lambda: box.main_pid(unit) > 0, 60, f"{unit} running before the fault")
+        box.past_start_limit(unit)
         pid, before = box.main_pid(unit), box.restarts(unit)
         flight = start_build(box.buildctl, box.context(sleep=3))
         flight.wait_for(lambda n: "sleep" in n)
