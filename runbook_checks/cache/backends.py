@@ -6,6 +6,7 @@ its own beside it, remove it. Nothing outside this module asks which kind a back
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, replace
@@ -317,8 +318,6 @@ class S3Backend(CacheBackend):
         return "/".join(p for p in (self.prefix.strip("/"), *parts) if p)
 
     def manifest(self) -> dict | None:
-        import json
-
         body = self._store().read(self.target, self._key("manifests", "kit"))
         return None if body is None else json.loads(body)
 
@@ -374,8 +373,6 @@ class LocalBackend(CacheBackend):
         shutil.rmtree(self.target, ignore_errors=True)
 
     def manifest(self) -> dict | None:
-        import json
-
         index = Path(self.target) / "index.json"
         return json.loads(index.read_text()) if index.is_file() else None
 

@@ -39,8 +39,6 @@ BBOLT_VERSION = "v1.4.3"
 RESERVE = "kit-reserve"  # the reserve file in buildkitd's root: space to release when the disk is full
 # where BuildKit keeps bolt databases under its root (never into snapshot contents)
 DATABASE_GLOBS = ("*.db", "*/*.db", "*/snapshots/metadata.db")
-# BuildKit resets these itself when they do not open (and keeps a .bak)
-SELF_HEALING = ("cache.db", "history.db")
 
 
 def bbolt() -> Path:

@@ -20,8 +20,8 @@ from ..cache.proof import uncached
 from ..core import files
 from ..core import layout as layout_mod
 from ..core.errors import KitError
-from ..core.units import parse_duration
 from ..core.layout import Layout
+from ..core.units import parse_duration
 from ..daemon import install
 from ..daemon.buildctl import Buildctl
 from ..daemon.contexts import context_with_base
