@@ -219,9 +219,13 @@ def make_reserve(path: Path, size: int) -> None:
     os.replace(tmp, path)
 
 
-def ensure_reserve(layout: Layout, size: int, apply: bool) -> Outcome:
+def ensure_reserve(layout: Layout, size: int, apply: bool, here: bool = True) -> Outcome:
     """The reserve file in buildkitd's root (`disk_reserve`): space the recover runbook
-    releases when the disk is full, so that a prune can write again."""
+    releases when the disk is full, so that a prune can write again. Not `here` (a tree
+    rendered for another host): it is made on that host, not in the tree."""
+    if not here:
+        return Outcome.skipped(f"a tree rendered under {layout.state_dir}: the reserve belongs on the build server's"
+                               " disk (apply configure there, state_dir=/)")
     path = reserve_path(layout)
     have = path.stat().st_size if path.exists() else 0
     if have == size:

@@ -121,7 +121,7 @@ def test_cli_exit_codes_and_list(state, runs_base, tmp_path):
     assert failing.returncode == 1 and "failed" in failing.stdout
     ok = subprocess.run(invoke + ["runbook", "configure", "--profile", "ci", "--set", f"state_dir={state}"],
                         capture_output=True, text=True, cwd=paths.PROJECT_ROOT, env=env, timeout=300)
-    assert ok.returncode == 0 and "ok=4 changed=0 failed=0" in ok.stdout
+    assert ok.returncode == 0 and "ok=5 changed=0 failed=0" in ok.stdout
 
 
 def test_production_tree_renders_and_verifies(runs_base):
