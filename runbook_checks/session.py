@@ -66,12 +66,15 @@ class Session:
     def manager_name(self) -> str:
         return service.choose_manager(self.params.service_manager)
 
+    @property
+    def daemon_here(self) -> bool:
+        """Whether the daemon runs on this machine: not for systemd units rendered into a
+        tree other than / (the host's systemd does not see them; the build server does)."""
+        return not (self.manager_name == "systemd" and str(self.layout.state_dir) != "/")
+
     def manager(self):
-        """The daemon's manager; None for systemd units rendered into a tree other than /
-        (the host's systemd does not see them, so there is no daemon to run here)."""
-        if self.manager_name == "systemd" and str(self.layout.state_dir) != "/":
-            return None
-        return service.manager_for(self.layout, self.params.service_manager)
+        """The daemon's manager; None when the daemon does not run here (daemon_here)."""
+        return service.manager_for(self.layout, self.params.service_manager) if self.daemon_here else None
 
     def programs(self) -> list[Program]:
         """The services beside buildkitd its parameters ask for (PROGRAMS)."""

@@ -124,10 +124,11 @@ class CacheBackend:
         """Remove the manifest only (its blobs stay, for other manifests or the collector)."""
         self.remove()
 
-    def missing_blobs(self) -> list[str] | None:
-        """The blobs the cache's manifest names that the backend does not hold: [] when it
-        is complete, None when there is no manifest (a cache cleanly absent)."""
-        found = self.manifest()
+    def missing_blobs(self, manifest: dict | None = None) -> list[str] | None:
+        """The blobs the cache's manifest (`manifest`, else the one it holds now) names that
+        the backend does not hold: [] when it is complete, None when there is no manifest
+        (a cache cleanly absent)."""
+        found = manifest if manifest is not None else self.manifest()
         if found is None:
             return None
         return [d for d in referenced_blobs(found) if not self.blob_exists(d)]
@@ -362,8 +363,7 @@ class LocalBackend(CacheBackend):
         return Outcome.ok(f"{self.target} is writable")
 
     def stored_bytes(self, layout: Layout) -> int:
-        root = Path(self.target)
-        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+        return files.tree_bytes(Path(self.target))
 
     def fingerprint(self) -> str | None:
         index = Path(self.target) / "index.json"

@@ -30,7 +30,7 @@ def remote_cache_sound(layout: Layout, params: Semantics, apply: bool) -> Outcom
     if manifest is None:
         return Outcome.ok(f"{backend} has no cache manifest: nothing to check (the next export writes one)")
     named = referenced_blobs(manifest)
-    missing = [d for d in named if not backend.blob_exists(d)]
+    missing = backend.missing_blobs(manifest)
     if not missing:
         return Outcome.ok(f"{backend}: its manifest names {len(named)} blobs and the backend holds each one",
                           cache_blobs=len(named))

@@ -10,12 +10,13 @@ import re
 import shutil
 import subprocess
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..core import files
+from ..core.clock import wait_until
 from ..core.errors import RegistryError
 from ..core.layout import Layout
 from ..core.params import IMAGE_REF
@@ -127,13 +128,9 @@ def answers(port: int, timeout: float = 2) -> bool:
 
 
 def wait_ready(port: int, timeout: float = 30, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if answers(port):
-            return
-        time.sleep(0.2)
-    raise RegistryError(f"the registry did not answer on http://{address(port)}/v2/ within {timeout:.0f}s",
-                        f"read {log}" if log else "check that the port is free and docker-registry is installed")
+    wait_until(lambda: answers(port), timeout, f"the registry answering on http://{address(port)}/v2/",
+               f"read {log}" if log else "check that the port is free and docker-registry is installed",
+               RegistryError, 0.2)
 
 
 def tags(port: int, repository: str) -> list[str]:
@@ -244,8 +241,7 @@ def delete_tag(port: int, repository: str, tag: str) -> str:
 
 
 def storage_bytes(layout: Layout) -> int:
-    root = storage_dir(layout)
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) if root.exists() else 0
+    return files.tree_bytes(storage_dir(layout))
 
 
 def tag_dir(layout: Layout, repository: str, tag: str) -> Path:

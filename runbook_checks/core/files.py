@@ -1,5 +1,5 @@
 """How every file the kit owns changes: converge (diff in check mode; backup and atomic
-write in apply), atomic writes, backups, diffs, sha256."""
+write in apply), atomic writes, backups, diffs, sha256, sizes of trees."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import difflib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -93,6 +94,25 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def tree_bytes(path: Path) -> int:
+    """The bytes of the regular files at or under `path` (symlinks not followed, nor
+    counted; files that vanish while it walks count nothing); 0 when it does not exist."""
+    if path.is_symlink() or not path.exists():
+        return 0
+    if not path.is_dir():
+        return path.stat().st_size
+    total = 0
+    for top, _, names in os.walk(path):
+        for name in names:
+            try:
+                found = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(found.st_mode):
+                total += found.st_size
+    return total
 
 
 def converge(wanted: dict[Path, str], apply: bool, backup_dir: Path | None = None, **facts) -> Outcome:

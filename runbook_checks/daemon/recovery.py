@@ -21,12 +21,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from ..core import files
-from ..core.errors import ServiceError
+from ..core.clock import wait_until
+from ..core.errors import KitError, ServiceError
 from ..core.layout import Layout
 from ..core.results import Outcome
 from ..core.units import human_bytes
@@ -77,19 +77,6 @@ def what_to_move(layout: Layout, db: Path) -> Path:
     return layout.root_dir / relative.parts[0] if len(relative.parts) > 1 else db
 
 
-def size_of(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for top, _, names in os.walk(path):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def aside_dir(layout: Layout, stamp: str) -> Path:
     """Where moved-aside state goes: beside the root (same filesystem, out of BuildKit's sight)."""
     return layout.root_dir.parent / f"{layout.root_dir.name}.aside-{stamp}"
@@ -130,7 +117,7 @@ def databases_sound(layout: Layout, manager, apply: bool, timeout: float = 60) -
 
 def lost_with(layout: Layout, path: Path) -> str:
     """What the daemon no longer has once `path` is moved aside."""
-    size = human_bytes(size_of(path))
+    size = human_bytes(files.tree_bytes(path))
     if path.is_dir():
         return f"the local build cache of {path.name} ({size})"
     if path.name == "history.db":
@@ -190,13 +177,9 @@ def stray_containers_gone(apply: bool, proc_root: Path = Path("/proc"), timeout:
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + timeout
-    while set(stray_containers(proc_root)) & set(strays) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = set(stray_containers(proc_root)) & set(strays)
-    if left:
-        raise ServiceError(f"stray build containers survived SIGKILL: pids {sorted(left)}",
-                           "look at them with ps and /proc/PID/status (a process in D state waits on I/O)")
+    wait_until(lambda: not set(stray_containers(proc_root)) & set(strays), timeout,
+               f"stray build containers (pids {sorted(strays)}) going away after SIGKILL",
+               "look at them with ps and /proc/PID/status (a process in D state waits on I/O)", ServiceError)
     return Outcome.changed(f"killed {len(strays)} build container(s) the daemon left behind in runc init: {names}",
                            strays=len(strays))
 
@@ -292,6 +275,15 @@ def probe(client: Buildctl, timeout: float = 120) -> float:
         busybox_rootfs(ctx / "rootfs")
         (ctx / "Dockerfile").write_text(PROBE_DOCKERFILE.format(arg=PROBE_ARG, nonce=uuid.uuid4().hex))
         return client.build(ctx, build_args={PROBE_ARG: "1"}, timeout=timeout).seconds
+
+
+def probe_fails(client: Buildctl, timeout: float = 120) -> str:
+    """"" when a probe build runs, else buildctl's error."""
+    try:
+        probe(client, timeout)
+        return ""
+    except KitError as exc:
+        return exc.problem.rsplit("error: ", 1)[-1]
 
 
 def is_probe(record: dict) -> bool:

@@ -14,8 +14,11 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
+from ..core.clock import wait_until
 from ..core.errors import ServiceError
 from ..core.layout import Layout
+
+LOGS = "read the logs named in the status output"
 
 
 _LOG_TIME = re.compile(r'"time":\s*"([^"]+)"|time="([^"]+)"')
@@ -98,7 +101,7 @@ class Supervisor:
             if proc.returncode:
                 raise ServiceError(f"supervisord did not start: {proc.stderr.strip() or proc.stdout.strip()}",
                                    f"read {self.layout.log_dir}/supervisord.log")
-            _wait(self.supervisord_up, 20, "supervisord socket")
+            wait_until(self.supervisord_up, 20, "supervisord answering on its socket", LOGS, ServiceError, 0.2)
             return
         if self.info()["state"] not in ("RUNNING", "STARTING"):
             try:
@@ -151,7 +154,7 @@ class Supervisor:
         pid = int(pidfile.read_text().strip()) if pidfile.exists() else 0
         self.rpc().shutdown()
         if pid:
-            _wait(lambda: not _alive(pid), 60, "supervisord to exit")
+            wait_until(lambda: not _alive(pid), 60, "supervisord exiting", LOGS, ServiceError, 0.2)
 
 
 def process_start(pid: int) -> float:
@@ -173,12 +176,3 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise ServiceError(f"timed out after {timeout:.0f}s waiting for {what}", "read the logs named in the status output")

@@ -16,8 +16,10 @@ from typing import Callable
 
 from ..cache.proof import uncached
 from ..core import files
+from ..core.clock import wait_until
 from ..core.errors import KitError
 from ..daemon import recovery, service
+from ..daemon.buildctl import Buildctl
 from .sandbox import Sandbox, start_build
 
 SUPERVISOR = "supervisord (autorestart)"
@@ -50,20 +52,15 @@ class Fault:
 # --------------------------------------------------------------------------------------
 # the moves every fault is made of
 # --------------------------------------------------------------------------------------
+def wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
+    """`wait_until` with the drills' fix: the sandbox daemon's log tells why."""
+    return wait_until(predicate, timeout, what, "read the sandbox daemon's log")
+
+
 def daemon_pid(box: Sandbox) -> int:
     """The daemon's pid once supervisord counts it RUNNING: a fault starts from a steady state."""
     wait(lambda: box.manager.info()["state"] == "RUNNING", 30, "buildkitd RUNNING before the fault")
     return box.manager.info()["pid"]
-
-
-def wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until `predicate()` holds; an error naming `what` after `timeout`."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return round(time.monotonic() - start, 2)
-        time.sleep(0.1)
-    raise KitError(f"{what} did not happen within {timeout:.0f}s", "read the sandbox daemon's log")
 
 
 def restarted_by_supervisor(box: Sandbox, old_pid: int, timeout: float = 60) -> float:
@@ -111,11 +108,7 @@ def recover_runbook(box: Sandbox, *sets: str) -> tuple[float, list[str]]:
 
 def probe_fails(box: Sandbox) -> str:
     """The probe build's error, or "" when it builds."""
-    try:
-        recovery.build_probe(box.layout, timeout=60)
-        return ""
-    except KitError as exc:
-        return exc.problem.rsplit("error: ", 1)[-1]
+    return recovery.probe_fails(Buildctl.for_layout(box.layout), timeout=60)
 
 
 def build_fails(build: Callable[[], object], what: str) -> str:

@@ -63,3 +63,4 @@ def test_systemd_manager_refuses_without_systemd(tmp_path):
     with pytest.raises(ServiceError, match="service_manager=supervisor"):
         service.manager_for(layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)}), "systemd").info()
     assert service.choose_manager("auto") == "supervisor"
+

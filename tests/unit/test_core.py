@@ -1,0 +1,30 @@
+"""core's small helpers: waiting and sizes of trees."""
+
+import pytest
+
+
+def test_wait_until_counts_seconds_and_names_what_did_not_happen():
+    from runbook_checks.core.clock import wait_until
+    from runbook_checks.core.errors import KitError, ServiceError
+
+    calls = []
+    assert wait_until(lambda: calls.append(1) or len(calls) >= 3, 5, "three calls", "none", interval=0.01) < 1
+    assert len(calls) == 3
+    with pytest.raises(ServiceError) as refused:
+        wait_until(lambda: False, 0.05, "the moon rising", "wait for night", ServiceError, 0.01)
+    assert "the moon rising did not happen within 0s" in refused.value.problem
+    assert refused.value.fix == "wait for night" and isinstance(refused.value, KitError)
+
+
+def test_tree_bytes_counts_regular_files_only(tmp_path):
+    from runbook_checks.core.files import tree_bytes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one").write_bytes(b"x" * 100)
+    (tmp_path / "two").write_bytes(b"y" * 20)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "one")
+    (tmp_path / "dirlink").symlink_to(tmp_path / "a")
+    assert tree_bytes(tmp_path) == 120
+    assert tree_bytes(tmp_path / "two") == 20
+    assert tree_bytes(tmp_path / "dirlink") == 0
+    assert tree_bytes(tmp_path / "absent") == 0
