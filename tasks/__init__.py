@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import access, bench, docs, drill, hosts, lab, maint, plugins, profile, runbooks, scan
+from . import access, bench, docs, drill, hosts, lab, maint, plugins, profile, runbooks, scan, training
 from .runbooks import LIST_WORDS, RUNBOOKS
 
 __all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
@@ -22,4 +22,6 @@ ns = Collection(
     Collection("report", access.audit),
     Collection("scan", scan.scanner),
     Collection("drill", drill.list_, drill.run),
+    Collection("lab", training.list_, training.start, training.check, training.hint, training.solve, training.reset,
+               training.stop, training.progress),
 )

@@ -19,6 +19,10 @@ The site shows what the kit really does, so the facts come from the kit, at buil
   <!-- kit:metrics SOURCE -->    the metrics of one source (buildkitd, exporter, node,
                                  prometheus) or the recording rules (rules), from
                                  runbook_checks.monitoring.metrics
+  <!-- kit:labs -->              the practice labs: number, page, seed area, what it practises
+
+* every lab's task.md (labs/NN-NAME/task.md) becomes the page training/labs/NN-NAME/: its
+  hints folded one by one, its solution folded, how to start and check it on top.
 
 A marker naming an unknown runbook fails the build; a runbook without a page that
 carries its parameters marker is a warning (so `mkdocs build --strict` fails).
@@ -135,11 +139,19 @@ class Kit:
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
         from runbook_checks.core import profiles, runner
+        from runbook_checks.labs import catalogue
 
         self.kit_profiles = profiles
+        self.labs = catalogue.all_labs()
         self.described = runner.describe()  # {runbook: {parameter: {type, default, help}}}
         self.notebooks = {name: profiles.runbook_path(name) for name in self.described}
         self.profiles = {p: profiles.load_profile(p).values for p in profiles.PROFILES}
+
+    def labs_table(self) -> str:
+        rows = ["| # | lab | seed area | what you practise |", "|---|---|---|---|"]
+        rows += [f"| {lab.number:02d} | [`{lab.name}`](labs/{lab.folder.name}.md) | {lab.area_name} | {lab.title} |"
+                 for lab in self.labs]
+        return "\n".join(rows) + "\n"
 
     def check_runbook(self, name: str | None, marker: str, page: str) -> str:
         if name not in self.described:
@@ -441,12 +453,37 @@ def on_config(config, **kwargs):
 @mkdocs.plugins.event_priority(50)  # before mkdocs-jupyter wraps notebook files into pages
 def on_files(files: Files, config, **kwargs) -> Files:
     """Each runbook notebook, read in place from notebooks/ (outside docs/), as the page
-    notebooks/NN-NAME/: the same path as in the repository."""
+    notebooks/NN-NAME/: the same path as in the repository; each lab's page, made from
+    its task.md."""
     for path in _kit.notebooks.values():
         src_uri = path.relative_to(_kit.root).as_posix()
         files.append(File(src_uri, src_dir=str(_kit.root), dest_dir=config.site_dir,
                           use_directory_urls=config.use_directory_urls))
+    for lab in _kit.labs:
+        files.append(File.generated(config, f"training/labs/{lab.folder.name}.md", content=lab_page(lab)))
     return files
+
+
+def lab_page(lab) -> str:
+    """A lab's task.md for the site: how to start and check it first, each hint folded
+    on its own (a trainee opens one at a time), the solution as task.md folds it."""
+    text = lab.text
+    hints = lab.sections.get("Hints", "")
+    folded = []
+    for i, part in enumerate(re.split(r"^(?=### )", hints, flags=re.M)):
+        if not part.startswith("### "):
+            continue
+        title, _, body = part[4:].partition("\n")
+        folded.append(f'??? tip "Hint {len(folded) + 1}: {title.strip()}"\n\n'
+                      + "\n".join(f"    {line}" if line else "" for line in body.strip().splitlines()) + "\n")
+    text = text.replace(hints, "\n".join(folded).strip(), 1)
+    title, _, rest = text.partition("\n")
+    head = (f"*Lab {lab.number:02d} · seed area {lab.area_name} · files: `labs/{lab.folder.name}/`*\n\n"
+            f"```sh\ninvoke lab.start {lab.name}     # a sandbox builder of its own, in the starting state\n"
+            f"source ~/.local/state/buildkit-ops/labs/{lab.name}/env   # LAB, LAB_PROFILE, BUILDKIT_HOST, ..."
+            f"\ninvoke lab.check {lab.name}     # what is proven, what is still wrong\n"
+            f"invoke lab.hint {lab.name} --level 1\ninvoke lab.reset {lab.name}     # start over\n```\n")
+    return f"{title}\n\n{head}{rest}"
 
 
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
@@ -469,6 +506,8 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
             return _kit.packages()
         if kind == "metrics":
             return _kit.metrics(arg or "")
+        if kind == "labs":
+            return _kit.labs_table()
         raise PluginError(f"{where}: unknown marker <!-- kit:{kind} -->")
 
     return MARKER.sub(replace, markdown)

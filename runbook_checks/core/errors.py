@@ -109,3 +109,8 @@ class ScanError(KitError):
 # -- plugins -------------------------------------------------------------------------------
 class PluginError(KitError):
     """A Docker CLI plugin could not be audited, quarantined or restored."""
+
+
+# -- labs ----------------------------------------------------------------------------------
+class LabError(KitError):
+    """A practice lab is unknown, not started, or its sandbox cannot be made."""

@@ -9,6 +9,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 PROFILES_DIR = NOTEBOOKS / "profiles"
 WORKLOADS_DIR = PROJECT_ROOT / "workloads"
+LABS_DIR = PROJECT_ROOT / "labs"
 
 
 def in_checkout(path: str | Path) -> Path:
@@ -28,3 +29,9 @@ def cache_dir() -> Path:
     """What the kit builds once and keeps across checkouts (BuildKit binaries by version, the
     rehearsal hosts' root filesystems): $BUILDKIT_OPS_CACHE, else ~/.cache/buildkit-ops."""
     return Path(os.environ.get("BUILDKIT_OPS_CACHE") or Path.home() / ".cache" / "buildkit-ops")
+
+
+def labs_home() -> Path:
+    """Where a trainee's practice labs live (each lab's sandbox builder, its workspace, and
+    the progress record): $BUILDKIT_OPS_LABS_DIR, else ~/.local/state/buildkit-ops/labs."""
+    return Path(os.environ.get("BUILDKIT_OPS_LABS_DIR") or Path.home() / ".local/state/buildkit-ops/labs")

@@ -87,30 +87,34 @@ class Sandbox:
         return self.buildctl.build(self.baseline, import_cache=[b.import_option() for b in self.baseline_caches()])
 
 
+def prepare(box: Sandbox, *sets: str, baseline: bool = True, ready_timeout: float = 60) -> None:
+    """Install and configure `box`'s builder with the runbooks, wait for its registry, make
+    the S3 bucket and the busybox root filesystem; with `baseline`, build the baseline and
+    export its cache to both."""
+    for name in ("install", "configure"):
+        result = box.runbook(name, "apply", *sets)
+        if result.report.status == "failed":
+            failed = [s for s in result.report.steps if s.status == "failed"]
+            raise KitError(f"the sandbox did not come up: {name}: {failed[-1].message if failed else ''}",
+                           f"read {result.notebook}")
+    registry.wait_ready(box.registry_port, timeout=ready_timeout, log=registry.log_path(box.layout))
+    box.backend("s3", "baseline").store.ensure_bucket(BUCKET, apply=True)
+    busybox_rootfs(box.work / "rootfs")
+    if baseline:
+        box.context(nonce="baseline", payload_mb=4).rename(box.baseline)
+        box.buildctl.build(box.baseline, export_cache=[b.export_option() for b in box.baseline_caches()])
+
+
 @contextmanager
 def sandbox(*sets: str, ready_timeout: float = 60) -> Iterator[Sandbox]:
-    """Install and configure a builder in /tmp/bkdrill-*, with a registry and an S3 server
-    beside it; build the baseline and export its cache to both; remove it all after."""
+    """A prepared sandbox in /tmp/bkdrill-*, with the baseline; removed after, all of it."""
     state = Path(tempfile.mkdtemp(prefix="bkdrill-", dir="/tmp"))
     work = state / "drill"
     work.mkdir()
-    ports = (service.free_port(), service.free_port())
     try:
-        layout = layout_mod.for_params({"profile": "ci", "state_dir": str(state)})
-        box = Sandbox(layout, *ports, work)
-        for name in ("install", "configure"):
-            result = box.runbook(name, "apply", *sets)
-            if result.report.status == "failed":
-                failed = [s for s in result.report.steps if s.status == "failed"]
-                raise KitError(f"the drill's sandbox did not come up: {name}: {failed[-1].message if failed else ''}",
-                               f"read {result.notebook}")
-        registry.wait_ready(box.registry_port, timeout=ready_timeout, log=registry.log_path(layout))
-        s3 = box.backend("s3", "baseline")
-        s3.store.ensure_bucket(BUCKET, apply=True)
-        busybox_rootfs(work / "rootfs")
-        baseline = box.context(nonce="baseline", payload_mb=4)
-        baseline.rename(box.baseline)
-        box.buildctl.build(box.baseline, export_cache=[b.export_option() for b in box.baseline_caches()])
+        box = Sandbox(layout_mod.for_params({"profile": "ci", "state_dir": str(state)}),
+                      service.free_port(), service.free_port(), work)
+        prepare(box, *sets, ready_timeout=ready_timeout)
         yield box
     finally:
         stack.down(purge=True, state_dir=str(state), profile="ci")

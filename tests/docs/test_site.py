@@ -290,6 +290,7 @@ def test_pages_render_with_the_network_off(site, tmp_path):
                                       ("runbooks/alerting/index.html", ".kit-diagram svg", 1),
                                       ("reference/architecture/index.html", "img[src$='.svg']", 2),
                                       ("notebooks/02-configure/index.html", ".jp-Notebook", 1),
+                                      ("training/labs/04-not-cached/index.html", "details.tip", 3),
                                       ("index.html", ".md-header", 1)):
             asked = browser.open((site / page).as_uri())
             assert not asked, f"{page} asked the network for {asked}"
@@ -297,3 +298,21 @@ def test_pages_render_with_the_network_off(site, tmp_path):
             assert browser.count(".mermaid") == 0, page
     finally:
         browser.close()
+
+
+def test_every_lab_has_a_page_with_hints_and_solution_folded(site):
+    """Each lab's task.md is a page in the Training section: every hint folded on its own,
+    the solution folded, how to start and check it on top; the training page lists each."""
+    from runbook_checks.labs import catalogue
+
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text().replace("!!python", "#"))["nav"]
+    training = next(item["Training"] for item in nav if isinstance(item, dict) and "Training" in item)
+    listed = {page for entry in training if isinstance(entry, dict) for group in entry.values()
+              for item in group for page in item.values()}
+    index = (site / "training/index.html").read_text()
+    for lab in catalogue.all_labs():
+        assert f"training/labs/{lab.folder.name}.md" in listed, f"{lab.name} is not in the nav's Training section"
+        html = (site / "training/labs" / lab.folder.name / "index.html").read_text()
+        assert html.count('<details class="tip"') == len(lab.hints), lab.name
+        assert '<details class="success"' in html and "lab.check" in html, lab.name
+        assert f'href="labs/{lab.folder.name}/"' in index, f"{lab.name} is not in the training page's table"

@@ -1,0 +1,55 @@
+"""A hand edit of buildkitd.toml that the daemon refuses: back to the kit's config, the
+edit kept."""
+
+from runbook_checks.core import files
+from runbook_checks.core.clock import wait_until
+from runbook_checks.daemon import recovery, service
+from runbook_checks.labs.catalogue import expect
+
+AREA = 1
+HAND_EDIT = "# hand edit: four steps at once, as the release team asked\n"
+
+
+def setup(box):
+    """The hand edit (max-parallelism as a word) written and the daemon restarted: it
+    refuses the file, again and again, until supervisord gives up."""
+    path = box.layout.config_path
+    text = path.read_text()
+    edited = text.replace("[worker.oci]\n", f"[worker.oci]\n{HAND_EDIT}max-parallelism = \"four\"\n", 1)
+    edited = "\n".join(line for line in edited.splitlines()
+                       if not (line.startswith("max-parallelism = ") and '"' not in line)) + "\n"
+    files.atomic_write(path, edited)
+    box.manager.restart()
+    wait_until(lambda: box.manager.info()["state"] == "FATAL", 90, "supervisord giving up on the refused config",
+               f"read {box.layout.log_path}")
+
+
+def check(box):
+    layout = box.layout
+    answers = service.daemon_answers(layout)
+    yield expect(answers, f"buildkitd answers on {layout.address}", f"no buildkitd answers on {layout.address}")
+    if answers:
+        said = recovery.probe_fails(box.buildctl, timeout=50)
+        yield expect(not said, "a build with a RUN step ran", f"a build with a RUN step failed: {said}")
+    run = box.runbook("configure", "check")
+    drift = [s.name for s in run.report.steps if s.status == "changed"]
+    yield expect(run.report.status != "failed" and not drift,
+                 "the configure runbook in check mode would change nothing: the file is the kit's again",
+                 f"the configure runbook in check mode would still change: {', '.join(drift) or run.report.status}")
+    kept = [p for p in layout.backup_dir.glob(f"{layout.config_path.name}.*") if HAND_EDIT in p.read_text()]
+    yield expect(kept, f"the hand-edited file is kept: {kept[0] if kept else ''}",
+                 f"the hand-edited file is not in {layout.backup_dir}: its change is lost for the post-mortem")
+
+
+def solve(box):
+    box.must_pass("configure")
+
+
+def wrong_fix(box):
+    """The hand edit removed by hand (the file now as the kit renders it, but nothing
+    kept) and the daemon restarted: it serves, and the colleague's change is gone."""
+    path = box.layout.config_path
+    text = path.read_text().replace(HAND_EDIT, "").replace('max-parallelism = "four"', "max-parallelism = 2")
+    files.atomic_write(path, text)
+    box.manager.restart()
+    service.wait_ready(box.layout, box.manager, 60)
