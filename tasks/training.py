@@ -16,7 +16,7 @@ def _say(message: str) -> None:
 
 
 def _minutes(seconds) -> str:
-    return f"{seconds / 60:.0f} min" if seconds is not None else "-"
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d} min" if seconds is not None else "-"
 
 
 @task(name="list")

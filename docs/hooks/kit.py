@@ -478,11 +478,16 @@ def lab_page(lab) -> str:
                       + "\n".join(f"    {line}" if line else "" for line in body.strip().splitlines()) + "\n")
     text = text.replace(hints, "\n".join(folded).strip(), 1)
     title, _, rest = text.partition("\n")
-    head = (f"*Lab {lab.number:02d} · seed area {lab.area_name} · files: `labs/{lab.folder.name}/`*\n\n"
-            f"```sh\ninvoke lab.start {lab.name}     # a sandbox builder of its own, in the starting state\n"
-            f"source ~/.local/state/buildkit-ops/labs/{lab.name}/env   # LAB, LAB_PROFILE, BUILDKIT_HOST, ..."
-            f"\ninvoke lab.check {lab.name}     # what is proven, what is still wrong\n"
-            f"invoke lab.hint {lab.name} --level 1\ninvoke lab.reset {lab.name}     # start over\n```\n")
+    head = (f"*Lab {lab.number:02d} · seed area {lab.area_name} · files: `labs/{lab.folder.name}/` · runbooks:"
+            f" [how to run one](../../get-started/run-a-runbook.md)*\n\n"
+            f"```sh\n. .venv/bin/activate             # in the checkout\n"
+            f"invoke lab.start {lab.name}     # a sandbox builder of its own, in the starting state\n"
+            f"source $HOME/.local/state/buildkit-ops/labs/{lab.name}/env   # the line lab.start prints"
+            f" (LAB, LAB_PROFILE, BUILDKIT_HOST, ...)\n"
+            f"invoke lab.check {lab.name}     # what is proven, what is still wrong\n"
+            f"invoke lab.hint {lab.name} --level 1\ninvoke lab.reset {lab.name}     # start over\n```\n\n"
+            "`lab.start` prints the `source` line to use: the labs live under `$BUILDKIT_OPS_LABS_DIR` when it is"
+            " set. Each shell needs it once.\n\n")
     return f"{title}\n\n{head}{rest}"
 
 

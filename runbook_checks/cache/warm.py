@@ -135,8 +135,9 @@ def warm(layout: Layout, params: Semantics, apply: bool) -> Outcome:
                                    + (f"; no cache yet for: {', '.join(missing)}" if missing else "")
                                    + (f"; cannot read the cache of: {', '.join(unknown)} (not a registry on"
                                       " 127.0.0.1)" if unknown else ""))
-        return Outcome.ok(f"every target has a cache in {base.kind}; apply rebuilds and exports again"
-                          " (it reports ok when nothing changed)")
+        return Outcome.ok(f"every target has a cache in {base.kind}; whether each holds every step (mode=max) is"
+                          " not read here: apply exports mode=max again (ok when nothing changed) and proves it on"
+                          " a fresh builder")
     lines, changed, facts = [], 0, {"warm_steps": 0, "warm_ran": 0, "warm_seconds": 0.0}
     for t in chosen:
         backend = base.for_context(t.name)

@@ -145,7 +145,8 @@ def start(lab: Lab, say=print) -> tuple[LabBox, float]:
     try:
         box.work.mkdir(parents=True)
         box.docker_config.mkdir()
-        box.write_files(getattr(lab.module, "PROFILE", {}))
+        values = getattr(lab.module, "PROFILE", {})  # the lab's own values: a dict, or made for this box
+        box.write_files(values(box) if callable(values) else values)
         if getattr(lab.module, "BUILDER", True):
             say(f"making the lab's builder in {layout.state_dir} (install and configure, ci profile)")
             prepare(box, baseline=False)
