@@ -13,7 +13,7 @@ __all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
 ns = Collection(
     runbooks.runbook, lab.up, lab.down, lab.status,
     Collection("profile", profile.show, profile.check),
-    Collection("docs", docs.build, docs.serve),
+    Collection("docs", docs.build, docs.serve, docs.record),
     Collection("maint", maint.prune, maint.certs, plugins_audit=maint.plugins_audit),
     Collection("plugins", plugins.restore),
     Collection("bench", bench.cache, bench.frontdoor),

@@ -3,7 +3,9 @@
 The site shows what the kit really does, so the facts come from the kit, at build time:
 
 * every runbook notebook (notebooks/NN-NAME.ipynb) becomes the page notebooks/NN-NAME/,
-  read in place and rendered by mkdocs-jupyter, never executed;
+  rendered by mkdocs-jupyter, never executed: its recorded run (docs/recorded/notebooks/NN-NAME.ipynb,
+  sanitised, from `invoke docs.record`) when there is one, with its outputs; else the
+  notebook as in the repository;
 * markers in the Markdown are replaced with tables generated from the runbooks'
   parameters cells, the profile files and runbook_checks.config:
 
@@ -44,7 +46,7 @@ from mkdocs.structure.files import File, Files
 log = logging.getLogger("mkdocs.hooks.kit")
 
 MARKER = re.compile(r"<!--\s*kit:([a-z-]+)(?:\s+([A-Za-z0-9_-]+))?\s*-->")
-STEP_CALL = re.compile(r"""\breport\.step\(\s*(["'])(.+?)\1""")
+STEP_CALL = re.compile(r"""\breport\.(?:step|check)\(\s*(["'])(.+?)\1""")
 PLACEHOLDER_STATE = "/STATE_DIR"
 PLACEHOLDER_PORT = 1  # rendered as PORT: "0 picks a free port" has no fixed value to show
 
@@ -182,7 +184,25 @@ class Kit:
         found = [m.group(2) for c in nb.cells if c.cell_type == "code" for m in STEP_CALL.finditer(c.source)]
         if not found:
             raise PluginError(f"runbook {name}: no report.step(...) calls found in {self.notebooks[name]}")
-        return "In order, as the recap names them: " + " → ".join(f"**{step}**" for step in found) + "."
+        return ("In order, as the recap names them: " + " → ".join(f"**{step}**" for step in found) + "."
+                + self.recorded_run(name))
+
+    def recorded_run(self, name: str) -> str:
+        """The recap of the runbook's recorded run (docs/recorded, `invoke docs.record`), folded."""
+        from runbook_checks.core import recorded
+
+        found = recorded.recorded(name)
+        if found is None:
+            return ""
+        r = found[1]
+        where = f" on rehearsal host {r['host']}" if r.get("host") else ""
+        rows = ["| status | step | message |", "|---|---|---|"]
+        rows += [f"| {s['status']} | {cell(s['name'])} | {cell(s['message'].splitlines()[0] if s['message'] else '')} |"
+                 for s in r["steps"]]
+        body = "\n".join(f"    {row}" for row in rows)
+        return (f'\n\n??? example "A real run: `{r["runbook"]}`, profile {r["profile"]}, {r["mode"]} → {r["status"]},'
+                f' {r["finished"]}{where}"\n\n{body}\n\n    Every cell\'s output of this run is on the rendered'
+                " notebook's page (machine paths and secrets replaced: `invoke docs.record`).\n")
 
     # -- buildkitd.toml --------------------------------------------------------------------
     def configs(self) -> dict[str, Any]:
@@ -455,9 +475,13 @@ def on_files(files: Files, config, **kwargs) -> Files:
     """Each runbook notebook, read in place from notebooks/ (outside docs/), as the page
     notebooks/NN-NAME/: the same path as in the repository; each lab's page, made from
     its task.md."""
-    for path in _kit.notebooks.values():
+    from runbook_checks.core import recorded
+
+    for name, path in _kit.notebooks.items():
         src_uri = path.relative_to(_kit.root).as_posix()
-        files.append(File(src_uri, src_dir=str(_kit.root), dest_dir=config.site_dir,
+        # the recorded run (docs/recorded/notebooks/), outputs and all, in the notebook's place
+        src_dir = recorded.RECORDED if recorded.recorded(name) else _kit.root
+        files.append(File(src_uri, src_dir=str(src_dir), dest_dir=config.site_dir,
                           use_directory_urls=config.use_directory_urls))
     for lab in _kit.labs:
         files.append(File.generated(config, f"training/labs/{lab.folder.name}.md", content=lab_page(lab)))

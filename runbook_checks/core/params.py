@@ -80,7 +80,7 @@ LIST_ITEMS = {
 }
 # path parameters: (absolute only, what else it must not hold)
 PATHS = ("state_dir", "archive_path", "s3_credentials_file", "cache_dir", "docker_config", "quarantine_dir",
-         "dashboards_dir")
+         "dashboards_dir", "site_profile")
 
 
 def check_path(value: str, parameter: str) -> str:
@@ -208,6 +208,12 @@ class Semantics(BaseModel):
                            " the checkout) of letters, digits and . _ / -")
     sbom_scanner: str = ""
     push_image: str = ""
+    # handover (runbook_checks.reports.handover)
+    site_profile: str = ""
+    handover_max_age: int = 7 * 86400
+    cert_min_days: int = Field(30, ge=1, le=3650)
+    docs_site: str = Field("site", pattern=r"^[A-Za-z0-9._/-]+$",
+                           description="a directory, absolute or relative to the checkout")
     # cache warming and benchmark (runbook_checks.cache.warm, runbook_checks.cache.bench)
     warm_contexts: list[str] = Field(default_factory=lambda: ["workloads/small", "workloads/go-app", "workloads/py-app"])
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
@@ -318,7 +324,7 @@ class Semantics(BaseModel):
         return v
 
     @field_validator("prune_keep_duration", "retention_max_age", "s3_max_age", "history_max_age", "probe_interval",
-                     mode="before")
+                     "handover_max_age", mode="before")
     @classmethod
     def _durations(cls, v: Any) -> int:
         return parse_duration(v)

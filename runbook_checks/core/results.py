@@ -78,6 +78,16 @@ class Report:
         A KitError becomes a failed step with its message and fix; any other
         exception is a failed step too (with the exception named), never a
         silent pass."""
+        outcome = self.check(name, func, *args, **kwargs)
+        if outcome.status == "failed":
+            self.finish(display=True)
+            raise StepFailed(f"step {name!r} failed: {outcome.message}",
+                             "read the step's message above; the previous state was left in place")
+        return outcome
+
+    def check(self, name: str, func: Callable[..., Outcome], *args: Any, **kwargs: Any) -> Outcome:
+        """Run one step and record its outcome, failed or not, and go on: for checklists,
+        whose every item is worth knowing (a later step decides whether the run fails)."""
         start = _dt.datetime.now()
         print(f"▶ {name} …", flush=True)
         try:
@@ -94,10 +104,6 @@ class Report:
         print(f"  {outcome.status} ({seconds:.1f}s): {outcome.message.splitlines()[0] if outcome.message else ''}",
               flush=True)
         self.facts.update(outcome.facts)
-        if outcome.status == "failed":
-            self.finish(display=True)
-            raise StepFailed(f"step {name!r} failed: {outcome.message}",
-                             "read the step's message above; the previous state was left in place")
         return outcome
 
     # -- reading ----------------------------------------------------------------

@@ -123,12 +123,21 @@ def test_install_page_lists_buildkit_version(site):
 
 @pytest.mark.parametrize("runbook", profiles.list_runbooks())
 def test_notebook_is_rendered_not_executed(site, runbook):
+    """The notebook's page: its recorded run (docs/recorded: a real run's outputs, with no
+    machine path left), or, without one, the notebook as in git (no outputs); never
+    executed by the build."""
+    from runbook_checks.core import recorded
+
     source = profiles.runbook_path(runbook)
     page = site / "notebooks" / source.stem / "index.html"
     assert page.is_file(), f"{source.name} was not rendered"
     html = page.read_text(encoding="utf-8")
     assert "jp-Notebook" in html and "mode: str" in html  # the parameters cell, as code
-    assert "application/vnd.buildkit-ops.report+json" not in html  # no outputs: never executed
+    if recorded.recorded(runbook):
+        assert "jp-OutputArea" in html, f"{runbook}: the recorded run's outputs are not on its page"
+        assert str(ROOT) not in html and str(Path.home()) + "/" not in html, f"{runbook}: a machine path on the page"
+    else:
+        assert "application/vnd.buildkit-ops.report+json" not in html  # no outputs: never executed
 
 
 def _profile_value(profile: str, key: str, runbook: str = "configure"):

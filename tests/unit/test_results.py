@@ -36,6 +36,15 @@ def test_failed_step_stops_and_records():
     assert report.finished
 
 
+def test_a_checklist_item_that_fails_is_recorded_and_the_run_goes_on():
+    report = Report("handover", "ci", "check")
+    failed = report.check("one item", lambda: (_ for _ in ()).throw(KitError("no receiver", "set webhook_url")))
+    assert failed.status == "failed" and not report.finished
+    report.check("next item", lambda: Outcome.ok("fine"))
+    assert [s.status for s in report.steps] == ["failed", "ok"] and report.status == "failed"
+    assert "fix: set webhook_url" in report.steps[0].message
+
+
 def test_unexpected_exception_is_a_failed_step_not_a_pass():
     report = Report("verify", "ci", "check")
     with pytest.raises(StepFailed):

@@ -1,0 +1,1 @@
+"""Reports that read across the domains: the handover checklist."""
