@@ -100,6 +100,8 @@ def problems(lab: Lab) -> list[str]:
     if not lab.hints:
         found.append(f"{lab.folder.name}/task.md: no '### ' hint under '## Hints'")
     found += [f"{lab.folder.name}/lab.py: no {v}()" for v in VERBS if not callable(getattr(lab.module, v, None))]
+    if not isinstance(getattr(lab.module, "START_SECONDS", None), int):
+        found.append(f"{lab.folder.name}/lab.py: no START_SECONDS (lab.start's time, measured; the page shows it)")
     if getattr(lab.module, "AREA", None) not in AREAS:
         found.append(f"{lab.folder.name}/lab.py: AREA must be one of the seed's areas {sorted(AREAS)}")
     return found

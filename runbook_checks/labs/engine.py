@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shlex
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,7 @@ class LabBox(Sandbox):
 
     def environment(self) -> dict[str, str]:
         return {"LAB": str(self.home), "LAB_PROFILE": str(self.profile_path), "BUILDKIT_HOST": self.layout.address,
+                "BUILDKIT_OPS_RUNS_DIR": str(self.runs),  # the lab's run records stay in the lab
                 "LAB_REGISTRY": f"127.0.0.1:{self.registry_port}",
                 "DOCKER_CONFIG": str(self.docker_config), "PATH": f"{self.layout.bin_dir}:$PATH"}
 
@@ -86,6 +89,21 @@ class LabBox(Sandbox):
                            + yaml.safe_dump(profile, sort_keys=False))
         env = "".join(f"export {k}={v if k == 'PATH' else shlex.quote(v)}\n" for k, v in self.environment().items())
         files.atomic_write(self.home / "env", env)
+
+
+@contextmanager
+def _records_in(box: LabBox):
+    """Runs made while a lab's verb works (its setup, check, solve) are recorded in the
+    lab, as the trainee's are (the env file sets BUILDKIT_OPS_RUNS_DIR): a reset removes them."""
+    before = os.environ.get("BUILDKIT_OPS_RUNS_DIR")
+    os.environ["BUILDKIT_OPS_RUNS_DIR"] = str(box.runs)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("BUILDKIT_OPS_RUNS_DIR", None)
+        else:
+            os.environ["BUILDKIT_OPS_RUNS_DIR"] = before
 
 
 def _home(lab: Lab) -> Path:
@@ -151,7 +169,8 @@ def start(lab: Lab, say=print) -> tuple[LabBox, float]:
             say(f"making the lab's builder in {layout.state_dir} (install and configure, ci profile)")
             prepare(box, baseline=False)
         say("setting up the lab's starting state")
-        lab.verb("setup")(box)
+        with _records_in(box):
+            lab.verb("setup")(box)
         files.atomic_write(home / STATE, json.dumps({"lab": lab.name, "started": box.started, "registry_port":
                                                      box.registry_port, "s3_port": box.s3_port}) + "\n")
     except BaseException:
@@ -180,7 +199,8 @@ def check(lab: Lab) -> Verdict:
     box = load(lab)
     begun = time.monotonic()
     try:
-        findings = list(lab.verb("check")(box))
+        with _records_in(box):
+            findings = list(lab.verb("check")(box))
     except KitError as exc:  # the check could not even look: that is what is wrong
         findings = [Finding(False, f"{exc.problem} ({exc.fix})")]
     passed = bool(findings) and all(f.ok for f in findings)
@@ -203,7 +223,8 @@ def hint(lab: Lab, level: int = 1) -> str:
 def solve(lab: Lab) -> LabBox:
     """Bring the sandbox to the solved state (as task.md's solution does); recorded as solved by the kit."""
     box = load(lab)
-    lab.verb("solve")(box)
+    with _records_in(box):
+        lab.verb("solve")(box)
     if not read_progress().get(lab.name, {}).get("passed"):  # a pass after this is the kit's, not the trainee's
         _record(lab, solved_by_kit=True)
     return box

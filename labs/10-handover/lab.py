@@ -1,0 +1,61 @@
+"""Hand a builder over with the executable checklist: find the items that do not hold,
+mend each, until the handover runbook passes."""
+
+import subprocess
+import sys
+
+from runbook_checks.core import runner
+from runbook_checks.core.paths import PROJECT_ROOT
+from runbook_checks.daemon import service
+from runbook_checks.labs.catalogue import expect
+
+AREA = 9
+START_SECONDS = 45  # lab.start, measured on the kit's machine kind (2 cores, warm)
+
+
+def PROFILE(box):
+    """The builder with its monitoring on free ports; the site it hands over, built into
+    the lab; required plugins none (the lab's Docker config starts empty)."""
+    return {"prometheus_port": service.free_port(), "alertmanager_port": service.free_port(),
+            "notify_sink_port": service.free_port(), "builder_name": "lab-builder", "team_receivers": {},
+            "required_plugins": [], "docs_site": str(box.home / "site")}
+
+
+def setup(box):
+    """Monitoring and alerting applied, the site built; then the state a hurried team
+    leaves: the notification sink (on-call's webhook) stopped, no prune ever applied, no
+    plugin audit ever run."""
+    box.must_pass("monitoring")
+    box.must_pass("alerting")
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "-q", "-d", str(box.home / "site")], cwd=PROJECT_ROOT,
+                   check=True, capture_output=True, timeout=300)
+    box.manager.stop_program("notify_sink")
+
+
+def handover(box):
+    return runner.run("handover", str(box.profile_path), "check", (), base=box.runs, progress=False)
+
+
+def check(box):
+    result = handover(box)
+    for step in result.report.steps[:-1]:  # each item of the checklist, as the runbook found it
+        said = f"{step.name}: {step.message.splitlines()[0] if step.message else step.status}"
+        yield expect(step.status != "failed", said, said)
+    passed = result.report.status != "failed"
+    yield expect(passed, f"the handover runbook passes: {result.report.steps[-1].message.splitlines()[0]}",
+                 f"the handover runbook fails ({result.notebook})")
+
+
+def routine(box):
+    box.must_pass("prune", "apply")
+    box.must_pass("plugins-audit", "check")
+
+
+def solve(box):
+    box.must_pass("configure")  # starts what should run beside buildkitd: the notification sink
+    routine(box)
+
+
+def wrong_fix(box):
+    """The routine runs made, the notification sink (on-call's channels) left down."""
+    routine(box)
