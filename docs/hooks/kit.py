@@ -506,8 +506,8 @@ def lab_page(lab) -> str:
     if getattr(lab.module, "TRIAL", None):
         timing += (f" · passed in {lab.module.TRIAL} min in a trial from this page alone (a reader who knew the kit;"
                    " allow more the first time)")
-    head = (f"*Lab {lab.number:02d} · seed area {lab.area_name} · files: `labs/{lab.folder.name}/`{timing} · runbooks:"
-            f" [how to run one](../../get-started/run-a-runbook.md)*\n\n"
+    head = (f"*Lab {lab.number:02d} · seed area {lab.area_name} · files: `labs/{lab.folder.name}/`{timing}"
+            " · runbooks: [how to run one](../../get-started/run-a-runbook.md)*\n\n"
             f"```sh\n. .venv/bin/activate             # in the checkout\n"
             f"invoke lab.start {lab.name}     # a sandbox builder of its own, in the starting state\n"
             f"source $HOME/.local/state/buildkit-ops/labs/{lab.name}/env   # the line lab.start prints"

@@ -1,6 +1,6 @@
 """Install a builder from nothing and prove it builds."""
 
-from runbook_checks.daemon import recovery, service
+from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
 
 AREA = 1
@@ -15,16 +15,10 @@ def setup(box):
 
 def check(box):
     layout = box.layout
-    binaries = [p for p in (layout.buildkitd, layout.buildctl) if p.is_file()]
-    yield expect(len(binaries) == 2, f"buildkitd and buildctl are installed in {layout.bin_dir}",
-                 f"{layout.bin_dir} lacks {', '.join(p.name for p in (layout.buildkitd, layout.buildctl) if not p.is_file())}:"
-                 " nothing is installed yet")
-    answers = service.daemon_answers(layout)
-    yield expect(answers, f"buildkitd answers on {layout.address}",
-                 f"no buildkitd answers on {layout.address}: installed binaries do not run by themselves")
-    if answers:
-        said = recovery.probe_fails(box.buildctl, timeout=50)
-        yield expect(not said, "a build with a RUN step ran on it", f"a build with a RUN step failed: {said}")
+    missing = [p.name for p in (layout.buildkitd, layout.buildctl) if not p.is_file()]
+    yield expect(not missing, f"buildkitd and buildctl are installed in {layout.bin_dir}",
+                 f"{layout.bin_dir} lacks {', '.join(missing)}: nothing is installed yet")
+    yield from checks.serving(box)
     run = box.latest_report("verify")
     yield expect(run and run["status"] != "failed", f"the verify runbook passed against it ({run and run['notebook']})",
                  "no passing verify run against this builder since the lab started"

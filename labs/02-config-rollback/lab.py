@@ -2,8 +2,8 @@
 edit kept."""
 
 from runbook_checks.core import files
-from runbook_checks.core.clock import wait_until
-from runbook_checks.daemon import recovery, service
+from runbook_checks.daemon import service
+from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
 
 AREA = 1
@@ -22,22 +22,13 @@ def setup(box):
                        if not (line.startswith("max-parallelism = ") and '"' not in line)) + "\n"
     files.atomic_write(path, edited)
     box.manager.restart()
-    wait_until(lambda: box.manager.info()["state"] == "FATAL", 90, "supervisord giving up on the refused config",
-               f"read {box.layout.log_path}")
+    checks.supervisor_gives_up(box, "the refused config")
 
 
 def check(box):
     layout = box.layout
-    answers = service.daemon_answers(layout)
-    yield expect(answers, f"buildkitd answers on {layout.address}", f"no buildkitd answers on {layout.address}")
-    if answers:
-        said = recovery.probe_fails(box.buildctl, timeout=50)
-        yield expect(not said, "a build with a RUN step ran", f"a build with a RUN step failed: {said}")
-    run = box.runbook("configure", "check")
-    drift = [s.name for s in run.report.steps if s.status == "changed"]
-    yield expect(run.report.status != "failed" and not drift,
-                 "the configure runbook in check mode would change nothing: the file is the kit's again",
-                 f"the configure runbook in check mode would still change: {', '.join(drift) or run.report.status}")
+    yield from checks.serving(box)
+    yield checks.converged(box, "configure", "the file is the kit's again")
     kept = [p for p in layout.backup_dir.glob(f"{layout.config_path.name}.*") if HAND_EDIT in p.read_text()]
     yield expect(kept, f"the hand-edited file is kept: {kept[0] if kept else ''}",
                  f"the hand-edited file is not in {layout.backup_dir}: its change is lost for the post-mortem")

@@ -32,8 +32,7 @@ def cache(box, mode: str = "max"):
 def setup(box):
     """The app in the workspace, and its cache exported the way the team's CI does: the
     default mode, min."""
-    shutil.copytree(APP, app(box))
-    shutil.copytree(box.work / "rootfs", app(box) / "rootfs", symlinks=True)
+    box.workspace(APP)
     box.buildctl.build(app(box), export_cache=[cache(box, "min").export_option()])
 
 

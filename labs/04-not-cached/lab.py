@@ -21,8 +21,7 @@ def app(box) -> Path:
 
 
 def setup(box):
-    shutil.copytree(HERE / "app", app(box))
-    shutil.copytree(box.work / "rootfs", app(box) / "rootfs", symlinks=True)
+    box.workspace(HERE / "app")
 
 
 def check(box):

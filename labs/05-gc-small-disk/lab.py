@@ -6,6 +6,7 @@ import uuid
 import yaml
 
 from runbook_checks.core import files
+from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
 
 AREA = 2
@@ -37,12 +38,7 @@ def check(box):
     yield expect(caps and min(caps) <= BUDGET, f"the daemon's GC caps the cache at {mb(min(caps or [0]))}",
                  f"the daemon's GC caps the cache at {mb(min(caps))}, not {mb(BUDGET)} or less" if caps else
                  "no GC rule of the daemon's caps the whole cache (all: true with max_used_space)")
-    run = box.runbook("configure", "check")
-    drift = [s.name for s in run.report.steps if s.status == "changed"]
-    yield expect(run.report.status != "failed" and not drift,
-                 "the policy comes from the profile: the configure runbook in check mode would change nothing",
-                 f"the configure runbook in check mode, with {box.profile_path.name}, would change: "
-                 f"{', '.join(drift) or run.report.status} (the running policy is not the profile's)")
+    yield checks.converged(box, "configure", "the policy comes from the profile")
     total = used(box)
     yield expect(total <= BUDGET, f"the cache holds {mb(total)}, within {mb(BUDGET)}",
                  f"the cache holds {mb(total)}, over {mb(BUDGET)}")

@@ -4,9 +4,9 @@ import os
 import signal
 import uuid
 
-from runbook_checks.core.clock import wait_until
 from runbook_checks.daemon import recovery, service
 from runbook_checks.drills.faults import garble
+from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
 
 AREA = 7
@@ -21,19 +21,15 @@ def setup(box):
     pid = box.manager.info()["pid"]
     garble(db)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: box.manager.info()["state"] == "FATAL", 90, "supervisord giving up on buildkitd",
-               f"read {box.layout.log_path}")
+    checks.supervisor_gives_up(box, "buildkitd")
 
 
 def check(box):
     layout = box.layout
-    answers = service.daemon_answers(layout)
-    yield expect(answers, f"buildkitd answers on {layout.address}", f"no buildkitd answers on {layout.address}")
-    if answers:
-        said = recovery.probe_fails(box.buildctl, timeout=50)
-        yield expect(not said, "a build with a RUN step ran", f"a build with a RUN step failed: {said}")
+    yield from checks.serving(box)
     broken = recovery.broken_databases(layout)
-    yield expect(not broken, f"all {len(recovery.databases(layout))} bolt databases under {layout.root_dir} pass bbolt check",
+    yield expect(not broken,
+                 f"all {len(recovery.databases(layout))} bolt databases under {layout.root_dir} pass bbolt check",
                  f"bbolt check fails on {', '.join(str(p.relative_to(layout.root_dir)) for p in broken)}")
     kept = sorted(layout.root_dir.parent.glob(f"{layout.root_dir.name}.aside-*"))
     yield expect(kept, f"the damaged state is kept for the post-mortem: {kept[0] if kept else ''}",

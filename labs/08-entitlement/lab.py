@@ -4,7 +4,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runbook_checks.core.errors import KitError
+from runbook_checks.daemon import recovery
+from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
 
 AREA = 3
@@ -18,36 +19,21 @@ def app(box) -> Path:
 
 
 def setup(box):
-    shutil.copytree(HERE / "app", app(box))
-    shutil.copytree(box.work / "rootfs", app(box) / "rootfs", symlinks=True)
-
-
-def refusal(build) -> str:
-    """"" when the build succeeds, else buildctl's error."""
-    try:
-        build()
-        return ""
-    except KitError as exc:
-        return exc.problem.rsplit("error: ", 1)[-1]
+    box.workspace(HERE / "app")
 
 
 def check(box):
-    said = refusal(lambda: box.buildctl.build(app(box), build_args={"REGISTRY": f"127.0.0.1:{box.registry_port}"},
-                                              allow=["network.host"], timeout=120))
+    registry = f"127.0.0.1:{box.registry_port}"
+    said = recovery.build_error(lambda: box.buildctl.build(app(box), build_args={"REGISTRY": registry},
+                                                           allow=["network.host"], timeout=120))
     yield expect(not said, "the release team's build with --allow network.host succeeded",
                  f"the release team's build with --allow network.host failed: {said}")
-    run = box.runbook("configure", "check")
-    drift = [s.name for s in run.report.steps if s.status == "changed"]
-    yield expect(run.report.status != "failed" and not drift,
-                 "the daemon's entitlements come from the profile: the configure runbook in check mode would"
-                 " change nothing",
-                 f"the configure runbook in check mode, with {box.profile_path.name}, would change: "
-                 f"{', '.join(drift) or run.report.status}")
+    yield checks.converged(box, "configure", "the daemon's entitlements come from the profile")
     with tempfile.TemporaryDirectory(prefix="lab-", dir=box.work) as tmp:
         ctx = Path(tmp)
         shutil.copytree(box.work / "rootfs", ctx / "rootfs", symlinks=True)
         (ctx / "Dockerfile").write_text(INSECURE)
-        said = refusal(lambda: box.buildctl.build(ctx, allow=["security.insecure"], timeout=120))
+        said = recovery.build_error(lambda: box.buildctl.build(ctx, allow=["security.insecure"], timeout=120))
     yield expect("security.insecure is not allowed" in said or "entitlement security.insecure" in said,
                  "a build asking for security.insecure is refused",
                  "a build asking for security.insecure was granted it: this builder runs privileged steps for"

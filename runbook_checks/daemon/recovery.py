@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from ..core import files
 from ..core.clock import wait_until
@@ -277,13 +278,18 @@ def probe(client: Buildctl, timeout: float = 120) -> float:
         return client.build(ctx, build_args={PROBE_ARG: "1"}, timeout=timeout).seconds
 
 
-def probe_fails(client: Buildctl, timeout: float = 120) -> str:
-    """"" when a probe build runs, else buildctl's error."""
+def build_error(build: Callable[[], object]) -> str:
+    """"" when `build()` succeeds, else buildctl's error (the part after its last "error: ")."""
     try:
-        probe(client, timeout)
+        build()
         return ""
     except KitError as exc:
         return exc.problem.rsplit("error: ", 1)[-1]
+
+
+def probe_fails(client: Buildctl, timeout: float = 120) -> str:
+    """"" when a probe build runs, else buildctl's error."""
+    return build_error(lambda: probe(client, timeout))
 
 
 def is_probe(record: dict) -> bool:

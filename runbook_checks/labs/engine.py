@@ -47,6 +47,14 @@ class LabBox(Sandbox):
     def docker_config(self) -> Path:
         return self.home / "docker"
 
+    def workspace(self, source: Path, name: str = "app") -> Path:
+        """`source` copied into the lab's workspace as `name`, with the busybox root
+        filesystem its Dockerfile copies in: the files the trainee works on."""
+        target = self.work / name
+        shutil.copytree(source, target)
+        shutil.copytree(self.work / "rootfs", target / "rootfs", symlinks=True)
+        return target
+
     def runbook(self, name: str, mode: str = "apply", *extra: str) -> runner.RunResult:
         """A runbook run as the trainee runs it: `--profile $LAB_PROFILE`."""
         return runner.run(name, str(self.profile_path), mode, extra, base=self.runs, progress=False)

@@ -184,10 +184,11 @@ def recent_run(name: str, layout: Layout, max_age: int, modes: tuple[str, ...] =
     finished = _dt.datetime.strptime(report["finished"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.timezone.utc)
     age = (_dt.datetime.now(_dt.timezone.utc) - finished).total_seconds()
     if report["status"] == "failed" or age > max_age:
-        _fails(f"the last {name} run ({path.name}) " + ("failed" if report["status"] == "failed" else
-                                                         f"is {age / 86400:.1f} days old (more than {max_age / 86400:.0f})"),
-               f"run it ({how}), then hand over")
-    return Outcome.ok(f"the last {name} run, {report['mode']}, {report['status']}, {age / 3600:.1f} h ago ({path.name})")
+        why = "failed" if report["status"] == "failed" else \
+            f"is {age / 86400:.1f} days old (more than {max_age / 86400:.0f})"
+        _fails(f"the last {name} run ({path.name}) {why}", f"run it ({how}), then hand over")
+    return Outcome.ok(f"the last {name} run, {report['mode']}, {report['status']}, {age / 3600:.1f} h ago"
+                      f" ({path.name})")
 
 
 def _state_dir(report: dict) -> Path:
