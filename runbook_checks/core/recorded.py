@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import files, profiles
-from .paths import PROJECT_ROOT, runs_dir
+from . import files, profiles, runner
+from .paths import PROJECT_ROOT
 
 # docs/recorded/notebooks/NN-name.ipynb: the site serves it where notebooks/NN-name.ipynb would be
 RECORDED = PROJECT_ROOT / "docs" / "recorded"
@@ -37,13 +37,8 @@ class Record:
 
 def newest(name: str, runs: Path | None = None) -> Record | None:
     """The newest record of `name` whose report did not fail."""
-    folder = (runs or runs_dir()) / name
-    for report_path in sorted(folder.glob("*.json"), reverse=True):
+    for report_path, report in runner.records(name, runs):
         notebook = report_path.with_suffix(".ipynb")
-        try:
-            report = json.loads(report_path.read_text())
-        except (OSError, ValueError):
-            continue
         if report.get("status") in ("ok", "changed") and notebook.is_file():
             return Record(name, notebook, report)
     return None
@@ -68,15 +63,10 @@ def _path(path: Path) -> re.Pattern:
     return re.compile(r"(?:(?<![\w.-])|(?<=\\n))" + re.escape(str(path)) + r"(?![\w.-])")
 
 
-def state_dir_of(report: dict) -> str:
-    """The state directory a run worked on, as its report says (facts, else parameters)."""
-    return str((report.get("facts") or {}).get("state_dir") or (report.get("parameters") or {}).get("state_dir") or "")
-
-
 def sanitised_notebook(record: Record) -> dict:
     """The executed notebook with every source and output sanitised, papermill's timings
     and the kernel's ids dropped (a record says what ran, not how long a cell sat)."""
-    state_dir = state_dir_of(record.report)
+    state_dir = str(runner.state_dir_of(record.report))
     notebook = json.loads(record.notebook.read_text())
 
     def clean(value):
@@ -110,7 +100,7 @@ def record(name: str, runs: Path | None = None, target: Path = RECORDED) -> Reco
     report = {k: v for k, v in found.report.items() if k not in ("notebook", "facts")}
     files.atomic_write(target / "notebooks" / f"{stem}.ipynb", notebook)
     files.atomic_write(target / "notebooks" / f"{stem}.json",
-                       sanitise(json.dumps(report, indent=1), state_dir_of(found.report)) + "\n")
+                       sanitise(json.dumps(report, indent=1), str(runner.state_dir_of(found.report))) + "\n")
     return found
 
 

@@ -118,3 +118,22 @@ def latest_reports(base: Path | None = None) -> dict[str, Path]:
             if reports:
                 found[folder.name] = reports[-1]
     return found
+
+
+def records(name: str, base: Path | None = None):
+    """(report path, report) of each recorded run of `name`, newest first (unreadable ones
+    left out): what the handover, the labs and the site read back."""
+    for path in sorted(((base or runs_dir()) / name).glob("*.json"), reverse=True):
+        try:
+            yield path, json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+
+
+def state_dir_of(report: dict) -> Path:
+    """The state directory a run worked on: its facts, else its parameters, else its
+    profile's default."""
+    from .layout import default_state_dir
+
+    given = (report.get("facts") or {}).get("state_dir") or (report.get("parameters") or {}).get("state_dir")
+    return Path(given) if given else default_state_dir(report.get("profile", "lab"))[0]

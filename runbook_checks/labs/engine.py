@@ -70,16 +70,8 @@ class LabBox(Sandbox):
     def latest_report(self, runbook: str) -> dict | None:
         """The newest report of `runbook` run against this builder since the lab started,
         wherever it was recorded (the trainee's runs/ or the lab's own)."""
-        found = []
-        for folder in (runs_dir() / runbook, self.runs / runbook):
-            for path in folder.glob("*.json"):
-                try:
-                    report = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue
-                state_dir = (report.get("parameters") or {}).get("state_dir")
-                if state_dir == str(self.layout.state_dir) and report.get("started", "") >= self.started:
-                    found.append(report)
+        found = [report for base in (runs_dir(), self.runs) for _, report in runner.records(runbook, base)
+                 if runner.state_dir_of(report) == self.layout.state_dir and report.get("started", "") >= self.started]
         return max(found, key=lambda r: r["started"], default=None)
 
     def environment(self) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import socket
 import tomllib
 from pathlib import Path
@@ -17,7 +16,6 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..core import files, runner
-from ..core import layout as layout_mod
 from ..core.errors import KitError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT, runs_dir
@@ -168,15 +166,8 @@ def config_backups(layout: Layout) -> Outcome:
 def recent_run(name: str, layout: Layout, max_age: int, modes: tuple[str, ...] = ("check", "apply")) -> Outcome:
     """The newest run of `name` on this builder (its state directory) did not fail and is
     younger than `max_age` seconds."""
-    newest = None
-    for path in sorted((runs_dir() / name).glob("*.json"), reverse=True):
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if report.get("mode") in modes and _state_dir(report) == layout.state_dir:
-            newest = (path, report)
-            break
+    newest = next(((path, report) for path, report in runner.records(name)
+                   if report.get("mode") in modes and runner.state_dir_of(report) == layout.state_dir), None)
     how = f"invoke runbook {name}" + (" --mode apply" if modes == ("apply",) else "")
     if newest is None:
         _fails(f"no {name} run on this builder under {runs_dir() / name}", f"run it ({how}), then hand over")
@@ -189,12 +180,6 @@ def recent_run(name: str, layout: Layout, max_age: int, modes: tuple[str, ...] =
         _fails(f"the last {name} run ({path.name}) {why}", f"run it ({how}), then hand over")
     return Outcome.ok(f"the last {name} run, {report['mode']}, {report['status']}, {age / 3600:.1f} h ago"
                       f" ({path.name})")
-
-
-def _state_dir(report: dict) -> Path:
-    """The state directory a run record was made on (its profile's default when empty)."""
-    given = (report.get("facts") or {}).get("state_dir") or (report.get("parameters") or {}).get("state_dir")
-    return Path(given) if given else layout_mod.default_state_dir(report.get("profile", "lab"))[0]
 
 
 def docs_built(site: Path) -> Outcome:
