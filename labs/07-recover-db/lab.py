@@ -1,11 +1,9 @@
 """A damaged bolt database that stops the daemon at start: recovered with nothing deleted."""
 
-import os
-import signal
 import uuid
 
 from runbook_checks.daemon import recovery, service
-from runbook_checks.drills.faults import garble
+from runbook_checks.drills.faults import garble_under
 from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
 
@@ -17,10 +15,7 @@ def setup(box):
     """A build fills the cache, then the worker's metadata_v2.db is garbled and the daemon
     killed: it exits at every start until supervisord gives up."""
     box.buildctl.build(box.context(nonce=uuid.uuid4().hex, payload_mb=1))
-    db = next(box.layout.root_dir.glob("*/metadata_v2.db"))
-    pid = box.manager.info()["pid"]
-    garble(db)
-    os.kill(pid, signal.SIGKILL)
+    garble_under(box, next(box.layout.root_dir.glob("*/metadata_v2.db")))
     checks.supervisor_gives_up(box, "buildkitd")
 
 

@@ -7,6 +7,9 @@ any step and nothing deleted without a copy:
   every build fails (`snapshots/metadata.db`). `bbolt check` (bbolt's own tool, built
   from the Go module proxy) finds it; the worker's directory is moved aside whole (its
   databases refer to each other) and the daemon starts on an empty local cache;
+- snapshot directories the snapshot database never recorded (a daemon killed between
+  making one and committing its record). The next snapshot to get that id fails its build
+  with "file exists"; they are moved aside with the daemon stopped;
 - a full disk. With no byte free, buildkitd cannot even prune (a prune writes to its
   databases) and what the failed step left stays. A reserve file beside the cache is
   released, the daemon restarted (its start-up garbage collection removes what failed
@@ -99,14 +102,8 @@ def databases_sound(layout: Layout, manager, apply: bool, timeout: float = 60) -
         return Outcome.changed(f"bbolt check fails: {said}. Would stop buildkitd, move "
                                f"{', '.join(str(m.relative_to(layout.root_dir)) for m in moves)} aside and start it;"
                                f" lost: {'; '.join(lost)}", broken=[str(b) for b in broken], lost=lost)
-    dest = aside_dir(layout, files.stamp())
     manager.stop_daemon()
-    for path in moves:
-        for point in stack.mounts_under(path) if path.is_dir() else []:
-            subprocess.run(["umount", "-l", point], check=False)
-        target = dest / path.relative_to(layout.root_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(path, target)
+    dest = move_aside(layout, moves)
     manager.start()
     service.wait_ready(layout, manager, timeout)
     return Outcome.changed(f"bbolt check failed: {said}. Moved {', '.join(str(m.relative_to(layout.root_dir)) for m in moves)}"
@@ -114,6 +111,19 @@ def databases_sound(layout: Layout, manager, apply: bool, timeout: float = 60) -
                            " import a remote cache (remote caches are untouched; the cache-warm runbook re-warms)."
                            f" Remove {dest} once nothing in it is wanted",
                            broken=[str(b) for b in broken], aside=str(dest), lost=lost)
+
+
+def move_aside(layout: Layout, paths: list[Path]) -> Path:
+    """Move `paths` under the root (the daemon stopped) into a new aside directory, keeping
+    their places relative to the root: where they went."""
+    dest = aside_dir(layout, files.stamp())
+    for path in paths:
+        for point in stack.mounts_under(path) if path.is_dir() else []:
+            subprocess.run(["umount", "-l", point], check=False)
+        target = dest / path.relative_to(layout.root_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, target)
+    return dest
 
 
 def lost_with(layout: Layout, path: Path) -> str:
@@ -124,6 +134,80 @@ def lost_with(layout: Layout, path: Path) -> str:
     if path.name == "history.db":
         return f"the build history ({size})"
     return f"the cache records of {path.name} ({size})"
+
+
+# --------------------------------------------------------------------------------------
+# snapshot directories no database records
+# --------------------------------------------------------------------------------------
+def _uvarint(data: bytes) -> int:
+    value = 0
+    for shift, byte in enumerate(data):
+        value |= (byte & 0x7F) << (7 * shift)
+        if byte < 0x80:
+            break
+    return value
+
+
+def snapshot_ids(db: Path, tool: Path | None = None) -> set[int]:
+    """The ids containerd's snapshot store has recorded in `db` (bucket v1/snapshots, one
+    sub-bucket per snapshot, its `id` a uvarint), read with bbolt's CLI from a copy."""
+    tool = tool or bbolt()
+    with tempfile.TemporaryDirectory(prefix="kit-bolt-") as tmp:
+        copy = Path(tmp) / db.name
+        shutil.copyfile(db, copy)
+
+        def bolt(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=60)
+
+        keys = bolt("keys", str(copy), "v1", "snapshots")  # snapshot names: printable, one per line
+        if keys.returncode:
+            if "bucket not found" in keys.stdout + keys.stderr:
+                return set()
+            raise KitError(f"bbolt keys {db}: {(keys.stdout + keys.stderr).strip()}", "run the databases step first")
+        ids = set()
+        for key in keys.stdout.splitlines():
+            got = bolt("get", "--format", "hex", str(copy), "v1", "snapshots", key, "id")
+            if got.returncode == 0:
+                ids.add(_uvarint(bytes.fromhex(got.stdout.strip())))
+    return ids
+
+
+def unrecorded_snapshots(layout: Layout) -> list[Path]:
+    """Entries of each worker's snapshots/snapshots/ whose name is no id its snapshot
+    database records (what containerd's own cleanup would remove)."""
+    found = []
+    tool = bbolt()
+    for db in sorted(layout.root_dir.glob("*/snapshots/metadata.db")):
+        ids = {str(i) for i in snapshot_ids(db, tool)}
+        found += sorted((p for p in (db.parent / "snapshots").glob("*") if p.name not in ids),
+                        key=lambda p: (len(p.name), p.name))
+    return found
+
+
+def snapshots_recorded(layout: Layout, manager, apply: bool, timeout: float = 60) -> Outcome:
+    """Every snapshot directory is one the snapshot database records; else (apply) stop the
+    daemon, look again (a snapshot being made is a directory before it is a record), move
+    what is still unrecorded aside (never deleted), start it."""
+    def named(found: list[Path]) -> str:
+        return (f"{len(found)} snapshot director{'y' if len(found) == 1 else 'ies'} no database records ("
+                + ", ".join(str(p.relative_to(layout.root_dir)) for p in found[:5]) + (", ..." if len(found) > 5 else "") + ")")
+
+    found = unrecorded_snapshots(layout)
+    if not found:
+        return Outcome.ok("every snapshot directory is recorded in its snapshot database")
+    if not apply:
+        return Outcome.changed(f"{named(found)}: a build whose snapshot gets such an id fails with 'file exists'."
+                               " Would stop buildkitd, move them aside and start it", unrecorded=len(found))
+    manager.stop_daemon()
+    found = unrecorded_snapshots(layout)
+    dest = move_aside(layout, found) if found else None
+    manager.start()
+    service.wait_ready(layout, manager, timeout)
+    if not found:
+        return Outcome.ok("every snapshot directory is recorded in its snapshot database (looked again with the"
+                          " daemon stopped)")
+    return Outcome.changed(f"moved {named(found)} to {dest} and started buildkitd. Remove {dest} once nothing in it"
+                           " is wanted", unrecorded=len(found), aside=str(dest))
 
 
 # --------------------------------------------------------------------------------------

@@ -78,9 +78,10 @@ def back_in_service(box: Sandbox, old_pid: int) -> tuple[str, float, list[str], 
     """supervisord restarts the daemon; probe builds show whether it builds again: (recovered
     by, seconds, what was lost, notes). A crash can leave a snapshot directory the
     database never recorded: the first build after the restart whose snapshot gets that id
-    fails ("file exists") and containerd removes the directory on its way out, so the next
-    build works; that first failure is kept in the notes. Where builds still fail, the
-    recover runbook repairs it."""
+    fails ("file exists") and the daemon's garbage collection then removes every such
+    directory, so the next build works; that first failure is kept in the notes (the
+    recover runbook moves them aside before any build meets one). Where builds still
+    fail, the recover runbook repairs it."""
     took = restarted_by_supervisor(box, old_pid)
     notes = {}
     first = probe_fails(box)
@@ -216,12 +217,29 @@ def garble(path: Path) -> None:
         fh.write(os.urandom(8192))
 
 
-def corrupt_worker_db(box: Sandbox, trial: int) -> Injected:
-    """metadata_v2.db garbled, then the daemon killed: it will not start again."""
-    db = next(box.layout.root_dir.glob("*/metadata_v2.db"))
+def garble_under(box: Sandbox, db: Path) -> int:
+    """The daemon frozen (SIGSTOP, every thread seen stopped, so no write of its lands after
+    ours), `db` garbled, the daemon killed: the pid it had."""
     pid = daemon_pid(box)
+    os.kill(pid, signal.SIGSTOP)
+    tasks = Path(f"/proc/{pid}/task")
+    wait_until(lambda: all(_state(t) in ("T", "t", "") for t in tasks.iterdir()), 10, f"buildkitd (pid {pid}) stopping",
+               "look at its threads' states in /proc/PID/task/*/stat")
     garble(db)
     os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def _state(task: Path) -> str:
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def corrupt_worker_db(box: Sandbox, trial: int) -> Injected:
+    """metadata_v2.db garbled, then the daemon killed: it will not start again."""
+    garble_under(box, next(box.layout.root_dir.glob("*/metadata_v2.db")))
     killed = time.monotonic()
     wait(lambda: box.manager.info()["state"] == "FATAL", 60, "supervisord giving up on buildkitd")
     seen = round(time.monotonic() - killed, 2)
@@ -232,10 +250,7 @@ def corrupt_worker_db(box: Sandbox, trial: int) -> Injected:
 def corrupt_snapshots_db(box: Sandbox, trial: int) -> Injected:
     """snapshots/metadata.db garbled, then the daemon killed: it starts, listens and
     answers, and every build fails (a hung daemon for its users)."""
-    db = next(box.layout.root_dir.glob("*/snapshots/metadata.db"))
-    pid = daemon_pid(box)
-    garble(db)
-    os.kill(pid, signal.SIGKILL)
+    pid = garble_under(box, next(box.layout.root_dir.glob("*/snapshots/metadata.db")))
     restarted_by_supervisor(box, pid)
     start = time.monotonic()
     said = probe_fails(box)

@@ -3,15 +3,16 @@ recovered, nothing lost; and the checks that say so fail when something is lost.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
-from runbook_checks.daemon import service
+from runbook_checks.core.clock import wait_until
+from runbook_checks.daemon import recovery, service
 from runbook_checks.drills import run as drills
 from runbook_checks.drills.faults import (FAULTS, Fault, Injected, daemon_pid, garble, probe_fails,
                                           restarted_by_supervisor, run_trial)
@@ -55,31 +56,44 @@ def test_a_trial_fails_when_the_config_is_left_changed(box):
     assert not trial.passed and trial.checks["buildkitd.toml unchanged"] == "buildkitd.toml changed"
 
 
-def test_an_orphaned_snapshot_fails_the_build_that_meets_it(box):
-    """What a crash can leave: a snapshot directory the database never recorded, at the
-    next id. The build whose snapshot gets that id fails with "file exists" (containerd
-    removes the directory on its way out); builds after it work. The next id is the
-    database's sequence, which removed snapshots (views) may have moved past the highest
-    directory, so orphans are laid at the next 30 ids: each failing build takes one."""
+def lay_unrecorded_snapshots(box) -> list[Path]:
+    """What a crash can leave: snapshot directories the database never recorded, at the
+    next ids, and a temporary one a rename never took. The next id is the database's
+    sequence, which removed snapshots (views) may have moved past the highest directory,
+    so they are laid at the next 30 ids. With the daemon stopped; started after."""
     snapshots = next(box.layout.root_dir.glob("*/snapshots/metadata.db")).parent / "snapshots"
     box.manager.stop_daemon()
     top = max(int(d.name) for d in snapshots.iterdir() if d.name.isdigit())
-    orphans = [snapshots / str(top + n) for n in range(1, 31)]
-    for orphan in orphans:
+    laid = [snapshots / str(top + n) for n in range(1, 31)] + [snapshots / "new-123456"]
+    for orphan in laid:
         orphan.mkdir()
     box.manager.start()
     service.wait_ready(box.layout, box.manager, 60)
+    return laid
+
+
+def test_unrecorded_snapshots_fail_the_next_build_unless_the_recover_runbook_moves_them_aside(box):
+    laid = lay_unrecorded_snapshots(box)
+    assert recovery.unrecorded_snapshots(box.layout) == laid
+    said = probe_fails(box)
+    assert "file exists" in said, said  # the harm: the next build fails ...
+    wait_until(lambda: not recovery.unrecorded_snapshots(box.layout), 30, "the daemon's own cleanup", "")
+    assert probe_fails(box) == ""  # ... then the daemon's garbage collection removes them
+
+    laid = lay_unrecorded_snapshots(box)
+    check = recovery.snapshots_recorded(box.layout, box.manager, apply=False)
+    assert check.status == "changed" and f"{len(laid)} snapshot directories" in check.message, check.message
+    assert recovery.unrecorded_snapshots(box.layout) == laid  # check mode moved nothing
+    applied = box.runbook("recover", "apply")
+    aside = Path(applied.report.facts["aside"])
     try:
-        failures = []
-        while (said := probe_fails(box)) and len(failures) <= len(orphans):
-            failures.append(said)
-        assert failures and all("file exists" in f for f in failures), failures[:3]
-        assert said == ""  # then builds work again
+        assert {s.name: s.status for s in applied.report.steps}["snapshots recorded"] == "changed"
+        assert recovery.unrecorded_snapshots(box.layout) == []
+        where = aside / laid[0].parent.relative_to(box.layout.root_dir)
+        assert sorted(p.name for p in where.iterdir()) == sorted(p.name for p in laid)
+        assert probe_fails(box) == ""  # the first build after the repair works
     finally:
-        for orphan in orphans:  # the daemon may remove one while we look: gone is what we want
-            with contextlib.suppress(FileNotFoundError):
-                if orphan.is_dir() and not any(orphan.iterdir()):
-                    orphan.rmdir()
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def test_a_cache_manifest_naming_a_missing_blob_is_found_and_removed_with_a_copy(box):

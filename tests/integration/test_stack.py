@@ -102,7 +102,7 @@ def test_maint_prune_reports_the_bytes_it_frees(lab):
 # rehearsal host instead (tests/production/test_host.py)
 PRODUCTION_ONLY = ("13-access.ipynb",)
 # the handover fails by design on a builder nobody has pruned, audited or built the docs of
-# yet; it runs where that routine was done (tests/integration/test_handover.py, the handover lab)
+# yet; it runs where that routine was done (the handover lab, tests/labs)
 CHECKLISTS = ("17-handover.ipynb",)
 
 
