@@ -22,6 +22,8 @@ The site shows what the kit really does, so the facts come from the kit, at buil
                                  prometheus) or the recording rules (rules), from
                                  runbook_checks.monitoring.metrics
   <!-- kit:labs -->              the practice labs: number, page, seed area, what it practises
+  <!-- kit:ports -->             every port parameter of the runbooks: what listens there, the
+                                 runbooks that take it, each profile's value
 
 * every lab's task.md (labs/NN-NAME/task.md) becomes the page training/labs/NN-NAME/: its
   hints folded one by one, its solution folded, how to start and check it on top.
@@ -153,6 +155,20 @@ class Kit:
         rows = ["| # | lab | seed area | what you practise |", "|---|---|---|---|"]
         rows += [f"| {lab.number:02d} | [`{lab.name}`](labs/{lab.folder.name}.md) | {lab.area_name} | {lab.title} |"
                  for lab in self.labs]
+        return "\n".join(rows) + "\n"
+
+    def ports_table(self) -> str:
+        found: dict[str, dict] = {}
+        for runbook, declared in self.described.items():
+            for pname, p in declared.items():
+                if pname.endswith("_port"):
+                    found.setdefault(pname, {**p, "runbooks": []})["runbooks"].append(runbook)
+        names = list(self.profiles)
+        rows = [f"| parameter | {' | '.join(f'{n} profile' for n in names)} | what listens there | runbooks |",
+                "|---|" + "---|" * len(names) + "---|---|"]
+        for pname, p in sorted(found.items()):
+            values = [str(self.profiles[n].get(pname, p["default"])) for n in names]
+            rows.append(f"| `{pname}` | {' | '.join(values)} | {cell(p['help'])} | {', '.join(p['runbooks'])} |")
         return "\n".join(rows) + "\n"
 
     def check_runbook(self, name: str | None, marker: str, page: str) -> str:
@@ -541,6 +557,8 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
             return _kit.metrics(arg or "")
         if kind == "labs":
             return _kit.labs_table()
+        if kind == "ports":
+            return _kit.ports_table()
         raise PluginError(f"{where}: unknown marker <!-- kit:{kind} -->")
 
     return MARKER.sub(replace, markdown)
