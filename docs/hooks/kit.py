@@ -22,6 +22,7 @@ The site shows what the kit really does, so the facts come from the kit, at buil
                                  prometheus) or the recording rules (rules), from
                                  runbook_checks.monitoring.metrics
   <!-- kit:labs -->              the practice labs: number, page, seed area, what it practises
+  <!-- kit:slides -->            the classroom slide decks, one per recorded run, with the run it shows
   <!-- kit:ports -->             every port parameter of the runbooks: what listens there, the
                                  runbooks that take it, each profile's value
 
@@ -47,6 +48,7 @@ from mkdocs.structure.files import File, Files
 
 log = logging.getLogger("mkdocs.hooks.kit")
 
+SLIDES = "training/slides"  # where the decks and their reveal.js go in the site
 MARKER = re.compile(r"<!--\s*kit:([a-z-]+)(?:\s+([A-Za-z0-9_-]+))?\s*-->")
 STEP_CALL = re.compile(r"""\breport\.(?:step|check)\(\s*(["'])(.+?)\1""")
 PLACEHOLDER_STATE = "/STATE_DIR"
@@ -155,6 +157,20 @@ class Kit:
         rows = ["| # | lab | seed area | what you practise |", "|---|---|---|---|"]
         rows += [f"| {lab.number:02d} | [`{lab.name}`](labs/{lab.folder.name}.md) | {lab.area_name} | {lab.title} |"
                  for lab in self.labs]
+        return "\n".join(rows) + "\n"
+
+    def decks(self) -> list[tuple[Path, dict]]:
+        """(recorded notebook, its report) of each runbook with a recorded run."""
+        from runbook_checks.core import recorded
+
+        return [found for name in self.described if (found := recorded.recorded(name))]
+
+    def slides_table(self) -> str:
+        rows = ["| deck | the run it shows |", "|---|---|"]
+        for notebook, r in self.decks():
+            where = f" on rehearsal host {r['host']}" if r.get("host") else ""
+            rows.append(f"| [{notebook.stem}](slides/{notebook.stem}.html) | `{r['runbook']}`, profile {r['profile']},"
+                        f" {r['mode']} → {r['status']}, {r['finished']}{where} |")
         return "\n".join(rows) + "\n"
 
     def ports_table(self) -> str:
@@ -501,6 +517,13 @@ def on_files(files: Files, config, **kwargs) -> Files:
                           use_directory_urls=config.use_directory_urls))
     for lab in _kit.labs:
         files.append(File.generated(config, f"training/labs/{lab.folder.name}.md", content=lab_page(lab)))
+    # the classroom decks (reveal.js, beside them), from the recorded runs
+    from runbook_checks.core import slides
+
+    for notebook, _ in _kit.decks():
+        files.append(File.generated(config, f"{SLIDES}/{notebook.stem}.html", content=slides.deck(notebook)))
+    for uri, path in slides.assets().items():
+        files.append(File.generated(config, f"{SLIDES}/{uri}", abs_src_path=str(path)))
     return files
 
 
@@ -557,6 +580,8 @@ def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
             return _kit.metrics(arg or "")
         if kind == "labs":
             return _kit.labs_table()
+        if kind == "slides":
+            return _kit.slides_table()
         if kind == "ports":
             return _kit.ports_table()
         raise PluginError(f"{where}: unknown marker <!-- kit:{kind} -->")

@@ -63,6 +63,13 @@ def _path(path: Path) -> re.Pattern:
     return re.compile(r"(?:(?<![\w.-])|(?<=\\n))" + re.escape(str(path)) + r"(?![\w.-])")
 
 
+def step_repr(output: dict) -> bool:
+    """A step's Outcome shown again as the cell's value (runs from before Outcome stopped
+    displaying itself): the line above it says the same."""
+    text = output.get("data", {}).get("text/plain", "") if output.get("output_type") == "execute_result" else ""
+    return "".join(text).startswith("Outcome(")
+
+
 def sanitised_notebook(record: Record) -> dict:
     """The executed notebook with every source and output sanitised, papermill's timings
     and the kernel's ids dropped (a record says what ran, not how long a cell sat)."""
@@ -83,7 +90,7 @@ def sanitised_notebook(record: Record) -> dict:
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).pop("execution", None)
         if "outputs" in cell:
-            cell["outputs"] = clean(cell["outputs"])
+            cell["outputs"] = [clean(o) for o in cell["outputs"] if not step_repr(o)]
     notebook["metadata"].pop("papermill", None)
     notebook["metadata"]["buildkit_ops_recorded"] = record.description
     return notebook

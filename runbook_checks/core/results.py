@@ -51,6 +51,10 @@ class Outcome:
     def failed(cls, message: str, **facts: Any) -> "Outcome":
         return cls("failed", message, facts=facts)
 
+    def _ipython_display_(self) -> None:
+        """Nothing: a cell ending in `report.step(...)` has printed the step's line already,
+        and the repr would say it again."""
+
 
 @dataclass
 class Step:

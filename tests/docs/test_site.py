@@ -300,6 +300,8 @@ def test_pages_render_with_the_network_off(site, tmp_path):
                                       ("reference/architecture/index.html", "img[src$='.svg']", 2),
                                       ("notebooks/02-configure/index.html", ".jp-Notebook", 1),
                                       ("training/labs/04-not-cached/index.html", "details.tip", 3),
+                                      # a classroom deck: reveal.js loaded from beside it and started
+                                      ("training/slides/03-verify.html", ".reveal.ready .slides section", 5),
                                       ("index.html", ".md-header", 1)):
             asked = browser.open((site / page).as_uri())
             assert not asked, f"{page} asked the network for {asked}"
@@ -325,3 +327,27 @@ def test_every_lab_has_a_page_with_hints_and_solution_folded(site):
         assert html.count('<details class="tip"') == len(lab.hints), lab.name
         assert '<details class="success"' in html and "lab.check" in html, lab.name
         assert f'href="labs/{lab.folder.name}/"' in index, f"{lab.name} is not in the training page's table"
+
+
+def test_every_recorded_run_has_a_deck_listed_on_the_training_page(site):
+    """One reveal.js deck per recorded run, a slide per cell (the parameters cell left
+    out), linked from the training page; reveal.js is in the site beside the decks."""
+    import nbformat
+
+    from runbook_checks.core import recorded, runner
+
+    index = (site / "training/index.html").read_text()
+    decks = 0
+    for name in runner.describe():
+        found = recorded.recorded(name)
+        if found is None:
+            continue
+        decks += 1
+        notebook = found[0]
+        html = (site / "training/slides" / f"{notebook.stem}.html").read_text()
+        cells = [c for c in nbformat.read(notebook, as_version=4).cells if "parameters" not in c.metadata.get("tags", [])]
+        assert html.count('<section') == 2 * len(cells), notebook.stem  # nbconvert: a slide, its one subslide
+        assert f'href="slides/{notebook.stem}.html"' in index, notebook.stem
+        assert "Outcome(" not in html, notebook.stem  # a step's line, not its repr
+    assert decks >= 10
+    assert (site / "training/slides/reveal.js/dist/reveal.js").is_file()

@@ -22,7 +22,11 @@ def write_run(runs: Path, name: str, stamp: str, status: str, state_dir: str, ou
                                                                             "text": [output]}]},
                           {"cell_type": "code", "source": ["plot()"], "metadata": {}, "outputs": [
                               {"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo/tmp/xyz",
-                                                                       "text/plain": [f"<Figure {state_dir}>"]}}]}],
+                                                                       "text/plain": [f"<Figure {state_dir}>"]}}]},
+                          {"cell_type": "code", "source": ['report.step("daemon up", f)'], "metadata": {}, "outputs": [
+                              {"output_type": "stream", "name": "stdout", "text": ["ok: serving\n"]},
+                              {"output_type": "execute_result", "execution_count": 3,
+                               "data": {"text/plain": ["Outcome(status='ok', message='serving')"]}}]}],
                 "metadata": {"papermill": {"parameters": {}}}, "nbformat": 4, "nbformat_minor": 5}
     (folder / f"{stamp}.ipynb").write_text(json.dumps(notebook))
 
@@ -41,6 +45,7 @@ def test_the_newest_run_that_did_not_fail_is_recorded_and_sanitised(tmp_path):
     assert "./runs" in text and "~/.cache" in text and "aws_secret_access_key = <redacted>" in text
     assert "iVBORw0KGgo/tmp/xyz" in text, "plots are kept byte for byte"
     assert "papermill" not in text and "<Figure /STATE_DIR>" in text
+    assert "ok: serving" in text and "Outcome(" not in text  # the step's line, not its repr again
     notebook, report = recorded.recorded("verify", target)
     assert report["status"] == "ok" and "facts" not in report
     assert json.loads(notebook.read_text())["metadata"]["buildkit_ops_recorded"].startswith("verify · ci · apply → ok")
