@@ -174,6 +174,7 @@ def start(lab: Lab, say=print) -> tuple[LabBox, float]:
         files.atomic_write(home / STATE, json.dumps({"lab": lab.name, "started": box.started, "registry_port":
                                                      box.registry_port, "s3_port": box.s3_port}) + "\n")
     except BaseException:
+        _teardown(lab)
         _remove(home)
         raise
     _record(lab, starts=lambda n: (n or 0) + 1, started=_now())
@@ -235,8 +236,16 @@ def stop(lab: Lab) -> bool:
     home = _home(lab)
     if not home.exists():
         return False
+    _teardown(lab)
     _remove(home)
     return True
+
+
+def _teardown(lab: Lab) -> None:
+    """What the lab made outside its home (a rehearsal host): its teardown(), if it has one."""
+    teardown = getattr(lab.module, "teardown", None)
+    if callable(teardown):
+        teardown()
 
 
 def reset(lab: Lab, say=print) -> tuple[LabBox, float]:

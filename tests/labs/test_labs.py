@@ -14,6 +14,7 @@ import pytest
 
 from runbook_checks.core.errors import LabError
 from runbook_checks.labs import catalogue, engine
+from runbook_checks.production import hosts
 
 from ..conftest import short_tmpdir
 
@@ -34,7 +35,7 @@ def test_every_lab_folder_is_whole_and_the_areas_are_covered():
     assert len(LABS) >= 12
     assert [p for lab in LABS for p in catalogue.problems(lab)] == []
     assert len({lab.name for lab in LABS}) == len(LABS)
-    assert {lab.area for lab in LABS} >= {1, 2, 3, 4, 5, 6, 7, 9}
+    assert {lab.area for lab in LABS} >= {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
 def test_a_folder_missing_its_parts_is_named(tmp_path):
@@ -67,6 +68,8 @@ def test_unknown_lab_and_not_started_lab_and_hint_levels_are_refused(labs_home):
 
 @pytest.mark.parametrize("lab", LABS, ids=[lab.name for lab in LABS])
 def test_lab_fails_then_is_solved_then_reset_then_resists_a_wrong_fix(lab, labs_home, runs_base):
+    if getattr(lab.module, "HOST", None):  # the bound on lab.start is for a warm machine: a host's root filesystem cached
+        hosts.base_tarball(progress=lambda m: None)
     box, seconds = engine.start(lab, say=lambda m: None)
     with pytest.raises(LabError):
         engine.start(lab, say=lambda m: None)  # once is enough: the second start is refused, nothing touched

@@ -151,38 +151,6 @@ def test_a_team_builds_over_the_front_door_and_is_audited(host, remote, tmp_path
         assert field in solves[-1]
 
 
-def page_commands(page: str, *starts: str) -> list[str]:
-    """The shell lines of a docs page that start with `starts`, in that order: the test
-    runs what the page tells an operator to run."""
-    lines = (PROJECT_ROOT / "docs" / page).read_text().splitlines()
-    return [next(line for line in lines if line.startswith(start)) for start in starts]
-
-
-def test_a_backup_restores_the_ca_so_bundles_issued_before_still_build(host, remote, tmp_path):
-    """docs/operations/routine.md's backup and restore, inside the host: the access
-    directory (the CA and its key) lost, restored from the backup, the builder applied
-    again: check mode changes nothing, and a bundle issued before the backup builds."""
-    h, _ = host
-    backup, stop, restore = page_commands("operations/routine.md", "cd / && tar -czpf", "systemctl stop",
-                                          "tar -C / -xzpf")
-    bundle = issue("team-kept", tmp_path)
-    for old in (h.rootfs / "root").glob("buildkit-backup-*"):
-        old.unlink()
-    hosts.run_in(h, ["bash", "-c", backup])
-    archive = next((h.rootfs / "root").glob("buildkit-backup-*.tar.gz"))
-    try:
-        hosts.run_in(h, stop.split())
-        hosts.run_in(h, ["rm", "-rf", "/etc/buildkit/access"])  # a lost disk
-        hosts.run_in(h, restore.replace("/root/buildkit-backup-STAMP.tar.gz", f"/root/{archive.name}").split())
-        for name in ("configure", "access"):
-            run(name)
-        for name in ("configure", "access", "verify"):
-            assert changed(run(name, "check")) == [], name
-        build(bundle, remote)
-    finally:
-        archive.unlink()
-
-
 def expired_bundle(layout, out: Path) -> Path:
     """A certificate from the installation's CA that expired yesterday."""
     from cryptography import x509

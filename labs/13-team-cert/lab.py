@@ -1,0 +1,95 @@
+"""A new team on the production builder: its own certificate, issued by the
+installation's CA, and a build through the front door that the audit log records under
+its name. On a rehearsal host of the lab's own (systemd, the front door, mutual TLS)."""
+
+import datetime as _dt
+import json
+import time
+
+from runbook_checks.daemon.contexts import busybox_rootfs
+from runbook_checks.production import access, ca, hosts
+from runbook_checks.labs import checks
+from runbook_checks.labs.catalogue import expect
+
+AREA = 3
+START_SECONDS = 45  # lab.start, measured on the kit's machine kind (2 cores, warm: the host's root filesystem cached)
+BUILDER = False  # the builder is the rehearsal host's
+HOST = "lab-cert"
+TEAM = "mobile"
+
+
+def setup(box):
+    """The host with its production builder and front door; the web team already on it,
+    its bundle where the platform team keeps what it handed over."""
+    checks.production_host(HOST)
+    ca.write_bundle(ca.issue(checks.host_layout(HOST), "web"), box.work / "web-bundle")
+    app = box.work / "app"  # something to build: a busybox root filesystem, a RUN step
+    busybox_rootfs(app / "rootfs")
+    (app / "Dockerfile").write_text("FROM scratch\nCOPY rootfs/ /\nRUN echo built on the organisation's builder"
+                                    " > /hello\n")
+
+
+def teardown():
+    hosts.down(HOST, purge=True)
+
+
+def certificate(path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    team = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return (team[0].value if team else ""), cert.fingerprint(hashes.SHA256()).hex()
+
+
+def check(box):
+    bundle = box.work / f"{TEAM}-bundle"
+    if not (bundle / "cert.pem").is_file():
+        yield expect(False, "", f"no bundle for the {TEAM} team in {bundle}")
+        return
+    layout = checks.host_layout(HOST)
+    team, fingerprint = certificate(bundle / "cert.pem")
+    yield expect(team == TEAM, f"the bundle's certificate names the team {TEAM}",
+                 f"the bundle's certificate names {team!r}, not {TEAM!r}: the audit log, the queue's priorities and a"
+                 f" revocation would treat {TEAM}'s builds as {team}'s")
+    rows = [r for r in ca.issued(layout) if r.fingerprint == fingerprint]
+    yield expect(rows and not rows[0].revoked, f"this installation's CA issued it (serial {rows[0].serial if rows else ''},"
+                 f" until {rows[0].not_after[:10] if rows else ''}): invoke certs.list shows it",
+                 "the installation's CA has no record of this certificate (issued.json): it was not issued here, or"
+                 " it was revoked" if not rows else f"the certificate was revoked on {rows[0].revoked}")
+    started = time.time()
+    yield checks.builds_through_the_front_door(HOST, bundle, TEAM)
+    yield audited(layout, started)
+
+
+def audited(layout, since: float):
+    """The build just made is in the audit log under the team's name (the shipper writes
+    a call's line when the call ends: a few seconds at most)."""
+    path = access.audit_log(layout)
+
+    def solves() -> list[dict]:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [e for e in map(json.loads, filter(str.strip, lines)) if e.get("time") and
+                _dt.datetime.fromisoformat(e["time"]).timestamp() >= since - 1
+                and e.get("method", "").endswith(".Control/Solve")]
+
+    deadline = time.monotonic() + 10
+    while not solves() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    teams = sorted({e["team"] for e in solves()})
+    return expect(teams == [TEAM], f"the audit log records that build under team {TEAM}",
+                  f"the audit log records the build under {', '.join(teams) or 'no team'}")
+
+
+def solve(box):
+    layout = checks.host_layout(HOST)
+    ca.write_bundle(ca.issue(layout, TEAM), box.work / f"{TEAM}-bundle")
+
+
+def wrong_fix(box):
+    """The web team's bundle copied for mobile: it builds, under web's name."""
+    import shutil
+
+    shutil.rmtree(box.work / f"{TEAM}-bundle", ignore_errors=True)
+    shutil.copytree(box.work / "web-bundle", box.work / f"{TEAM}-bundle")
