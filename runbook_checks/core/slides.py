@@ -11,6 +11,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from . import files
 from .errors import KitError
 from .paths import cache_dir
 
@@ -59,7 +60,26 @@ def assets(version: str = REVEAL_VERSION) -> dict[str, Path]:
 
 def deck(notebook: Path) -> str:
     """The notebook as one reveal.js page: each cell a slide (the parameters cell left
-    out: the injected parameters show what the run used)."""
+    out: the injected parameters show what the run used). Kept in the kit's cache by
+    what it is made of (the notebook, the template, nbconvert's version), so a site build
+    converts only what changed."""
+    import hashlib
+
+    import nbconvert
+
+    made_of = hashlib.sha256(notebook.read_bytes())
+    for part in sorted(TEMPLATES.rglob("*")):
+        made_of.update(part.read_bytes() if part.is_file() else b"")
+    made_of.update(f"{nbconvert.__version__} {REVEAL_VERSION}".encode())
+    cached = cache_dir() / "slides" / f"{notebook.stem}-{made_of.hexdigest()[:16]}.html"
+    if cached.is_file():
+        return cached.read_text()
+    html = _convert(notebook)
+    files.atomic_write(cached, html)
+    return html
+
+
+def _convert(notebook: Path) -> str:
     import nbformat
     from nbconvert import SlidesExporter
 
