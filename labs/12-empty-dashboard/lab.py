@@ -64,8 +64,13 @@ def check(box):
     if not up:  # the monitoring runbook in check mode would wait a minute for the target
         yield kept(box)
         return
-    series = prometheus.query(port(box), 'scrape_samples_scraped{job="buildkitd"}')
-    samples = int(float(series[0]["value"][1])) if series else 0
+    samples = 0
+    for _ in range(10):  # a target just reloaded has its first scrape within an interval or two (2 s)
+        series = prometheus.query(port(box), 'scrape_samples_scraped{job="buildkitd"}')
+        samples = max((int(float(s["value"][1])) for s in series), default=0)
+        if samples:
+            break
+        time.sleep(1)
     yield expect(samples > 0, f"the dashboards have data: {samples} samples from the builder in the last scrape",
                  "no samples from the builder in Prometheus: its panels stay empty")
     yield checks.converged(box, "monitoring", "prometheus.yml is the profile's")
