@@ -68,3 +68,18 @@ def test_only_whole_paths_are_replaced():
     assert recorded.sanitise(f"{home}/.cache {home}fs /x{home}") == f"~/.cache {home}fs /x{home}"
     assert recorded.sanitise(f"{PROJECT_ROOT}/drill/rootfs") == "./drill/rootfs"
     assert recorded.sanitise(f"'a\\n{PROJECT_ROOT}/runs'") == "'a\\n./runs'"  # repr() of a message
+
+
+def test_slides_without_npm_say_what_to_install(tmp_path, monkeypatch):
+    """reveal.js comes from the npm registry: with no copy cached and no npm, the site
+    build stops naming what is missing and how to get it."""
+    import pytest
+
+    from runbook_checks.core import slides
+    from runbook_checks.core.errors import KitError
+
+    monkeypatch.setenv("BUILDKIT_OPS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm here
+    with pytest.raises(KitError) as missing:
+        slides.reveal_js()
+    assert "npm is not on PATH" in missing.value.problem and "./kit setup" in missing.value.fix
