@@ -53,11 +53,13 @@ def check(box):
     yield expect(team == TEAM, f"the bundle's certificate names the team {TEAM}",
                  f"the bundle's certificate names {team!r}, not {TEAM!r}: the audit log, the queue's priorities and a"
                  f" revocation would treat {TEAM}'s builds as {team}'s")
-    rows = [r for r in ca.issued(layout) if r.fingerprint == fingerprint]
-    yield expect(rows and not rows[0].revoked, f"this installation's CA issued it (serial {rows[0].serial if rows else ''},"
-                 f" until {rows[0].not_after[:10] if rows else ''}): invoke certs.list shows it",
-                 "the installation's CA has no record of this certificate (issued.json): it was not issued here, or"
-                 " it was revoked" if not rows else f"the certificate was revoked on {rows[0].revoked}")
+    row = next((r for r in ca.issued(layout) if r.fingerprint == fingerprint), None)
+    if row is None:
+        yield expect(False, "", "the installation's CA has no record of this certificate (issued.json): it was not"
+                                " issued here")
+    else:
+        yield expect(not row.revoked, f"this installation's CA issued it (serial {row.serial}, until"
+                     f" {row.not_after[:10]}): invoke certs.list shows it", f"the certificate was revoked on {row.revoked}")
     started = time.time()
     yield checks.builds_through_the_front_door(HOST, bundle, TEAM)
     yield audited(layout, started)

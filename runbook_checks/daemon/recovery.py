@@ -189,8 +189,8 @@ def snapshots_recorded(layout: Layout, manager, apply: bool, timeout: float = 60
     daemon, look again (a snapshot being made is a directory before it is a record), move
     what is still unrecorded aside (never deleted), start it."""
     def named(found: list[Path]) -> str:
-        return (f"{len(found)} snapshot director{'y' if len(found) == 1 else 'ies'} no database records ("
-                + ", ".join(str(p.relative_to(layout.root_dir)) for p in found[:5]) + (", ..." if len(found) > 5 else "") + ")")
+        listed = ", ".join(str(p.relative_to(layout.root_dir)) for p in found[:5]) + (", ..." if len(found) > 5 else "")
+        return f"{len(found)} snapshot director{'y' if len(found) == 1 else 'ies'} no database records ({listed})"
 
     found = unrecorded_snapshots(layout)
     if not found:

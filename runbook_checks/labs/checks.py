@@ -5,10 +5,9 @@ and a build through its front door with a team's bundle."""
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import json
 from pathlib import Path
+from typing import Iterator
 
 from ..core import layout as layout_mod
 from ..core.clock import wait_until

@@ -345,7 +345,8 @@ def test_every_recorded_run_has_a_deck_listed_on_the_training_page(site):
         decks += 1
         notebook = found[0]
         html = (site / "training/slides" / f"{notebook.stem}.html").read_text()
-        cells = [c for c in nbformat.read(notebook, as_version=4).cells if "parameters" not in c.metadata.get("tags", [])]
+        cells = [c for c in nbformat.read(notebook, as_version=4).cells
+                 if "parameters" not in c.metadata.get("tags", [])]
         assert html.count('<section') == 2 * len(cells), notebook.stem  # nbconvert: a slide, its one subslide
         assert f'href="slides/{notebook.stem}.html"' in index, notebook.stem
         assert "Outcome(" not in html, notebook.stem  # a step's line, not its repr
