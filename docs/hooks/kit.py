@@ -77,6 +77,7 @@ BUILDKIT_DEFAULTS = {
     "worker.oci.gcpolicy": "4 rules sized from the disk (below)",
     "worker.oci.networkMode": '`"auto"`: CNI when `/etc/buildkit/cni.json` exists, else the host\'s network',
     "worker.oci.cniBinaryPath": "`/opt/cni/bin`",
+    "worker.oci.cniConfigPath": "`/etc/buildkit/cni.json` (a network list when it ends in `.conflist`)",
     "worker.oci.defaultCgroupParent": "none: each build container in `/buildkit/<id>` at each cgroup hierarchy's"
                                       " root",
     "worker.oci.bridgeName": "`buildkit0`",
@@ -106,9 +107,14 @@ SETTINGS = [
     ("worker.oci.max-parallelism", "`max_parallelism`", ""),
     ("worker.oci.gc", "`gc`", ""),
     ("worker.oci.gcpolicy", "`gc_policy`", "empty: the kit's tiered default, `runbook_checks.daemon.config.DEFAULT_GC_POLICY`"),
-    ("worker.oci.networkMode", "`network_mode`", "written unless `auto`; production: `bridge`, so that RUN steps"
-                                                 " get their own network namespace and cannot reach the build"
-                                                 " server's loopback"),
+    ("worker.oci.networkMode", "`network_mode`, `build_bandwidth`", "written unless `auto`; production: `bridge`,"
+                                                                    " so that RUN steps get their own network namespace"
+                                                                    " and cannot reach the build server's loopback;"
+                                                                    " `cni` when `build_bandwidth` is set"),
+    ("worker.oci.cniConfigPath", "`build_bandwidth`", "with `bridge` and a `build_bandwidth`: `cni.conflist` beside"
+                                                      " `buildkitd.toml`, the same bridge as a CNI network list with"
+                                                      " Debian's `bandwidth` plugin after it (a token bucket on each RUN"
+                                                      " step's interface, in and out)"),
     ("worker.oci.cniBinaryPath", "`network_mode`", "`/usr/lib/cni` (Debian's `containernetworking-plugins`) with"
                                                    " `bridge`"),
     ("worker.oci.defaultCgroupParent", "`service_manager`, `trust_level`", "under systemd, the builder's slice"
@@ -270,7 +276,10 @@ class Kit:
                       registry_port=15000, trust_level="untrusted", bridge_subnet="10.12.0.0/16",
                       registry_tls={"registry.example:443": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/c.key"}})
         lay = layout.for_params({"profile": "production", "state_dir": PLACEHOLDER_STATE, "trust_level": "untrusted"})
-        written = set(flat_keys(tomlkit.parse(config.BuildkitdConfig.from_params(values, lay, 1).to_toml()).unwrap()))
+        written = set()
+        for bandwidth in ("", "100mbit"):  # one or the other: bridgeName and bridgeSubnet, or cniConfigPath
+            cfg = config.BuildkitdConfig.from_params(dict(values, build_bandwidth=bandwidth), lay, 1)
+            written |= set(flat_keys(tomlkit.parse(cfg.to_toml()).unwrap()))
         documented = {key for key, _, _ in SETTINGS}
         for key in sorted(written - documented):
             log.warning("buildkitd.toml key %r is written by the kit but missing from SETTINGS in docs/hooks/kit.py", key)
@@ -459,7 +468,11 @@ def show_setting(key: str, values: dict, cfg) -> str:
         rules = "<br>".join(f"{i}. {gc_rule(r)}" for i, r in enumerate(cfg.gc_policy, 1))
         return f"{len(cfg.gc_policy)} rules ({source}):<br>{rules}"
     if key == "worker.oci.networkMode":
+        if cfg.cni_config:
+            return '`"cni"`'
         return code(toml_value(cfg.network_mode)) if cfg.network_mode != "auto" else "not written (`auto`)"
+    if key == "worker.oci.cniConfigPath":
+        return code(placeholders(cfg.cni_config)) if cfg.cni_config else "not written (no `build_bandwidth`)"
     if key == "worker.oci.cniBinaryPath":
         from runbook_checks.daemon.config import CNI_BINARY_PATH
 

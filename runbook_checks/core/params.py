@@ -148,6 +148,8 @@ class Semantics(BaseModel):
     network_mode: Literal["auto", "host", "bridge", "cni"] = "auto"
     bridge_subnet: str = Field("", pattern=r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$|^$",
                                description="an IPv4 network like 10.12.0.0/16, or empty")
+    build_bandwidth: str = Field("", pattern=r"^(\d+(kbit|mbit|gbit))?$",
+                                 description="a rate like 100mbit (kbit, mbit, gbit: bits per second), or empty")
     allowed_frontends: list[str] = Field(default_factory=list)
     source_policy: str = Field("", pattern=r"^[A-Za-z0-9._/-]*$", description="a file's path (absolute, or relative"
                                " to the checkout) of letters, digits and . _ / -")

@@ -1,5 +1,6 @@
-"""Sizes and durations as the kit's parameters take them: bytes or units or a share of
-the disk (buildkitd.toml), seconds or w/d/h/m/s, and Prometheus durations."""
+"""Sizes, rates and durations as the kit's parameters take them: bytes or units or a share
+of the disk (buildkitd.toml), bits per second (kbit/mbit/gbit), seconds or w/d/h/m/s, and
+Prometheus durations."""
 
 from __future__ import annotations
 
@@ -32,6 +33,21 @@ def parse_size(value: Any) -> int | str:
     if size < 0:
         raise Refusal(f"{value!r} is negative", "give zero or more bytes")
     return size
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*(kbit|mbit|gbit)\s*$")
+RATE_UNITS = {"kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+
+
+def parse_rate(value: Any) -> int:
+    """Bits per second; 0 for none. Accepts "", "512kbit", "100mbit", "1gbit" (as tc writes them)."""
+    if value in ("", None, 0):
+        return 0
+    match = _RATE.match(str(value).lower())
+    if not match or int(match.group(1)) == 0:
+        raise Refusal(f"{value!r} is not a rate", 'write it like "100mbit" (kbit, mbit, gbit: bits per second), or'
+                      " leave it empty for none")
+    return int(match.group(1)) * RATE_UNITS[match.group(2)]
 
 
 def parse_duration(value: Any) -> int:

@@ -3,6 +3,7 @@ diff it against the file on disk, write it atomically with a backup."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from ..core.errors import ConfigError
 from ..core.layout import Layout
 from ..core.params import GcRule, Semantics
 from ..core.results import Outcome
+from ..core.units import parse_rate
 from .systemd import choose_manager
 
 HEADER = "# Managed by buildkit-ops (runbook: configure). Local edits are replaced on the next apply;\n" \
@@ -43,6 +45,12 @@ GC_KEYS = {"all": "all", "filters": "filters", "keep_duration": "keepDuration",
 
 
 CNI_BINARY_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
+DEFAULT_BRIDGE, DEFAULT_SUBNET = "buildkit0", "10.10.0.0/16"  # BuildKit's own, in bridge mode
+
+
+def cni_config_path(layout: Layout) -> Path:
+    """The CNI network list beside buildkitd.toml (written with a bandwidth limit)."""
+    return layout.config_path.parent / "cni.conflist"
 
 
 def bridge_for(trust_level: str) -> str:
@@ -72,6 +80,8 @@ class BuildkitdConfig:
     bridge_subnet: str = ""  # BuildKit's default 10.10.0.0/16 when empty
     cgroup_parent: str = ""  # under systemd: the builder's slice, which carries its limits
     allowed_frontends: list[str] = field(default_factory=list)
+    bandwidth: int = 0  # bits per second in and out of each RUN step's network; 0: none
+    cni_config: str = ""  # with a bandwidth: the CNI network list BuildKit runs (cni mode)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
@@ -86,6 +96,11 @@ class BuildkitdConfig:
                                   "set bridge_subnet for this trust level (for example 10.12.0.0/16), different"
                                   " for each level")
             bridge_name = bridge_for(layout.trust_level)
+        bandwidth = parse_rate(sem.build_bandwidth)
+        if bandwidth and sem.network_mode != "bridge":
+            raise ConfigError(f"build_bandwidth={sem.build_bandwidth} limits each RUN step's own network, and with"
+                              f" network_mode={sem.network_mode} RUN steps have none",
+                              "set network_mode: bridge (the production profile's), or leave build_bandwidth empty")
         return cls(
             root=str(layout.root_dir), addresses=addresses, debug_address=f"127.0.0.1:{debug_port}",
             log_format=sem.log_format, log_level=sem.log_level,
@@ -98,7 +113,20 @@ class BuildkitdConfig:
             network_mode=sem.network_mode, allowed_frontends=list(sem.allowed_frontends),
             bridge_name=bridge_name, bridge_subnet=sem.bridge_subnet if sem.network_mode == "bridge" else "",
             cgroup_parent=layout.slice if choose_manager(sem.service_manager) == "systemd" else "",
+            bandwidth=bandwidth, cni_config=str(cni_config_path(layout)) if bandwidth else "",
         )
+
+    def cni_conflist(self) -> str:
+        """BuildKit's bridge network as a CNI network list (bridge, host-local addresses,
+        firewall), with Debian's bandwidth plugin after them: a token bucket on each RUN
+        step's interface, both ways, bursts of an eighth of a second."""
+        plugins = [{"type": "bridge", "bridge": self.bridge_name or DEFAULT_BRIDGE, "isDefaultGateway": True,
+                    "ipMasq": True, "ipam": {"type": "host-local",
+                                             "ranges": [[{"subnet": self.bridge_subnet or DEFAULT_SUBNET}]]}},
+                   {"type": "firewall"},
+                   {"type": "bandwidth", "ingressRate": self.bandwidth, "ingressBurst": self.bandwidth // 8,
+                    "egressRate": self.bandwidth, "egressBurst": self.bandwidth // 8}]
+        return json.dumps({"cniVersion": "1.0.0", "name": "buildkit", "plugins": plugins}, indent=2) + "\n"
 
     def to_toml(self) -> str:
         doc = tomlkit.document()
@@ -124,9 +152,13 @@ class BuildkitdConfig:
         oci.add("gc", self.gc)
         if self.cgroup_parent:  # build containers in NAME.slice/buildkit/<id>, under the slice's limits
             oci.add("defaultCgroupParent", self.cgroup_parent)
-        if self.network_mode != "auto":
+        if self.cni_config:  # the same bridge as a CNI network list, with a bandwidth limit
+            oci.add("networkMode", "cni")
+            oci.add("cniConfigPath", self.cni_config)
+            oci.add("cniBinaryPath", CNI_BINARY_PATH)
+        elif self.network_mode != "auto":
             oci.add("networkMode", self.network_mode)
-        if self.network_mode == "bridge":  # BuildKit's own bridge, with Debian's CNI plugins
+        if self.network_mode == "bridge" and not self.cni_config:  # BuildKit's own bridge, with Debian's CNI plugins
             oci.add("cniBinaryPath", CNI_BINARY_PATH)
             if self.bridge_name:
                 oci.add("bridgeName", self.bridge_name)
@@ -200,7 +232,10 @@ def write_config(layout: Layout, config: BuildkitdConfig, apply: bool) -> Outcom
                                   f" reach {host} with it", "put the file there first (the kit never writes"
                                   " certificates or keys), or fix the path")
     path = layout.config_path
-    outcome = files.converge({path: config.to_toml()}, apply, layout.backup_dir, config_path=str(path))
+    wanted = {path: config.to_toml()}
+    if config.cni_config:
+        wanted[Path(config.cni_config)] = config.cni_conflist()
+    outcome = files.converge(wanted, apply, layout.backup_dir, config_path=str(path))
     saved = outcome.backups.get(str(path), "")
     if saved:
         outcome.message += f"; previous file kept as {saved}"

@@ -1,10 +1,12 @@
+import json
 import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from runbook_checks.core import layout as layout_mod, params, profiles
+from runbook_checks.core import layout as layout_mod, params, profiles, units
+from runbook_checks.core.errors import ConfigError, Refusal
 from runbook_checks.daemon import config
 
 
@@ -63,6 +65,26 @@ def test_production_isolates_build_networks_and_allows_one_frontend(tmp_path):
         render(tmp_path, "lab", allowed_frontends=["docker/dockerfile:1"])
     with pytest.raises(Exception, match="network_mode"):
         render(tmp_path, "lab", network_mode="none")
+
+
+def test_a_bandwidth_limit_runs_the_bridge_as_a_cni_network_list(tmp_path):
+    """build_bandwidth: the same bridge and subnet as BuildKit's bridge mode, as a network
+    list ending in Debian's bandwidth plugin; refused where RUN steps have no network of
+    their own, and a rate that is not one is refused naming the form."""
+    cfg, doc = render(tmp_path, "production", network_mode="bridge", build_bandwidth="100mbit")
+    oci = doc["worker"]["oci"]
+    assert oci["networkMode"] == "cni" and oci["cniConfigPath"] == str(config.cni_config_path(lay(tmp_path, "production")))
+    assert "bridgeName" not in oci and "bridgeSubnet" not in oci
+    plugins = json.loads(cfg.cni_conflist())["plugins"]
+    assert [p["type"] for p in plugins] == ["bridge", "firewall", "bandwidth"]
+    assert plugins[0]["ipam"]["ranges"] == [[{"subnet": "10.10.0.0/16"}]] and plugins[0]["bridge"] == "buildkit0"
+    assert plugins[2]["ingressRate"] == plugins[2]["egressRate"] == 100_000_000
+    with pytest.raises(ConfigError) as no_network:
+        render(tmp_path, "ci", build_bandwidth="100mbit")
+    assert "network_mode: bridge" in no_network.value.fix
+    assert units.parse_rate("512kbit") == 512_000 and units.parse_rate("") == 0
+    with pytest.raises(Refusal):
+        units.parse_rate("fast")
 
 
 def test_default_gc_policy_is_tiered(tmp_path):
