@@ -2,14 +2,15 @@
 installation's CA, and a build through the front door that the audit log records under
 its name. On a rehearsal host of the lab's own (systemd, the front door, mutual TLS)."""
 
-import datetime as _dt
-import json
+import contextlib
 import time
 
+from runbook_checks.core.clock import wait_until
+from runbook_checks.core.errors import KitError
 from runbook_checks.daemon.contexts import busybox_rootfs
-from runbook_checks.production import access, ca, hosts
 from runbook_checks.labs import checks
 from runbook_checks.labs.catalogue import expect
+from runbook_checks.production import access, auditlog, ca, hosts
 
 AREA = 3
 START_SECONDS = 25  # lab.start, measured on the kit's machine kind (2 cores, warm: the host's root filesystem cached)
@@ -68,17 +69,12 @@ def check(box):
 def audited(layout, since: float):
     """The build just made is in the audit log under the team's name (the shipper writes
     a call's line when the call ends: a few seconds at most)."""
-    path = access.audit_log(layout)
-
     def solves() -> list[dict]:
-        lines = path.read_text().splitlines() if path.exists() else []
-        return [e for e in map(json.loads, filter(str.strip, lines)) if e.get("time") and
-                _dt.datetime.fromisoformat(e["time"]).timestamp() >= since - 1
-                and e.get("method", "").endswith(".Control/Solve")]
+        return [e for e in auditlog.read(access.audit_log(layout), since - 1)
+                if e.get("method", "").endswith(".Control/Solve")]
 
-    deadline = time.monotonic() + 10
-    while not solves() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    with contextlib.suppress(KitError):
+        wait_until(solves, 10, "the build's line in the audit log", "")
     teams = sorted({e["team"] for e in solves()})
     return expect(teams == [TEAM], f"the audit log records that build under team {TEAM}",
                   f"the audit log records the build under {', '.join(teams) or 'no team'}")
