@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from . import access, bench, docs, drill, hosts, lab, maint, plugins, profile, runbooks, scan, training
+from . import access, bench, docs, drill, hosts, lab, maint, plugins, pool, profile, runbooks, scan, training
 from .runbooks import LIST_WORDS, RUNBOOKS
 
 __all__ = ["ns", "LIST_WORDS", "RUNBOOKS"]
@@ -19,6 +19,7 @@ ns = Collection(
     Collection("bench", bench.cache, bench.frontdoor),
     Collection("host", hosts.up, hosts.down, hosts.list_, hosts.shell),
     Collection("certs", access.issue, access.revoke, access.list_),
+    Collection("pool", pool.status, pool.drain, pool.ready),
     Collection("report", access.audit),
     Collection("scan", scan.scanner),
     Collection("drill", drill.list_, drill.run),

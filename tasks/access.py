@@ -91,7 +91,7 @@ def audit(c, host="", state_dir="", since="", json_=False, trust_level=""):
     if not auditlog.log_files(path):
         raise AccessError(f"there is no audit log at {path}", "apply the access runbook first")
     entries = auditlog.read(path, start)
-    auditlog.join_refs(entries, access.build_records(layout, h))
+    access.join_history(layout, h, entries)
     teams = auditlog.summary(entries)
     if json_:
         print(json.dumps(entries, indent=2))

@@ -27,6 +27,7 @@ class Layout:
     unit_dir: Path
     style: str
     name: str = "buildkit"  # the builder's name on its host: units, directories, socket group
+    pool_of: str = ""  # a member of the pool behind this builder's front door (its socket group is that one's)
 
     def unit(self, part: str = "", kind: str = "service") -> str:
         """This builder's systemd units: NAME.service, NAME.socket, NAME-frontdoor.service..."""
@@ -45,8 +46,9 @@ class Layout:
 
     @property
     def group(self) -> str:
-        """The system group that may use buildkitd's socket (root and the front door)."""
-        return self.name
+        """The system group that may use buildkitd's socket (root and the front door: a
+        pool member's socket is its front door's group)."""
+        return self.pool_of or self.name
 
     def on_host(self, path: Path) -> Path:
         """`path` as the host it is for sees it: an FHS tree rendered under another
@@ -152,11 +154,13 @@ def for_params(params: dict) -> Layout:
     check_state_dir(state_dir, profile, given_by)
     state_dir = Path(os.path.normpath(state_dir))
     style = params.get("layout") or ("fhs" if profile == "production" else "flat")
-    s, name = state_dir, builder_name(params.get("trust_level") or "")
+    level = params.get("trust_level") or ""
+    s, name = state_dir, builder_name(level)
+    pool_of = builder_name() if level and level in (params.get("pool") or []) else ""
     if style == "fhs":
         layout = Layout(s, s / "usr/local/bin", s / f"etc/{name}/buildkitd.toml", s / f"var/backups/{name}",
                         s / f"var/lib/{name}", s / f"run/{name}", s / f"var/log/{name}",
-                        s / "etc/systemd/system", style, name)
+                        s / "etc/systemd/system", style, name, pool_of)
     else:  # one builder per state directory
         layout = Layout(s, s / "bin", s / "etc/buildkitd.toml", s / "etc/backups", s / "lib/buildkit",
                         s / "run", s / "log", s / "etc/systemd", style, name)
@@ -164,8 +168,10 @@ def for_params(params: dict) -> Layout:
     return layout
 
 
-def production(state_dir: str | Path = "/", trust_level: str = "") -> Layout:
+def production(state_dir: str | Path = "/", trust_level: str = "", pool: list[str] = ()) -> Layout:
     """The production layout of an installation: this host's (/), or one seen through
     another root (a rehearsal host's root filesystem, a tree rendered for a server); with
-    `trust_level`, that builder's among several on the host."""
-    return for_params({"profile": "production", "state_dir": str(state_dir), "trust_level": trust_level})
+    `trust_level`, that builder's among several on the host (a member of the host
+    builder's `pool`, if it names the level)."""
+    return for_params({"profile": "production", "state_dir": str(state_dir), "trust_level": trust_level,
+                       "pool": list(pool)})

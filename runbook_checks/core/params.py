@@ -28,6 +28,7 @@ RULE_WINDOW = "5m"
 
 # a trust level's name: it names units and a bridge (bk-LEVEL, 15 characters at most)
 TRUST_LEVEL = r"[a-z][a-z0-9]{0,11}"
+BUILDKIT_SUBNET = "10.10.0.0/16"  # the subnet of BuildKit's own bridge (buildkit0), when bridge_subnet is empty
 PORT = dict(ge=0, le=65535, description="a TCP port from 1 to 65535 on 127.0.0.1, or 0")
 NAME = dict(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a name of letters, digits and . _ - (not first)")
 URL = dict(pattern=r"^(https?://[^\s,'\"]+)?$", description="an http:// or https:// URL, or empty")
@@ -74,6 +75,8 @@ LIST_ITEMS = {
     "frontdoor_targets": (r"[A-Za-z0-9.-]+:\d{1,5}", "HOST:PORT of a front door's metrics listener"),
     "frontdoor_names": (r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:]+",
                         "a DNS name or an IP address clients reach the build server by"),
+    "pool": (TRUST_LEVEL, "a builder of this host named like a trust level (up to 12 lowercase letters and digits,"
+             " a letter first), declared under trust_levels"),
     "lint_ignore": (r"[A-Za-z][A-Za-z0-9]*", "a lint code like DL3007 or a BuildKit check like StageNameCasing"),
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
                       "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
@@ -171,6 +174,8 @@ class Semantics(BaseModel):
     max_concurrent_builds: int = Field(0, ge=0, le=100000)
     team_priority: dict[str, Literal["high", "normal", "low"]] = Field(default_factory=dict)
     queue_timeout: str = "10m"
+    # the builder pool behind the front door: more builders of this host (trust_levels names)
+    pool: list[str] = Field(default_factory=list)
     exporter_port: int = Field(0, **PORT)
     registry_port: int = Field(0, **PORT)
     s3_port: int = Field(0, **PORT)
@@ -299,7 +304,7 @@ class Semantics(BaseModel):
         return self
 
     @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names",
-                     "frontdoor_targets", "allowed_frontends", "lint_ignore")
+                     "frontdoor_targets", "allowed_frontends", "lint_ignore", "pool")
     @classmethod
     def _each(cls, v: list[str], info: Any) -> list[str]:
         pattern, what = LIST_ITEMS[info.field_name]

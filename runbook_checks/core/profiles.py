@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import ParameterError
-from .params import TRUST_LEVEL, problems
+from .params import BUILDKIT_SUBNET, TRUST_LEVEL, problems
 from .paths import NOTEBOOKS, PROFILES_DIR
 
 # jsonschema (imported by nbformat, imported by papermill) imports rfc3987-syntax when it is
@@ -206,8 +206,10 @@ def check_profile(profile: str | Path) -> list[ParameterError]:
     for level, level_values in read.levels.items():
         where = read.level_sources[level]
         for key in level_values:
-            if key in OPTIONS or key == "trust_level" or key not in known:
+            if key in OPTIONS or key in ("trust_level", "pool") or key not in known:
                 found.append(ParameterError(f"{where[key]}: {key!r} is not a setting a trust level may change",
+                                            "set pool at the top of the profile: a pool is the host builder's"
+                                            if key == "pool" else
                                             "give a runbook parameter (see `invoke runbook NAME --list`)"))
         merged = {**kept, **{k: v for k, v in level_values.items() if k in known}, "trust_level": level}
         for runbook in list_runbooks():
@@ -220,22 +222,37 @@ def check_profile(profile: str | Path) -> list[ParameterError]:
                                       {**{k: f"set at {w}" for k, w in read.sources.items()},
                                        **{k: f"set at {w}" for k, w in where.items()}})
                   if str(e) not in {str(f) for f in found}]
+    for level in read.values.get("pool") or []:
+        if level not in read.levels:
+            found.append(ParameterError(f"{read.sources.get('pool', 'pool')}: the pool names {level!r}, which"
+                                        " trust_levels does not declare",
+                                        f"declare it under trust_levels with its own ports and bridge_subnet, like"
+                                        " docs/examples/pool.yaml"))
     found += shared_ports(read)
     return found
 
 
 def shared_ports(read: Profile) -> list[ParameterError]:
     """Two trust levels of one profile run on one host: each needs its own ports and its
-    own build-network subnet (OWN_PORTS)."""
+    own build-network subnet (OWN_PORTS); with a pool, the host's builder runs beside
+    them too (on BuildKit's default subnet when it sets none)."""
     found, seen = [], {}
-    for level, level_values in read.levels.items():
+    pool = read.values.get("pool") or []
+    builders = dict(read.levels)
+    if pool:
+        builders = {"the host's builder": {**{k: read.values.get(k, 0) for k in OWN_PORTS},
+                                          "bridge_subnet": read.values.get("bridge_subnet") or BUILDKIT_SUBNET},
+                    **builders}
+    for level, level_values in builders.items():
         for key in OWN_PORTS:
+            if level in pool and key not in ("debug_port", "bridge_subnet"):
+                continue  # a pool's builder has no front door of its own
             port = level_values.get(key, read.values.get(key, 0))
             if not port:
                 continue
             if (key, port) in seen:
                 found.append(ParameterError(
-                    f"{read.site}: trust levels {seen[(key, port)]} and {level} both use {key} {port}",
+                    f"{read.site}: {seen[(key, port)]} and {level} both use {key} {port} (they run on one host)",
                     f"give each level its own {key} under trust_levels"))
             seen.setdefault((key, port), level)
     return found
@@ -342,13 +359,13 @@ def resolve_sources(name: str, profile: str | Path, mode: str, sets: list[str] |
     level = given.get("trust_level", read.values.get("trust_level", ""))
     if read.levels and "trust_level" in declared:
         names = ", ".join(read.levels)
-        if not level:
+        if not level and not read.values.get("pool"):  # with a pool, none is the host's builder
             raise ParameterError(f"{read.site} declares one builder per trust level ({names}), and this run names none",
                                  f"add --set trust_level=LEVEL, one of: {names}")
-        if level not in read.levels:
+        if level and level not in read.levels:
             raise ParameterError(f"trust_level {level!r} is not one of the levels {read.site} declares ({names})",
                                  f"use one of: {names}, or add it under trust_levels")
-        for key, value in read.levels[level].items():
+        for key, value in read.levels.get(level, {}).items():
             if key in declared:
                 values[key], sources[key] = value, read.level_sources[level][key]
     for key, raw in given.items():

@@ -13,7 +13,7 @@ import tomlkit
 from ..core import files
 from ..core.errors import ConfigError
 from ..core.layout import Layout
-from ..core.params import GcRule, Semantics
+from ..core.params import BUILDKIT_SUBNET, GcRule, Semantics
 from ..core.results import Outcome
 from ..core.units import parse_rate
 from .systemd import choose_manager
@@ -45,7 +45,7 @@ GC_KEYS = {"all": "all", "filters": "filters", "keep_duration": "keepDuration",
 
 
 CNI_BINARY_PATH = "/usr/lib/cni"  # Debian's containernetworking-plugins
-DEFAULT_BRIDGE, DEFAULT_SUBNET = "buildkit0", "10.10.0.0/16"  # BuildKit's own, in bridge mode
+DEFAULT_BRIDGE, DEFAULT_SUBNET = "buildkit0", BUILDKIT_SUBNET  # BuildKit's own, in bridge mode
 
 
 def cni_config_path(layout: Layout) -> Path:

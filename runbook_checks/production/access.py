@@ -56,6 +56,10 @@ def require(manager_name: str, layout: Layout, port: int) -> Outcome:
         raise AccessError("the front door runs as systemd units, and this runbook's service manager is "
                           f"{manager_name}", "run it with --profile production on a build server, or on a rehearsal"
                           " host: invoke host.up NAME, then invoke runbook access --profile production --host NAME")
+    if layout.pool_of:
+        raise AccessError(f"{layout.name} is in the pool behind the front door of {layout.pool_of}, which serves it;"
+                          " it has no front door of its own",
+                          "apply the access runbook without trust_level: the host's builder's front door")
     if not port:
         raise AccessError("frontdoor_port is 0, so there is no front door to set up",
                           "set frontdoor_port (the production profile's is 1234)")
@@ -112,14 +116,34 @@ def remote_path(layout: Layout) -> Path:
     return ca.access_dir(layout) / "remote.json"
 
 
+def pool_members(layout: Layout, pool: list[str]) -> tuple[Layout, ...]:
+    """The other builders behind this front door (the trust levels `pool` names), each
+    configured on this host already."""
+    from ..core import layout as layout_mod
+
+    if pool and layout.trust_level:
+        raise AccessError(f"pool is set for {layout.name}, and a pool belongs to the host's builder",
+                          "set pool at the top of the site profile, and apply access without trust_level")
+    members = tuple(layout_mod.production(layout.state_dir, level, pool) for level in dict.fromkeys(pool))
+    for member in members:
+        if not member.config_path.exists():
+            raise AccessError(f"the pool names {member.trust_level}, and {member.name} is not configured on this host"
+                              f" ({member.config_path} is missing)",
+                              f"apply install and configure with the same profile and --set trust_level="
+                              f"{member.trust_level} first")
+    return members
+
+
 def write_config(layout: Layout, names: list[str], port: int, metrics_port: int, debug_port: int, keep: int,
                  max_bytes: int, apply: bool, audit_metrics_port: int = 0,
-                 queue: frontdoor.Queue = frontdoor.Queue()) -> Outcome:
-    """frontdoor.cfg (checked by `haproxy -c` first) with the build queue, the two units
-    (checked by systemd-analyze verify first), and remote.json."""
-    text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port, queue=queue)
+                 queue: frontdoor.Queue = frontdoor.Queue(), pool: list[str] = ()) -> Outcome:
+    """frontdoor.cfg (checked by `haproxy -c` first) with the build queue and the pool's
+    builders, the two units (checked by systemd-analyze verify first), and remote.json."""
+    members = pool_members(layout, list(pool))
+    text = frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port, queue=queue,
+                                   pool=members)
     checked = frontdoor.check_config(frontdoor.render_config(layout, port, metrics_port, debug_port, audit_metrics_port,
-                                                             paths_here=True, queue=queue), layout.group) \
+                                                             paths_here=True, queue=queue, pool=members), layout.group) \
         if ca.paths(layout)["server"].exists() else "haproxy -c runs once the server certificate exists"
     units = {layout.unit_dir / n: t for n, t in frontdoor.render_units(layout, audit_log(layout), keep, max_bytes,
                                                                         audit_metrics_port).items()}
@@ -130,7 +154,9 @@ def write_config(layout: Layout, names: list[str], port: int, metrics_port: int,
     queued = (f"; at most {queue.slots} build(s) at once, the others queued up to {queue.timeout}"
               + (f" ({', '.join(f'{t}: {c}' for t, c in sorted(queue.priorities.items()))})" if queue.priorities else "")
               if queue.slots else "; no build queue (max_concurrent_builds is 0)")
-    outcome.message = f"{outcome.message}; {checked}{queued}"
+    behind = (f"; a pool of {len(members) + 1} builders, a team's builds on the one it hashes to:"
+              f" {', '.join([layout.name, *(m.name for m in members)])}" if members else "")
+    outcome.message = f"{outcome.message}; {checked}{queued}{behind}"
     return outcome
 
 
@@ -414,6 +440,20 @@ def build_records(layout: Layout, host) -> list[dict]:
     proc = hosts.run_in(host, [str(layout.on_host(layout.buildctl)), "--addr", f"unix://{layout.on_host(layout.socket_path)}",
                                "debug", "histories", "--format", "{{json .}}"], check=False, timeout=60)
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")] if not proc.returncode else []
+
+
+def join_history(layout: Layout, host, entries: list[dict]) -> int:
+    """Mark each build call with its build in the history of the builder that served it
+    (a pool's builders each keep their own)."""
+    from ..core import layout as layout_mod
+
+    joined = 0
+    for name in sorted({e.get("builder", layout.name) for e in entries if e.get("tier") == "call"}):
+        member = layout if name == layout.name else layout_mod.production(layout.state_dir,
+                                                                          name.removeprefix("buildkit-"))
+        joined += auditlog.join_refs([e for e in entries if e.get("builder", layout.name) == name],
+                                     build_records(member, host))
+    return joined
 
 
 def reload_after_revocation(layout: Layout, host) -> str:

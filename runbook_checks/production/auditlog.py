@@ -5,7 +5,8 @@ JSON object per line in the audit log, rotated by size (Python's RotatingFileHan
 An entry: `time` (ISO 8601, UTC), `tier` (connection | call), `team` (the client
 certificate's CN, "-" when there was none), `verified` (the certificate is from this
 installation's CA, in force, not revoked), `peer`, `method` (the gRPC method, "-" on a
-connection), `status` ("ok" or why it was refused), `http_status`, `bytes_in`,
+connection), `builder` (the builder that served it, when one did: several share a front
+door in a pool), `status` ("ok" or why it was refused), `http_status`, `bytes_in`,
 `bytes_out`, `duration_ms`, `termination` (HAProxy's termination state). HAProxy's own
 messages (a proxy started or stopped on reload) are entries of tier `event`.
 
@@ -73,6 +74,7 @@ def normalize(raw: str) -> dict[str, Any]:
         return {"time": _iso(float(line.get("epoch", 0))), "tier": line.get("tier", "connection"),
                 "team": line.get("team") or "-", "verified": not verify, "peer": line.get("peer", "-"),
                 "method": (line.get("method") or "-") if call else "-", "status": status,
+                **({"builder": line["builder"]} if line.get("builder", "<NOSRV>") not in ("<NOSRV>", "-", "") else {}),
                 "http_status": line.get("http_status", 0), "bytes_in": line.get("bytes_in", 0),
                 "bytes_out": line.get("bytes_out", 0), "duration_ms": line.get("duration_ms", 0),
                 **({"queue_ms": max(int(line["queue_ms"]), 0)} if "queue_ms" in line else {}),

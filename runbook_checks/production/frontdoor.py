@@ -7,6 +7,12 @@ socket, in two tiers from the start.
 - `calls` (mode http, HTTP/2 over a unix socket, PROXY protocol v2 from `door` carrying
   the team as its unique id): one audit line per gRPC call, forwarded to buildkitd.
 
+A pool: several builders of one host behind one front door (the host's builder and the
+trust levels its `pool` names), one server each in the door tier's backend, which picks
+one by consistent hashing on the team (a team keeps the builder that holds its cache),
+each with its own `calls` tier. Draining one (production.pool) takes it off the hash
+ring; HAProxy keeps that state across reloads in its server-state file.
+
 HAProxy logs to the audit shipper (production.auditlog) over a unix datagram socket.
 A `metrics` listener serves HAProxy's own Prometheus metrics and buildkitd's, read-only,
 for the organisation's Prometheus. Units: NAME-frontdoor.service (HAProxy in master-worker
@@ -32,9 +38,10 @@ HAPROXY = "/usr/sbin/haproxy"
 # one JSON object per line (the audit shipper, production.auditlog, reads these fields);
 # what a client controls goes through HAProxy's json converter
 CONNECTION_FORMAT = ('{"tier":"connection","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[ssl_c_s_dn(cn),json(utf8s)]",'
+                     '"builder":"%s",'
                      '"ssl_verify":%[ssl_c_verify],"bytes_in":%U,"bytes_out":%B,"duration_ms":%Tt,"queue_ms":%Tw,'
                      '"termination":"%ts"}')
-CALL_FORMAT = ('{"tier":"call","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[fc_pp_unique_id,json(utf8s)]",'
+CALL_FORMAT = ('{"tier":"call","epoch":%Ts.%ms,"peer":"%ci:%cp","team":"%[fc_pp_unique_id,json(utf8s)]","builder":"%b",'
                '"method":"%[capture.req.uri,json(utf8s)]","http_status":%ST,"bytes_in":%U,"bytes_out":%B,'
                '"duration_ms":%Ta,"termination":"%ts"}')
 
@@ -77,13 +84,44 @@ def run_dir(layout: Layout) -> str:
     return f"/run/{layout.name}-frontdoor"
 
 
+def state_file(layout: Layout) -> str:
+    """Where HAProxy reads its servers' state at start and reload (a drained builder stays
+    drained): `show servers state calls`, written by production.pool."""
+    return f"{run_dir(layout)}/servers.state"
+
+
+def tiers(layout: Layout, members: list[Layout], queue: "Queue", where) -> tuple[str, str]:
+    """(the door tier's servers, the calls tiers): one server, one `calls-NAME` frontend
+    and one NAME backend per builder, hashed on the team when there are several."""
+    run = run_dir(layout)
+    ring = ("    balance hash ssl_c_s_dn(cn)\n    hash-type consistent\n    load-server-state-from-file global\n"
+            if len(members) > 1 else "")
+    servers = ring + "\n".join(f"    server {m.name} unix@{run}/calls-{m.name}.sock send-proxy-v2"
+                                f" proxy-v2-options unique-id{queue.server()}" for m in members)
+    calls = "\n".join(textwrap.dedent(f"""\
+        frontend calls-{m.name}
+            mode http
+            bind unix@{run}/calls-{m.name}.sock accept-proxy proto h2 mode 600 user haproxy
+            log-format '{CALL_FORMAT}'
+            default_backend {m.name}
+
+        backend {m.name}
+            mode http
+            server {m.name} unix@{where(m.socket_path)} proto h2
+        """) for m in members)
+    return servers, calls
+
+
 def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int, audit_metrics_port: int = 0,
-                  paths_here: bool = False, queue: Queue = Queue()) -> str:
+                  paths_here: bool = False, queue: Queue = Queue(), pool: tuple[Layout, ...] = ()) -> str:
     """frontdoor.cfg for HAProxy 2.6, its paths as the host sees them (or, with
-    `paths_here`, as this machine does: for `haproxy -c` on a tree rendered elsewhere)."""
+    `paths_here`, as this machine does: for `haproxy -c` on a tree rendered elsewhere);
+    `pool`: the other builders behind it."""
     where = (lambda path: path) if paths_here else layout.on_host
     p = {k: where(v) for k, v in ca.paths(layout).items()}
-    socket, run = where(layout.socket_path), run_dir(layout)
+    run = run_dir(layout)
+    servers, calls = tiers(layout, [layout, *pool], queue, where)
+    state = f"    server-state-file {state_file(layout)}\n" if pool else ""
     audit_route = (" || { path /audit/metrics }\n    use_backend audit_metrics if { path /audit/metrics }"
                    if audit_metrics_port else "")  # put in after dedent, at the section's indent
     audit = textwrap.dedent(f"""
@@ -114,7 +152,7 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int,
             log unix@{run}/audit.sock len 8192 format raw local0
             stats socket {run}/admin.sock mode 600 level admin
             ssl-default-bind-options ssl-min-ver TLSv1.2
-
+        STATE
         defaults
             log global
             timeout connect 5s
@@ -138,23 +176,15 @@ def render_config(layout: Layout, port: int, metrics_port: int, debug_port: int,
         backend refused
             mode tcp
 
-        # the build queue: at most max_concurrent_builds connections at once (no maxconn: none)
+        # the build queue: at most max_concurrent_builds connections at once per builder
+        # (no maxconn: none); a pool's builder is the one the team hashes to
         backend calls
             mode tcp
             timeout queue {queue.timeout}
-            server calls unix@{run}/calls.sock send-proxy-v2 proxy-v2-options unique-id{queue.server()}
-
-        # tier 2: a line per gRPC call, to buildkitd's socket
-        frontend calls
-            mode http
-            bind unix@{run}/calls.sock accept-proxy proto h2 mode 600 user haproxy
-            log-format '{CALL_FORMAT}'
-            default_backend buildkitd
-
-        backend buildkitd
-            mode http
-            server buildkitd unix@{socket} proto h2
-        """).replace("PRIORITIES\n", queue.door() + "\n" if queue.door() else "") + metrics
+        SERVERS
+        # tier 2: a line per gRPC call, to buildkitd's socket (one per builder)
+        """).replace("PRIORITIES\n", queue.door() + "\n" if queue.door() else "").replace(
+        "STATE", state).replace("SERVERS", servers + "\n") + calls + metrics
 
 
 def group_exists(name: str) -> bool:

@@ -40,13 +40,13 @@ def test_a_run_must_name_one_of_the_declared_levels():
 
 @pytest.mark.parametrize("body, said", [
     ("trust_levels:\n  a:\n    frontdoor_port: 1234\n  b:\n    frontdoor_port: 1234\n",
-     "trust levels a and b both use frontdoor_port 1234"),
+     "a and b both use frontdoor_port 1234"),
     ("trust_levels:\n  a:\n    max_paralelism: 2\n", "'max_paralelism' is not a setting a trust level may change"),
     ("trust_levels:\n  a:\n    max_parallelism: many\n", "parameter 'max_parallelism': 'many' is not a whole number"),
     ("trust_levels:\n  Bad_Name:\n    debug_port: 1\n", "'Bad_Name' is not a trust level name"),
     ("trust_levels: [a, b]\n", "trust_levels is not a mapping"),
     ("trust_levels:\n  a:\n    bridge_subnet: 10.11.0.0/16\n  b:\n    bridge_subnet: 10.11.0.0/16\n",
-     "trust levels a and b both use bridge_subnet 10.11.0.0/16"),
+     "a and b both use bridge_subnet 10.11.0.0/16"),
     ("trust_levels:\n  waytoolongname:\n    debug_port: 1\n", "'waytoolongname' is not a trust level name"),
 ])
 def test_bad_levels_are_refused_naming_the_file(tmp_path, body, said):
