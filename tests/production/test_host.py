@@ -428,6 +428,79 @@ def test_a_high_priority_build_leaves_the_queue_before_earlier_low_ones(host, re
         run("access", "apply")  # the profile's queue again
 
 
+POOL = str(PROJECT_ROOT / "docs/examples/pool.yaml")
+POOL_TEAMS = ("web", "mobile", "data", "release", "ml", "infra")
+
+
+def test_a_pool_keeps_each_team_on_one_builder_and_drains_one_for_maintenance(host, remote, tmp_path):
+    """docs/examples/pool.yaml: the host's builder and b2 behind one front door. Six teams
+    build twice each: each team's builds land on one builder (the audit log names it, and
+    that builder's history holds them), both builders serve, and the second build is
+    cached. A builder drained while a build runs on it finishes that build, its team's next
+    build goes to the other (uncached there), the drain survives a reload, and once it is
+    ready the team is back on its builder, cached."""
+    import threading
+    import time as _time
+
+    h, _ = host
+    for name in ("install", "configure"):
+        run(name, "apply", "trust_level=b2", profile=POOL)
+    started = _dt.datetime.now(_dt.timezone.utc).timestamp()
+    try:
+        report = run("access", "apply", profile=POOL)
+        step = next(s for s in report["steps"] if s["name"] == "front door configuration and units")
+        assert "a pool of 2 builders" in step["message"] and "buildkit, buildkit-b2" in step["message"], step
+        assert (h.rootfs / "etc/buildkit-b2/buildkitd.toml").exists()
+        assert "SocketGroup=buildkit\n" in (h.rootfs / "etc/systemd/system/buildkit-b2.socket").read_text()
+        bundles = {team: issue(team, tmp_path) for team in POOL_TEAMS}
+
+        def solve(team: str, text: str) -> bool:
+            """A build of `team`; whether its RUN step was cached."""
+            with tempfile.TemporaryDirectory(prefix="bk-pool-") as tmp:
+                result = client(bundles[team], remote).build(context_with_base(Path(tmp), f"RUN echo {text}\n"),
+                                                             timeout=300)
+            return all(v.get("cached") for v in result.steps if " RUN " in v["name"])
+
+        for team in POOL_TEAMS:
+            assert not solve(team, f"{team} {started}")
+            assert solve(team, f"{team} {started}"), team  # the builder that holds its cache
+        served: dict[str, set[str]] = {}
+        for e in audit(started):
+            if e["tier"] == "call" and e["method"].endswith(".Control/Solve") and e["team"] in POOL_TEAMS:
+                served.setdefault(e["team"], set()).add(e["builder"])
+                assert e.get("ref") and e["build"] == "ok", e  # joined to its builder's history
+        assert set(served) == set(POOL_TEAMS) and all(len(b) == 1 for b in served.values()), served
+        owner = {team: b.pop() for team, b in served.items()}
+        assert set(owner.values()) == {"buildkit", "buildkit-b2"}, owner
+
+        team = next(t for t in POOL_TEAMS if owner[t] == "buildkit-b2")
+        finished = {}
+
+        def long_build() -> None:
+            finished["long"] = solve(team, f"long {started} && sleep 6")
+
+        thread = threading.Thread(target=long_build)
+        thread.start()
+        _time.sleep(2)
+        proc = invoke("pool.drain", "b2", "--host", NAME)
+        thread.join(300)
+        assert proc.returncode == 0 and "buildkit-b2 is drained: 1 build(s) finished" in proc.stdout, proc.stdout
+        assert "long" in finished  # it ran to its end on the drained builder
+        assert not solve(team, f"{team} {started}")  # the other builder: no cache of this team's there
+        issue("gone", tmp_path)
+        assert invoke("certs.revoke", "gone", "--host", NAME).returncode == 0  # the front door reloads
+        states = {r["builder"]: r["state"] for r in json.loads(invoke("pool.status", "--host", NAME, "--json").stdout)}
+        assert states == {"buildkit": "UP", "buildkit-b2": "DRAIN"}, states
+        refused = invoke("pool.drain", "buildkit", "--host", NAME)
+        assert refused.returncode == 2 and "would leave no builder" in refused.stderr, refused.stderr
+        assert invoke("pool.ready", "b2", "--host", NAME).returncode == 0
+        assert solve(team, f"{team} {started}")  # back on b2, its cache there
+        moved = [e for e in audit(started) if e["tier"] == "connection" and e["team"] == team and e["status"] == "ok"]
+        assert [e["builder"] for e in moved][-3:] == ["buildkit-b2", "buildkit", "buildkit-b2"], moved
+    finally:
+        run("access", "apply")  # the host's builder alone again
+
+
 def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, layout):
     proc = invoke("bench.frontdoor", "--host", NAME, "--rounds", "2")
     assert proc.returncode in (0, 1), proc.stderr  # 1: below the speed goal, which is the benchmark's to say
