@@ -16,7 +16,7 @@ ns = Collection(
     Collection("docs", docs.build, docs.serve, docs.record),
     Collection("maint", maint.prune, maint.certs, plugins_audit=maint.plugins_audit),
     Collection("plugins", plugins.restore),
-    Collection("bench", bench.cache, bench.frontdoor),
+    Collection("bench", bench.cache, bench.frontdoor, bench.scaling),
     Collection("host", hosts.up, hosts.down, hosts.list_, hosts.shell),
     Collection("certs", access.issue, access.revoke, access.list_),
     Collection("pool", pool.status, pool.drain, pool.ready),

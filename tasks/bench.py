@@ -105,3 +105,60 @@ def frontdoor(c, host, rounds="10"):
     out.print(f"results: {path}", soft_wrap=True)
     if misses:
         raise Exit("below the goal:\n  " + "\n  ".join(misses), code=1)
+
+
+def _counts(text: str, option: str, most: int) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not 1 <= v <= most for v in values) or list(values) != sorted(set(values)):
+        raise ParameterError(f"{option} {text!r} is not a rising list of counts from 1 to {most}",
+                             f"give them like {option} 1,2,4")
+    return values
+
+
+@task(help={"host": "the rehearsal host with the production sequence and access applied (invoke host.up NAME)",
+            "workload": "a busybox workload under workloads/ (default: small)",
+            "concurrency": "teams building at once on one builder (default: 1,2,4,8)",
+            "builders": "builders in the pool (default: 1,2,4)",
+            "per_team": "builds each team makes one after another in a burst (default: 3)",
+            "rounds": "warm builds per block for the queue's cost, four blocks (default: 10)",
+            "publish": "also copy the plot, the tables and the numbers into docs/guides/sizing.md"})
+@refusals
+def scaling(c, host, workload="small", concurrency="1,2,4,8", builders="1,2,4", per_team="3", rounds="10",
+            publish=False):
+    """Measure how far one build server goes, for the sizing guide: builds per minute, p95
+    and memory as more teams build at once; builds per minute over a pool of 1, 2, 4
+    builders; and the build queue's own cost on a build that does not wait.
+
+    Reconfigures the host's front door while it runs and leaves it as the production
+    profile makes it. Writes runs/bench/scaling-<stamp>.json and .png. Exits 1 when the
+    queue adds more than 5% to a build that does not wait."""
+    import json
+
+    from runbook_checks.core import files
+    from runbook_checks.production import hosts, scaling as bench_scaling
+
+    teams, pool = _counts(concurrency, "--concurrency", 32), _counts(builders, "--builders", 8)
+    for value, option in ((per_team, "--per-team"), (rounds, "--rounds")):
+        if not str(value).isdigit() or not 1 <= int(value) <= 100:
+            raise ParameterError(f"{option} {value!r} is not a count", f"give 1 to 100, e.g. {option} 3")
+    h = hosts.load(host)
+    out = console()
+    stamp = files.stamp()
+    path = runs_dir() / "bench" / f"scaling-{stamp}.json"
+    record = bench_scaling.run(h, workload, teams, pool, int(per_team), int(rounds), path.parent / f"scaling-{stamp}",
+                               say=lambda m: out.print(m, highlight=False))
+    record = {"stamp": stamp, **record}
+    files.atomic_write(path, json.dumps(record, indent=2) + "\n")
+    caption = f"run {stamp} on rehearsal host {h.name}, {record['sizing']['cores']} cores"
+    png = bench_scaling.plot(record, path.with_suffix(".png"), caption)
+    out.print(bench_scaling.markdown(record), highlight=False, soft_wrap=True)
+    out.print(f"results: {path}\nplot:    {png}", soft_wrap=True)
+    if publish:
+        bench_scaling.publish(record, png, PROJECT_ROOT / "docs/guides/sizing.md", caption)
+        out.print("published to docs/guides/sizing.md")
+    misses = bench_scaling.verdict(record)
+    if misses:
+        raise Exit("below the goal:\n  " + "\n  ".join(misses), code=1)

@@ -53,9 +53,10 @@ def profile_for(host: hosts.Host, profile: str) -> str:
     return str(hosts.EXCHANGE / "profiles" / read.site.name) if read.site else profile
 
 
-def run_runbook(name: str, runbook: str, profile: str, mode: str, sets: list[str] | tuple[str, ...]) -> tuple[int, list[Path]]:
-    """`invoke runbook RUNBOOK` inside the host, its output streamed; (exit code, the run
-    records brought back to runs_dir()/RUNBOOK/)."""
+def run_runbook(name: str, runbook: str, profile: str, mode: str, sets: list[str] | tuple[str, ...],
+                capture: bool = False) -> tuple[int, list[Path]]:
+    """`invoke runbook RUNBOOK` inside the host, its output streamed (or, with `capture`,
+    kept back); (exit code, the run records brought back to runs_dir()/RUNBOOK/)."""
     host = hosts.load(name)
     profiles.resolve(runbook, profile, mode, sets)  # refuse bad input here, before the host is touched
     chosen = host_sets(host, runbook, sets)
@@ -65,7 +66,7 @@ def run_runbook(name: str, runbook: str, profile: str, mode: str, sets: list[str
     folder = host.exchange / "runs" / runbook
     before = set(folder.glob("*.json")) if folder.exists() else set()
     proc = hosts.run_in(host, argv, env={"BUILDKIT_OPS_RUNS_DIR": str(RUNS), "COLUMNS": "120"}, cwd=str(PROJECT_ROOT),
-                        timeout=3600, check=False, capture=False)
+                        timeout=3600, check=False, capture=capture)
     return proc.returncode, bring_back(host, runbook, sorted(set(folder.glob("*.json")) - before))
 
 

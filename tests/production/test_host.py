@@ -510,6 +510,35 @@ def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, l
     assert record["median_frontdoor_s"] > 0 and record["issue_to_first_build_s"] > 0
     assert not [r for r in ca.issued(layout) if r.team == "kit-bench" and not r.revoked]
 
+def test_the_scaling_benchmark_measures_and_leaves_the_front_door_as_the_profile_makes_it(host, layout):
+    """`invoke bench.scaling`, small: its record has each burst, each pool size (the
+    builds each builder took add up), the queue's four blocks and what they say; the
+    front door is the host builder's alone again and the benchmark's builder stopped."""
+    h, _ = host
+    proc = invoke("bench.scaling", "--host", NAME, "--concurrency", "1,2", "--builders", "1,2", "--per-team", "1",
+                  "--rounds", "2")
+    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: the benchmark's verdict
+    path = next(Path(p) for p in proc.stdout.split() if p.endswith(".json"))
+    record = json.loads(path.read_text())
+    assert [r["teams"] for r in record["concurrency"]] == [1, 2]
+    for r in record["concurrency"]:
+        assert r["builds"] == r["teams"] and r["builds_per_min"] > 0 and r["peak_memory_bytes"] > r["idle_memory_bytes"] > 0
+        assert r["cpu_s"] > 0
+    assert [r["builders"] for r in record["pool"]] == [1, 2]
+    for r in record["pool"]:
+        assert r["builds"] == 8 and sum(r["per_builder"].values()) == 8, r
+    assert set(record["pool"][0]["per_builder"]) == {"buildkit"}
+    assert set(record["pool"][1]["per_builder"]) == {"buildkit", "buildkit-p2"}  # eight teams over two
+    assert len(record["queue"]["seconds"]["queued"]) == len(record["queue"]["seconds"]["straight"]) == 4
+    assert record["sizing"]["cores"] >= 1 and record["sizing"]["builds_per_core_per_min"] > 0
+    assert path.with_suffix(".png").stat().st_size > 10_000
+    assert "Builds per core" in proc.stdout
+    assert "balance hash" not in (h.rootfs / "etc/buildkit/access/frontdoor.cfg").read_text()
+    state = hosts.run_in(h, ["systemctl", "is-active", "buildkit-p2.service"], check=False).stdout.strip()
+    assert state == "inactive", state
+    assert not [r for r in ca.issued(layout) if r.team.startswith("scale") and not r.revoked]
+
+
 def test_nbval_runs_the_stored_access_notebook_on_the_host(host):
     """The production-only notebooks, as stored (check mode), executed by nbval inside the
     host with the production parameters; the lab's nbval test runs the others."""
