@@ -114,3 +114,46 @@ def audit(c, host="", state_dir="", since="", json_=False, trust_level=""):
         summary.add_row(team, *(str(row[k]) for k in ("calls", "builds", "failed", "refused", "bytes_in",
                                                        "bytes_out")), row["last"][:19])
     out.print(summary)
+
+
+@task(help={**WHERE, "since": "the period: 7d, 30d, 24h (default 30d)",
+            "json": "print the report as JSON (the tables go to stderr)",
+            "publish": "also copy the plot and the tables into docs/operations/adoption.md"})
+@refusals
+def adoption(c, host="", state_dir="", since="30d", json_=False, publish=False, trust_level=""):
+    """Adoption after go-live: per team builds, success rate, median and p95 seconds,
+    cache hit ratio, new teams; builds per day; the slowest and most failing Dockerfiles.
+    From the audit log joined with each builder's build history.
+
+    Writes runs/reports/adoption-<stamp>.json and .png."""
+    from rich.console import Console
+
+    from runbook_checks.core import files
+    from runbook_checks.core.paths import PROJECT_ROOT, runs_dir
+    from runbook_checks.reports import adoption as adopt
+
+    layout, h = access.installation(host, state_dir, trust_level)
+    path = access.audit_log(layout)
+    if not auditlog.log_files(path):
+        raise AccessError(f"there is no audit log at {path}", "apply the access runbook first")
+    start = time.time() - parse_duration(since)
+    every, entries = auditlog.read(path), auditlog.read(path, start)
+    records = access.join_history(layout, h, entries)
+    result = adopt.report(adopt.builds(entries, records), start, adopt.first_seen(every))
+    stamp = files.stamp()
+    out_path = runs_dir() / "reports" / f"adoption-{stamp}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    files.atomic_write(out_path, json.dumps({"stamp": stamp, "host": h.name if h else "", **result}, indent=2) + "\n")
+    caption = f"{h.name if h else 'this machine'}, since {result['since']} (report {stamp})"
+    out = Console(file=sys.stderr) if json_ else console()
+    out.print(adopt.markdown(result), highlight=False, soft_wrap=True)
+    if result["teams"]:
+        png = adopt.plot(result, out_path.with_suffix(".png"), caption)
+        out.print(f"report: {out_path}\nplot:   {png}", soft_wrap=True)
+        if publish:
+            adopt.publish(result, png, PROJECT_ROOT / "docs/operations/adoption.md", caption)
+            out.print("published to docs/operations/adoption.md")
+    else:
+        out.print(f"no builds since {result['since']}; report: {out_path}", soft_wrap=True)
+    if json_:
+        print(json.dumps(result, indent=2))

@@ -80,6 +80,14 @@ class BenchError(KitError):
 
 
 # -- monitoring ----------------------------------------------------------------------------
+class ScalingError(BenchError):
+    """The scaling benchmark cannot run, or a build in it failed."""
+
+
+class UpgradeError(KitError):
+    """An upgrade could not go ahead (a failed canary switches nothing), or was rolled back."""
+
+
 class MonitoringError(KitError):
     """Prometheus, its configuration or its targets are missing, invalid or down."""
 

@@ -77,6 +77,7 @@ LIST_ITEMS = {
                         "a DNS name or an IP address clients reach the build server by"),
     "pool": (TRUST_LEVEL, "a builder of this host named like a trust level (up to 12 lowercase letters and digits,"
              " a letter first), declared under trust_levels"),
+    "canary_contexts": (r"[A-Za-z0-9._/-]+", "a build context directory (letters, digits, . _ / -)"),
     "lint_ignore": (r"[A-Za-z][A-Za-z0-9]*", "a lint code like DL3007 or a BuildKit check like StageNameCasing"),
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
                       "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
@@ -176,6 +177,8 @@ class Semantics(BaseModel):
     queue_timeout: str = "10m"
     # the builder pool behind the front door: more builders of this host (trust_levels names)
     pool: list[str] = Field(default_factory=list)
+    # the upgrade runbook's canary: build contexts (empty: the kit's own)
+    canary_contexts: list[str] = Field(default_factory=list)
     exporter_port: int = Field(0, **PORT)
     registry_port: int = Field(0, **PORT)
     s3_port: int = Field(0, **PORT)
@@ -304,7 +307,7 @@ class Semantics(BaseModel):
         return self
 
     @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names",
-                     "frontdoor_targets", "allowed_frontends", "lint_ignore", "pool")
+                     "frontdoor_targets", "allowed_frontends", "lint_ignore", "pool", "canary_contexts")
     @classmethod
     def _each(cls, v: list[str], info: Any) -> list[str]:
         pattern, what = LIST_ITEMS[info.field_name]

@@ -442,17 +442,19 @@ def build_records(layout: Layout, host) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")] if not proc.returncode else []
 
 
-def join_history(layout: Layout, host, entries: list[dict]) -> int:
+def join_history(layout: Layout, host, entries: list[dict]) -> dict[str, dict]:
     """Mark each build call with its build in the history of the builder that served it
-    (a pool's builders each keep their own)."""
+    (a pool's builders each keep their own); the history records joined, by ref."""
     from ..core import layout as layout_mod
 
-    joined = 0
+    joined = {}
     for name in sorted({e.get("builder", layout.name) for e in entries if e.get("tier") == "call"}):
         member = layout if name == layout.name else layout_mod.production(layout.state_dir,
                                                                           name.removeprefix("buildkit-"))
-        joined += auditlog.join_refs([e for e in entries if e.get("builder", layout.name) == name],
-                                     build_records(member, host))
+        records = [r.get("record", r) for r in build_records(member, host)]
+        auditlog.join_refs([e for e in entries if e.get("builder", layout.name) == name], records)
+        by_ref = {r.get("Ref"): r for r in records}
+        joined.update({e["ref"]: by_ref[e["ref"]] for e in entries if e.get("ref") in by_ref})
     return joined
 
 

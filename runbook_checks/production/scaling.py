@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core import files
-from ..core.errors import KitError
+from ..core.errors import KitError, ScalingError
 from ..core.paths import WORKLOADS_DIR
 from ..daemon import cgroups
 from ..daemon.buildctl import Buildctl
@@ -38,10 +38,6 @@ from ..daemon.contexts import BASE_STAGE, busybox_rootfs
 QUEUE_OVERHEAD_MAX = 0.05  # a build that does not wait: through the queue within 5% of without
 BUSYBOX_BASE = "${BASE_REGISTRY}/kit/busybox:latest"
 KNEE_GAIN = 1.15  # doubling the builds at once gains less than this: the builder is saturated
-
-
-class ScalingError(KitError):
-    """The scaling benchmark cannot run, or a build in it failed."""
 
 
 # --------------------------------------------------------------------------------------

@@ -501,6 +501,44 @@ def test_a_pool_keeps_each_team_on_one_builder_and_drains_one_for_maintenance(ho
         run("access", "apply")  # the host's builder alone again
 
 
+def test_the_adoption_report_counts_what_the_audit_log_and_the_history_hold(host, layout, remote, tmp_path):
+    """Three teams build, one of bob's builds fails: per team, the report's builds equal
+    the audit log's Control/Solve calls and the builds found in the builder's history; its
+    failures, cache hits, new teams and failing Dockerfile follow."""
+    started = _dt.datetime.now(_dt.timezone.utc).timestamp()
+    plan = {"ada": [True, True, True], "bob": [True, False], "cyd": [True]}
+    for team, outcomes in plan.items():
+        bundle = issue(team, tmp_path)
+        for ok in outcomes:
+            with tempfile.TemporaryDirectory(prefix="bk-adopt-") as tmp:
+                ctx = context_with_base(Path(tmp), f"RUN echo {team} {started}\n" + ("" if ok else "RUN false\n"))
+                if ok:
+                    client(bundle, remote).build(ctx, timeout=300)
+                else:
+                    with pytest.raises(BuildctlError):
+                        client(bundle, remote).build(ctx, timeout=300)
+    proc = invoke("report.adoption", "--host", NAME, "--since", "15m", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    solves = [e for e in audit(started) if e["tier"] == "call" and e["method"].endswith(".Control/Solve")]
+    history = {r["record"]["Ref"]: r["record"] for r in access.build_records(layout, host[0])}
+    for team, outcomes in plan.items():
+        row = result["teams"][team]
+        calls = [e for e in solves if e["team"] == team]
+        records = [history[e["ref"]] for e in calls if e.get("ref") in history]
+        assert row["builds"] == len(outcomes) == len(calls) == len(records), (team, row)
+        assert row["failed"] == outcomes.count(False) == sum(bool(r.get("error")) for r in records), (team, row)
+        cached, total = (sum(int(r.get(k, 0)) for r in records) for k in ("numCachedSteps", "numTotalSteps"))
+        assert row["cache_hit_ratio"] == round(cached / total, 3) and row["new"], (team, row)
+    # ada's second and third builds came from the cache, cyd's one build did not
+    assert result["teams"]["ada"]["cache_hit_ratio"] > result["teams"]["cyd"]["cache_hit_ratio"]
+    assert result["teams"]["bob"]["success_rate"] == 0.5
+    assert set(plan) <= set(result["new_teams"])
+    assert [d for d in result["failing"] if d["dockerfile"].startswith("bob")], result["failing"]
+    png = next(Path(p) for p in proc.stderr.split() if p.endswith(".png"))
+    assert png.stat().st_size > 10_000
+
+
 def test_the_front_door_benchmark_runs_and_keeps_no_certificate_in_force(host, layout):
     proc = invoke("bench.frontdoor", "--host", NAME, "--rounds", "2")
     assert proc.returncode in (0, 1), proc.stderr  # 1: below the speed goal, which is the benchmark's to say
@@ -537,6 +575,24 @@ def test_the_scaling_benchmark_measures_and_leaves_the_front_door_as_the_profile
     state = hosts.run_in(h, ["systemctl", "is-active", "buildkit-p2.service"], check=False).stdout.strip()
     assert state == "inactive", state
     assert not [r for r in ca.issued(layout) if r.team.startswith("scale") and not r.revoked]
+
+
+def test_the_upgrade_runbook_moves_the_production_builder_down_and_back_under_systemd(host, remote, tmp_path):
+    """v0.34.1 and back on the host's builder: systemd restarts it on each version's
+    binaries (from the archive the operator's side makes for a host), it reports that
+    version, and a team builds through the front door; a second run changes nothing."""
+    h, _ = host
+    bundle = issue("team-up", tmp_path)
+    for version in ("v0.34.1", install.BUILDKIT_VERSION):
+        report = run("upgrade", "apply", f"buildkit_version={version}")
+        steps = {s["name"]: s for s in report["steps"]}
+        assert f"BuildKit {version} serves" in steps["verify"]["message"], steps["verify"]
+        info = hosts.run_in(h, ["/usr/local/bin/buildctl", "--addr", "unix:///run/buildkit/buildkitd.sock", "debug",
+                                "info", "--format", "{{json .}}"])
+        assert json.loads(info.stdout)["buildkitVersion"]["version"] == version
+        assert hosts.run_in(h, ["systemctl", "is-active", "buildkit.service"]).stdout.strip() == "active"
+        assert len([v for v in build(bundle, remote).steps if " RUN " in v["name"]]) == 2
+    assert changed(run("upgrade", "apply")) == []
 
 
 def test_nbval_runs_the_stored_access_notebook_on_the_host(host):
