@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..core import figures
 from ..core.errors import BenchError, KitError
 from ..core.layout import Layout
 from ..core.params import validate
@@ -330,11 +331,7 @@ def markdown_table(records: list[Record]) -> str:
 def plot(records: list[Record], dest: Path, caption: str) -> Path:
     """Seconds per scenario (log scale), one group of bars per workload, each bar labelled
     with its CACHED steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = figures.pyplot()
     names = list(dict.fromkeys(r.workload for r in records))
     scenarios = [s for s in SCENARIOS if any(r.scenario == s for r in records)]
     fig, ax = plt.subplots(figsize=(10, 4.8), dpi=110)
@@ -356,31 +353,12 @@ def plot(records: list[Record], dest: Path, caption: str) -> Path:
     ax.set_xticks(range(len(names)), names)
     ax.set_title("BuildKit cache: wall seconds per scenario (labels: CACHED/total steps)", fontsize=10)
     ax.legend(fontsize=8, ncols=3)
-    fig.text(0.01, 0.01, caption, fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest)
-    plt.close(fig)
-    return dest
-
-
-RESULTS_START = "<!-- bench:results -->"
-RESULTS_END = "<!-- /bench:results -->"
+    return figures.save(fig, dest, caption)
 
 
 def publish(records: list[Record], png: Path, page: Path, caption: str) -> None:
-    """Copy the plot beside the docs page and replace the page's results block (between
-    the bench:results markers) with the table and the plot."""
-    text = page.read_text()
-    if RESULTS_START not in text or RESULTS_END not in text:
-        raise BenchError(f"{page} has no {RESULTS_START} ... {RESULTS_END} block", "add the two markers to the page")
-    image = page.parent / "img" / "cache-benchmark.png"
-    image.parent.mkdir(exist_ok=True)
-    shutil.copyfile(png, image)
-    block = (f"{RESULTS_START}\n\n![{caption}](img/cache-benchmark.png)\n\n*{caption}*\n\n"
-             f"{markdown_table(records)}\n\n{RESULTS_END}")
-    head, rest = text.split(RESULTS_START, 1)
-    page.write_text(head + block + rest.split(RESULTS_END, 1)[1])
+    """The plot and the table into the page's bench:results block."""
+    figures.publish(page, "bench:results", png, "cache-benchmark.png", caption, markdown_table(records), BenchError)
 
 
 def verdict(records: list[Record], workloads_checked: tuple[str, ...], factor: float = 5.0,

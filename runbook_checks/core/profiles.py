@@ -226,7 +226,7 @@ def check_profile(profile: str | Path) -> list[ParameterError]:
         if level not in read.levels:
             found.append(ParameterError(f"{read.sources.get('pool', 'pool')}: the pool names {level!r}, which"
                                         " trust_levels does not declare",
-                                        f"declare it under trust_levels with its own ports and bridge_subnet, like"
+                                        "declare it under trust_levels with its own ports and bridge_subnet, like"
                                         " docs/examples/pool.yaml"))
     found += shared_ports(read)
     return found

@@ -102,7 +102,7 @@ def drain(layout: Layout, name: str, timeout: float = 3600, progress: Callable[[
         return now["running"] + now["queued"] == 0
 
     seconds = wait_until(idle, timeout, f"the builds on {name} to finish",
-                         f"wait longer (--timeout), or find them: invoke report.audit --since 1h", AccessError, 0.5)
+                         "wait longer (--timeout), or find them: invoke report.audit --since 1h", AccessError, 0.5)
     return {"builder": name, "state": "DRAIN", "finished": running, "seconds": seconds,
             "serving": serving}
 

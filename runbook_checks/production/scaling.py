@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import files
+from ..core import figures
 from ..core.errors import KitError, ScalingError
 from ..core.paths import WORKLOADS_DIR
 from ..daemon import cgroups
@@ -282,10 +282,7 @@ def sizing(concurrency: list[dict[str, Any]], cores: int) -> dict[str, Any]:
 def plot(record: dict[str, Any], dest: Path, caption: str) -> Path:
     """Builds per minute and p95 seconds against builds at once, and builds per minute
     against builders in the pool."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     conc, pool = record["concurrency"], record["pool"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
@@ -309,12 +306,7 @@ def plot(record: dict[str, Any], dest: Path, caption: str) -> Path:
     right.set_xlabel(f"builders in the pool ({pool[0]['teams'] if pool else 0} teams at once)")
     right.set_ylabel("builds per minute")
     fig.suptitle(f"One build server: {record['workload']} workload, one-line edits", fontsize=10)
-    fig.text(0.01, 0.01, caption, fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest)
-    plt.close(fig)
-    return dest
+    return figures.save(fig, dest, caption)
 
 
 def _mib(n: float) -> str:
@@ -352,21 +344,9 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(said) + "\n\n" + "\n".join(rows) + "\n\n" + "\n".join(pool)
 
 
-RESULTS_START, RESULTS_END = "<!-- bench:scaling -->", "<!-- /bench:scaling -->"
-
-
 def publish(record: dict[str, Any], png: Path, page: Path, caption: str) -> None:
-    """Copy the plot beside the page and replace its results block (between the
-    bench:scaling markers) with the numbers, the tables and the plot."""
-    text = page.read_text()
-    if RESULTS_START not in text or RESULTS_END not in text:
-        raise ScalingError(f"{page} has no {RESULTS_START} ... {RESULTS_END} block", "add the two markers to the page")
-    image = page.parent / "img" / "sizing.png"
-    image.parent.mkdir(exist_ok=True)
-    shutil.copyfile(png, image)
-    block = f"{RESULTS_START}\n\n{markdown(record)}\n\n![{caption}](img/sizing.png)\n\n*{caption}*\n\n{RESULTS_END}"
-    head, rest = text.split(RESULTS_START, 1)
-    files.atomic_write(page, head + block + rest.split(RESULTS_END, 1)[1])
+    """The plot, the numbers and the tables into the page's bench:scaling block."""
+    figures.publish(page, "bench:scaling", png, "sizing.png", caption, markdown(record), ScalingError)
 
 
 def verdict(record: dict[str, Any]) -> list[str]:

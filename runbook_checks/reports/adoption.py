@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..core import files
+from ..core import figures
 from ..core.errors import KitError
 
 TOP = 5
@@ -121,10 +121,7 @@ def first_seen(entries: list[dict[str, Any]]) -> dict[str, str]:
 
 def plot(result: dict[str, Any], dest: Path, caption: str) -> Path:
     """Builds per day stacked by team; success rate and cache hit ratio per team."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     if not result["teams"]:
         raise KitError("there were no builds in the period, so there is nothing to plot",
@@ -149,12 +146,7 @@ def plot(result: dict[str, Any], dest: Path, caption: str) -> Path:
     right.set_ylim(0, 1.05)
     right.set_title("per team", fontsize=9)
     right.legend(fontsize=7)
-    fig.text(0.01, 0.01, caption, fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest)
-    plt.close(fig)
-    return dest
+    return figures.save(fig, dest, caption)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -173,19 +165,6 @@ def markdown(result: dict[str, Any]) -> str:
                         "No build failed in the period."])
 
 
-RESULTS_START, RESULTS_END = "<!-- report:adoption -->", "<!-- /report:adoption -->"
-
-
 def publish(result: dict[str, Any], png: Path, page: Path, caption: str) -> None:
-    """The plot beside the page, the block between the report:adoption markers replaced."""
-    import shutil
-
-    text = page.read_text()
-    if RESULTS_START not in text or RESULTS_END not in text:
-        raise KitError(f"{page} has no {RESULTS_START} ... {RESULTS_END} block", "add the two markers to the page")
-    image = page.parent / "img" / "adoption.png"
-    image.parent.mkdir(exist_ok=True)
-    shutil.copyfile(png, image)
-    block = f"{RESULTS_START}\n\n![{caption}](img/adoption.png)\n\n*{caption}*\n\n{markdown(result)}\n\n{RESULTS_END}"
-    head, rest = text.split(RESULTS_START, 1)
-    files.atomic_write(page, head + block + rest.split(RESULTS_END, 1)[1])
+    """The plot, the numbers and the tables into the page's report:adoption block."""
+    figures.publish(page, "report:adoption", png, "adoption.png", caption, markdown(result), KitError)

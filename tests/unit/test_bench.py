@@ -78,7 +78,7 @@ def test_the_plot_is_a_png_and_publish_replaces_only_the_results_block(tmp_path)
     png = bench.plot(records(), tmp_path / "p.png", "run X on a test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = tmp_path / "page.md"
-    page.write_text(f"# T\n\nintro\n\n{bench.RESULTS_START}\nprevious results\n{bench.RESULTS_END}\n\nafter\n")
+    page.write_text("# T\n\nintro\n\n<!-- bench:results -->\nprevious results\n<!-- /bench:results -->\n\nafter\n")
     bench.publish(records(), png, page, "run X on a test")
     text = page.read_text()
     assert text.startswith("# T\n\nintro\n\n") and text.endswith("\n\nafter\n") and "previous results" not in text
