@@ -126,7 +126,9 @@ class BuildkitdConfig:
                    {"type": "firewall"},
                    {"type": "bandwidth", "ingressRate": self.bandwidth, "ingressBurst": self.bandwidth // 8,
                     "egressRate": self.bandwidth, "egressBurst": self.bandwidth // 8}]
-        return json.dumps({"cniVersion": "1.0.0", "name": "buildkit", "plugins": plugins}, indent=2) + "\n"
+        # named after its bridge: two builders' networks on one host do not share a name
+        return json.dumps({"cniVersion": "1.0.0", "name": self.bridge_name or DEFAULT_BRIDGE, "plugins": plugins},
+                          indent=2) + "\n"
 
     def to_toml(self) -> str:
         doc = tomlkit.document()

@@ -101,8 +101,8 @@ def _build_all(client: Buildctl, contexts: list[Path], what: str) -> list[str]:
 
 def canary_config(live: Path, scratch: Path, debug_port: int) -> Path:
     """This builder's buildkitd.toml as it is on disk, for a throwaway daemon: its own
-    root, socket, debug address and bridge (or CNI network list), no cgroup parent;
-    refused unless the result names none of the live daemon's places."""
+    root, socket, debug address and bridge (or CNI network list), no TLS, no cgroup
+    parent; everything else as the live daemon has it."""
     import json
 
     import tomlkit
@@ -129,12 +129,6 @@ def canary_config(live: Path, scratch: Path, debug_port: int) -> Path:
             oci["cniConfigPath"] = str(scratch / "cni.conflist")
     out = scratch / "buildkitd.toml"
     files.atomic_write(out, tomlkit.dumps(doc))
-    import tomllib
-
-    got = tomllib.loads(out.read_text())
-    if got.get("root") != str(root) or got["grpc"]["address"] != [f"unix://{socket}"]:
-        raise UpgradeError(f"the canary's configuration would share the live daemon's root or socket ({live})",
-                           "nothing was started; check buildkitd.toml (the configure runbook writes it)")
     return out
 
 

@@ -22,7 +22,7 @@ from ..core import layout as layout_mod
 from ..core.errors import KitError
 from ..core.layout import Layout
 from ..core.units import parse_duration
-from ..daemon import install, recovery
+from ..daemon import recovery
 from ..daemon.buildctl import Buildctl
 from ..daemon.contexts import context_with_base
 from ..production import access, ca, hosts, rehearsal
@@ -43,11 +43,7 @@ class HostBox:
 
     @property
     def buildctl(self) -> Buildctl:
-        bundle = self.work / "bundle"
-        tls = {"ca.pem": bundle / "ca.pem", "cert.pem": bundle / "cert.pem", "key.pem": bundle / "key.pem",
-               "servername": self.remote["servername"]}
-        return Buildctl(install.built_with_go(install.BUILDKIT_VERSION) / "buildctl", self.remote["remote_address"],
-                        tls=tls)
+        return access.client(self.remote, self.work / "bundle")
 
     def context(self, nonce: str = "", sleep: float = 0) -> Path:
         ctx = Path(tempfile.mkdtemp(prefix="ctx-", dir=self.work))

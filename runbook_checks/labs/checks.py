@@ -12,7 +12,7 @@ from typing import Iterator
 from ..core import layout as layout_mod
 from ..core.clock import wait_until
 from ..core.errors import LabError
-from ..daemon import install, recovery, service
+from ..daemon import recovery, service
 from ..daemon.buildctl import Buildctl
 from ..production import access, hosts, rehearsal
 from .catalogue import Finding, expect
@@ -78,10 +78,7 @@ def host_layout(name: str) -> layout_mod.Layout:
 
 def bundle_client(name: str, bundle: Path) -> Buildctl:
     """buildctl through the host's front door with the bundle in `bundle` (ca.pem, cert.pem, key.pem)."""
-    remote = access.remote(host_layout(name))
-    tls = {"ca.pem": str(bundle / "ca.pem"), "cert.pem": str(bundle / "cert.pem"), "key.pem": str(bundle / "key.pem"),
-           "servername": remote["servername"]}
-    return Buildctl(install.built_with_go(install.BUILDKIT_VERSION) / "buildctl", remote["remote_address"], tls=tls)
+    return access.client(access.remote(host_layout(name)), bundle)
 
 
 def builds_through_the_front_door(name: str, bundle: Path, team: str) -> Finding:

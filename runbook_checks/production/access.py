@@ -418,6 +418,17 @@ def installation(host: str = "", state_dir: str = "", trust_level: str = "") -> 
     return layout_mod.production(state_dir or "/", trust_level), None
 
 
+def client(remote: dict[str, str], bundle: Path | dict[str, Path], binary: Path | None = None) -> Buildctl:
+    """buildctl through a front door (`remote`: remote.json's address and server name)
+    with a team's bundle: a directory of ca.pem, cert.pem and key.pem, or those three
+    paths; the kit's own buildctl unless `binary`."""
+    from ..daemon import install
+
+    paths = bundle if isinstance(bundle, dict) else {name: bundle / name for name in ca.BUNDLE}
+    return Buildctl(binary or install.built_with_go(install.BUILDKIT_VERSION) / "buildctl", remote["remote_address"],
+                    tls={**{k: str(v) for k, v in paths.items()}, "servername": remote["servername"]})
+
+
 def remote(layout: Layout) -> dict[str, str]:
     try:
         return json.loads(remote_path(layout).read_text())

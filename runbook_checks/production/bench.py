@@ -30,11 +30,6 @@ BENCH_TEAM = "kit-bench"
 OVERHEAD_SHARE, OVERHEAD_FLOOR_MS, FIRST_BUILD_S = 0.10, 50.0, 60.0
 
 
-def tls_client(binary: Path, bundle: dict[str, Path], remote: dict[str, str]) -> Buildctl:
-    return Buildctl(binary, remote["remote_address"], tls={**{k: str(v) for k, v in bundle.items()},
-                                                            "servername": remote["servername"]})
-
-
 def cached_build(client: Buildctl, ctx: Path) -> float:
     result = client.build(ctx, timeout=300)
     if result.cached_steps != len(result.steps):
@@ -46,7 +41,7 @@ def cached_build(client: Buildctl, ctx: Path) -> float:
 def frontdoor_cost(layout: Layout, rounds: int = ROUNDS) -> dict[str, Any]:
     """On the host: `rounds` warm builds on each path, alternating (so drift hits both)."""
     socket = Buildctl.for_layout(layout)
-    door = tls_client(layout.buildctl, access.probe_paths(layout), access.remote(layout))
+    door = access.client(access.remote(layout), access.probe_paths(layout), layout.buildctl)
     times: dict[str, list[float]] = {"socket": [], "frontdoor": []}
     with tempfile.TemporaryDirectory(prefix="bk-bench-") as tmp:
         ctx = context_with_base(Path(tmp), DOCKERFILE)
@@ -67,7 +62,7 @@ def first_build(layout: Layout, binary: Path, host=None, say: Callable[[str], No
         bundle_dir = ca.write_bundle(ca.issue(layout, BENCH_TEAM, days=1), Path(tmp) / "bundle")
         issued = time.monotonic() - start
         ctx = context_with_base(Path(tmp) / "ctx", DOCKERFILE)
-        client = tls_client(binary, {n: bundle_dir / n for n in ca.BUNDLE}, remote)
+        client = access.client(remote, bundle_dir, binary)
         try:
             client.build(ctx, timeout=300)
             total = time.monotonic() - start

@@ -200,7 +200,7 @@ def run(host, workload: str = "small", concurrency: tuple[int, ...] = (1, 2, 4, 
     bundles = Path(tempfile.mkdtemp(prefix="bk-scaling-bundles-"))
     for team in teams:
         bundle = ca.write_bundle(ca.issue(layout, team, days=1), bundles / team)
-        clients[team] = bench.tls_client(binary, {n: bundle / n for n in ca.BUNDLE}, remote)
+        clients[team] = access.client(remote, bundle, binary)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     record: dict[str, Any] = {"host": host.name, "workload": workload, "per_team": per_team}
     try:

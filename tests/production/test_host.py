@@ -68,9 +68,7 @@ def remote(host, layout):
 
 
 def client(bundle: Path, remote: dict) -> Buildctl:
-    tls = {"ca.pem": bundle / "ca.pem", "cert.pem": bundle / "cert.pem", "key.pem": bundle / "key.pem",
-           "servername": remote["servername"]}
-    return Buildctl(install.built_with_go(install.BUILDKIT_VERSION) / "buildctl", remote["remote_address"], tls=tls)
+    return access.client(remote, bundle)
 
 
 def build(bundle: Path, remote: dict):

@@ -75,7 +75,9 @@ def test_a_bandwidth_limit_runs_the_bridge_as_a_cni_network_list(tmp_path):
     oci = doc["worker"]["oci"]
     assert oci["networkMode"] == "cni" and oci["cniConfigPath"] == str(config.cni_config_path(lay(tmp_path, "production")))
     assert "bridgeName" not in oci and "bridgeSubnet" not in oci
-    plugins = json.loads(cfg.cni_conflist())["plugins"]
+    network = json.loads(cfg.cni_conflist())
+    plugins = network["plugins"]
+    assert network["name"] == "buildkit0"  # its bridge's: a trust level's list is named bk-LEVEL
     assert [p["type"] for p in plugins] == ["bridge", "firewall", "bandwidth"]
     assert plugins[0]["ipam"]["ranges"] == [[{"subnet": "10.10.0.0/16"}]] and plugins[0]["bridge"] == "buildkit0"
     assert plugins[2]["ingressRate"] == plugins[2]["egressRate"] == 100_000_000
