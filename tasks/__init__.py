@@ -20,7 +20,7 @@ ns = Collection(
     Collection("host", hosts.up, hosts.down, hosts.list_, hosts.shell),
     Collection("certs", access.issue, access.revoke, access.list_),
     Collection("pool", pool.status, pool.drain, pool.ready),
-    Collection("report", access.audit, access.adoption),
+    Collection("report", access.audit, access.adoption, access.tuning),
     Collection("scan", scan.scanner),
     Collection("drill", drill.list_, drill.run),
     Collection("lab", training.list_, training.start, training.check, training.hint, training.solve, training.reset,

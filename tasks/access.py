@@ -157,3 +157,47 @@ def adoption(c, host="", state_dir="", since="30d", json_=False, publish=False, 
         out.print(f"no builds since {result['since']}; report: {out_path}", soft_wrap=True)
     if json_:
         print(json.dumps(result, indent=2))
+
+
+@task(help={**WHERE, "profile": "the profile the builder was set up with: its values are the current ones"
+                                " (default production)", "json": "print the proposals and the evidence as JSON"})
+@refusals
+def tuning(c, host="", state_dir="", profile="production", json_=False, trust_level=""):
+    """What the builder measured about itself (memory limit hits, CPU throttling, queue
+    waits, cache hits, cache size and disk), and the parameter changes that evidence asks
+    for: each a --set to pass to its runbook in check mode first."""
+    from rich.table import Table
+
+    from runbook_checks.core import profiles
+    from runbook_checks.core.paths import PROJECT_ROOT
+    from runbook_checks.production import hosts
+    from runbook_checks.reports import tuning as advisor
+
+    layout, h = access.installation(host, state_dir, trust_level)
+    if h is not None:
+        argv = [sys.executable, "-m", "runbook_checks.reports.tuning", *([trust_level] if trust_level else [])]
+        evidence = json.loads(hosts.run_in(h, argv, cwd=str(PROJECT_ROOT), timeout=300).stdout.strip()
+                              .splitlines()[-1])
+    else:
+        evidence = advisor.gather(layout)
+    sets = [f"trust_level={trust_level}"] if trust_level else []
+    current = {}
+    for runbook, keys in advisor.PARAMETERS.items():
+        values = profiles.resolve(runbook, profile, "check", sets)
+        current.update({k: values.get(k) for k in keys})
+    proposals, notes = advisor.advise(evidence, current)
+    if json_:
+        print(json.dumps(advisor.as_json(proposals, notes, evidence), indent=2))
+        return
+    table = Table(title=f"tuning {layout.name}{' on ' + h.name if h else ''}", title_justify="left")
+    for col in ("parameter", "now", "proposed", "try it (check mode)", "evidence"):
+        table.add_column(col, overflow="fold")
+    where = f" --host {h.name}" if h else ""
+    for p in proposals:
+        level = f" --set trust_level={trust_level}" if trust_level else ""
+        table.add_row(p.parameter, p.current, p.proposed,
+                      f"invoke runbook {p.runbook} --profile {profile}{level} --set {p.set}{where}", p.evidence)
+    console().print(table if proposals else "nothing to change: the evidence asks for no parameter change",
+                    highlight=False)
+    for note in notes:
+        console().print(f"note: {note}", highlight=False)

@@ -382,6 +382,25 @@ def test_each_limit_is_hit_by_a_build_inside_the_builders_slice(host, tmp_path):
     assert "inside buildkit.slice with the daemon" in step["message"], step
 
 
+def test_the_tuning_advisor_asks_for_the_limit_the_builder_hit(host, tmp_path):
+    """After the limits runbook hit the tight builder's limits (the test above): the
+    advisor reads its slice's counters and proposes a larger memory_max with the
+    evidence, and that --set, passed to install in check mode, changes the slice."""
+    profile = tmp_path / "tight.yaml"
+    profile.write_text(TIGHT)
+    proc = invoke("report.tuning", "--host", NAME, "--profile", str(profile), "--trust-level", "tight", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["evidence"]["slice"] == "buildkit_tight.slice" and out["evidence"]["memory_limit_hits"] >= 1
+    assert out["evidence"]["history"]["builds"] >= 3 and out["evidence"]["usage"]["cpu_throttled_periods"] > 0
+    memory = next(p for p in out["proposals"] if p["parameter"] == "memory_max")
+    assert (memory["current"], memory["proposed"], memory["runbook"]) == ("256MiB", "384MiB", "install"), memory
+    assert "hit its memory limit" in memory["evidence"]
+    report = run("install", "check", "trust_level=tight", memory["set"], profile=str(profile))
+    step = next(s for s in report["steps"] if s["name"] == "service definition")
+    assert step["status"] == "changed" and "+MemoryMax=384MiB" in step["diff"], step
+
+
 def test_a_high_priority_build_leaves_the_queue_before_earlier_low_ones(host, remote, tmp_path):
     """One slot at the front door: dev's first build holds it, dev's second then release's
     queue behind it; release (high) starts before dev (low) although it came later, every
