@@ -82,6 +82,10 @@ def render_units(layout: Layout, limits: Limits, tcp_address: str = "", prefix: 
         ExecStart={exe} --config {config} --addr fd://{tcp}
         Restart=on-failure
         RestartSec=2s
+        # buildkitd exits 1 on SIGTERM ("got SIGTERM/SIGINT, forcing shutdown"): a stop is
+        # not a failure, and an exit 1 nobody asked for is still restarted
+        SuccessExitStatus=1
+        RestartForceExitStatus=1
         TimeoutStopSec=60s
         KillMode=mixed
         Delegate=yes

@@ -211,6 +211,8 @@ def switch(layout: Layout, manager, from_version: str, to_version: str, apply: b
     """The target's binaries into the bin directory, the daemon restarted on them."""
     if from_version == to_version:
         return Outcome.skipped("nothing to switch")
+    if manager is None:
+        return Outcome.skipped(f"rendered under {layout.state_dir}: the daemon runs on the build server, not here")
     if not apply:
         return Outcome.changed(f"would switch {layout.bin_dir} to {to_version} and restart the daemon")
     _use(layout, to_version)
@@ -227,7 +229,7 @@ def verify(layout: Layout, manager, from_version: str, to_version: str, given: l
            timeout: float = 60) -> Outcome:
     """The daemon says it is the target version and builds the canary contexts; else
     roll back."""
-    if from_version == to_version:
+    if from_version == to_version or manager is None:
         return Outcome.skipped("nothing switched")
     if not apply:
         return Outcome.changed(f"would check that the daemon says {to_version} and builds the canary")

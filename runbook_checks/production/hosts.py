@@ -31,6 +31,7 @@ from pathlib import Path
 from ..core import files
 from ..core.errors import HostError
 from ..core.paths import PROJECT_ROOT, cache_dir
+from ..daemon.cgroups import CGROUP_ROOT
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -296,6 +297,20 @@ def boot(host: Host) -> None:
     wait_for(host)
 
 
+def one_at_a_time(name: str) -> None:
+    """On a cgroup v1 machine the recipe hands each host the machine's cgroup hierarchies
+    whole, so two running hosts' units of one name are one cgroup (seen: `systemctl kill
+    buildkit.service` failing with "Input/output error" on the other host's process, which
+    is pid 0 in this one's namespace). A second host is refused, naming the first."""
+    if not (CGROUP_ROOT / "memory").is_dir():  # cgroup v2: each host gets a subtree of its own
+        return
+    running = [h.name for h in every() if h.name != name and leader(h)]
+    if running:
+        raise HostError(f"the rehearsal host {running[0]} is running, and on this cgroup v1 machine two hosts share"
+                        " the machine's cgroup hierarchies: their builders' units would be one cgroup",
+                        f"power it off first: invoke host.down {running[0]}")
+
+
 def up(name: str, progress=print) -> tuple[Host, bool]:
     """The host running (created the first time): (host, whether anything was done)."""
     check_name(name)
@@ -304,8 +319,10 @@ def up(name: str, progress=print) -> tuple[Host, bool]:
         host = load(name)
         if leader(host):
             return host, False
+        one_at_a_time(name)
         boot(host)
         return host, True
+    one_at_a_time(name)
     used = {h.index for h in every()}
     index = next(i for i in range(1, 250) if i not in used)
     tarball = base_tarball(progress)

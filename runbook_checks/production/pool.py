@@ -4,8 +4,8 @@ and takes no new ones: its teams hash to the next builder on the ring) and putti
 back. Through HAProxy's admin socket, on the host itself; a drained builder stays
 drained across the front door's reloads (its server-state file).
 
-`python -m runbook_checks.production.pool status|drain NAME|ready NAME` is what
-`invoke pool.*` runs inside a rehearsal host."""
+`python -m runbook_checks.production.pool status|drain NAME|ready NAME|slots N` is
+what `invoke pool.*` (and the scaling benchmark) runs inside a rehearsal host."""
 
 from __future__ import annotations
 
@@ -114,19 +114,33 @@ def ready(layout: Layout, name: str) -> dict:
     return _find(layout, name)
 
 
-def run(host, command: str, builder: str = "", timeout: float = 3600,
+def slots(layout: Layout, count: str) -> list[dict]:
+    """Every builder's build slots (its server's maxconn) set to `count` in the running
+    front door, 0: no queue; until its next reload, which reads the configuration's
+    again (the scaling benchmark's queue blocks)."""
+    if not count.isdigit():
+        raise AccessError(f"slots {count!r} is not a number of builds", "give 0 (no queue) or more")
+    for row in builders(layout):
+        answer = admin(layout, f"set maxconn server {BACKEND}/{row['builder']} {count}").strip()
+        if answer:
+            raise AccessError(f"the front door refused maxconn {count} for {row['builder']}: {answer}",
+                              f"read journalctl -u {layout.unit('frontdoor')}")
+    return builders(layout)
+
+
+def run(host, command: str, target: str = "", timeout: float = 3600,
         progress: Callable[[str], None] = lambda m: None) -> dict | list:
-    """status, drain or ready on this machine's front door (host None), or inside a
-    rehearsal host's."""
+    """status, drain BUILDER, ready BUILDER or slots COUNT on this machine's front door
+    (host None), or inside a rehearsal host's."""
     from ..core import layout as layout_mod
     from ..core.paths import PROJECT_ROOT
     from . import hosts
 
     if host is None:
         layout = layout_mod.production("/")
-        return builders(layout) if command == "status" else \
-            drain(layout, builder, timeout, progress) if command == "drain" else ready(layout, builder)
-    argv = [sys.executable, "-m", __name__, command, *([builder] if builder else []), "--timeout", str(timeout)]
+        return {"status": lambda: builders(layout), "drain": lambda: drain(layout, target, timeout, progress),
+                "ready": lambda: ready(layout, target), "slots": lambda: slots(layout, target)}[command]()
+    argv = [sys.executable, "-m", __name__, command, *([target] if target else []), "--timeout", str(timeout)]
     proc = hosts.run_in(host, argv, cwd=str(PROJECT_ROOT), check=False, timeout=timeout + 60)
     for line in proc.stderr.splitlines():
         progress(line)
@@ -142,14 +156,14 @@ def run(host, command: str, builder: str = "", timeout: float = 3600,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runbook_checks.production.pool")
-    parser.add_argument("command", choices=("status", "drain", "ready"))
-    parser.add_argument("builder", nargs="?", default="")
+    parser.add_argument("command", choices=("status", "drain", "ready", "slots"))
+    parser.add_argument("target", nargs="?", default="", help="the builder (drain, ready), or a count (slots)")
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)
     try:
-        if args.command != "status" and not args.builder:
+        if args.command != "status" and not args.target:
             raise AccessError(f"{args.command} needs the builder's name", "see them: invoke pool.status")
-        out = run(None, args.command, args.builder, args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
+        out = run(None, args.command, args.target, args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
     except AccessError as exc:
         print(json.dumps({"problem": exc.problem, "fix": exc.fix}))
         return 2

@@ -9,8 +9,9 @@ for the sizing guide:
   the front door's queue starts to grow: max_concurrent_builds belongs near it);
 - the pool: the same burst over 1, 2 and 4 builders behind the front door (consistent
   hashing on the team), builds per minute and where they ran;
-- the queue's own cost: a build that does not wait, through a front door with a queue
-  (max_concurrent_builds) and without, alternated; target within 5%.
+- the queue's own cost: a build that does not wait, through the front door with 16
+  build slots per builder and with no limit (set in the running front door, ABBA
+  blocks); target within 5%.
 
 Builds go through the front door from this side with team certificates, the way teams'
 builds come. The workload is one of workloads/ built on the local busybox base (a
@@ -168,7 +169,7 @@ def run(host, workload: str = "small", concurrency: tuple[int, ...] = (1, 2, 4, 
     makes it, and the benchmark's pool builders stopped."""
     from ..core import layout as layout_mod
     from ..daemon import install
-    from . import access, auditlog, bench, ca, hosts, rehearsal
+    from . import access, auditlog, bench, ca, hosts, pool, rehearsal
 
     layout = layout_mod.production(host.rootfs)
     binary = install.built_with_go(install.BUILDKIT_VERSION) / "buildctl"
@@ -220,6 +221,17 @@ def run(host, workload: str = "small", concurrency: tuple[int, ...] = (1, 2, 4, 
         record["concurrency"] = rows
         cores = int(hosts.run_in(host, ["nproc"]).stdout.strip() or 1)
         record["sizing"] = sizing(rows, cores)
+        times: dict[str, list[float]] = {"straight": [], "queued": []}
+        with tempfile.TemporaryDirectory(prefix="bk-scaling-q-") as tmp:
+            ctx = workload_context(workload, Path(tmp), f"{stamp}-queue")
+            client = clients[teams[0]]
+            client.build(ctx, timeout=300)  # warm
+            for which in ("straight", "queued", "queued", "straight"):  # ABBA: drift hits both
+                pool.run(host, "slots", "16" if which == "queued" else "0")  # the running front door's
+                times[which] += [bench.cached_build(client, ctx) for _ in range(rounds)]
+        access.reload_after_revocation(layout, host)  # the configuration's slots again
+        record["queue"] = queue_cost(times)
+        say(f"queue overhead on a build that does not wait: {record['queue']['overhead'] * 100:+.1f}%")
         pool_rows = []
         for n in builders:
             runbook("access", f"pool=[{','.join(members[:n - 1])}]")
@@ -235,16 +247,6 @@ def run(host, workload: str = "small", concurrency: tuple[int, ...] = (1, 2, 4, 
             pool_rows.append({"builders": n, **result, "per_builder": spread})
             say(f"{n} builder(s): {result['builds_per_min']} builds/min ({', '.join(f'{k} {v}' for k, v in spread.items())})")
         record["pool"] = pool_rows
-        times: dict[str, list[float]] = {"straight": [], "queued": []}
-        with tempfile.TemporaryDirectory(prefix="bk-scaling-q-") as tmp:
-            ctx = workload_context(workload, Path(tmp), f"{stamp}-queue")
-            for which in ("straight", "queued", "queued", "straight"):  # ABBA: drift hits both
-                runbook("access", "pool=[]", f"max_concurrent_builds={16 if which == 'queued' else 0}")
-                client = clients[teams[0]]
-                client.build(ctx, timeout=300)  # warm
-                times[which] += [bench.cached_build(client, ctx) for _ in range(rounds)]
-        record["queue"] = queue_cost(times)
-        say(f"queue overhead on a build that does not wait: {record['queue']['overhead'] * 100:+.1f}%")
     finally:
         for team in teams:
             ca.revoke(layout, team)

@@ -102,6 +102,15 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def test_a_second_host_is_refused_while_one_runs(host):
+    """This machine is cgroup v1: two running hosts would share its cgroup hierarchies, and
+    their builders' units would be one cgroup. Refused before anything is made."""
+    proc = invoke("host.up", "kitci2")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"the rehearsal host {NAME} is running" in proc.stderr and f"invoke host.down {NAME}" in proc.stderr
+    assert not (hosts.hosts_dir() / "kitci2").exists()
+
+
 def test_first_apply_reports_the_facts_other_tools_use(host, layout):
     h, reports = host
     assert reports["verify"]["facts"]["manager"] == reports["access"]["facts"]["manager"] == "systemd"
@@ -398,7 +407,7 @@ def test_the_tuning_advisor_asks_for_the_limit_the_builder_hit(host, tmp_path):
     assert "hit its memory limit" in memory["evidence"]
     report = run("install", "check", "trust_level=tight", memory["set"], profile=str(profile))
     step = next(s for s in report["steps"] if s["name"] == "service definition")
-    assert step["status"] == "changed" and "+MemoryMax=384MiB" in step["diff"], step
+    assert step["status"] == "changed" and f"+MemoryMax={384 * 2**20}" in step["diff"], step  # systemd's bytes
 
 
 def test_a_high_priority_build_leaves_the_queue_before_earlier_low_ones(host, remote, tmp_path):
@@ -449,7 +458,7 @@ POOL = str(PROJECT_ROOT / "docs/examples/pool.yaml")
 POOL_TEAMS = ("web", "mobile", "data", "release", "ml", "infra")
 
 
-def test_a_pool_keeps_each_team_on_one_builder_and_drains_one_for_maintenance(host, remote, tmp_path):
+def test_a_pool_keeps_each_team_on_one_builder_and_drains_one_for_maintenance(host, layout, remote, tmp_path):
     """docs/examples/pool.yaml: the host's builder and b2 behind one front door. Six teams
     build twice each: each team's builds land on one builder (the audit log names it, and
     that builder's history holds them), both builders serve, and the second build is
@@ -469,7 +478,7 @@ def test_a_pool_keeps_each_team_on_one_builder_and_drains_one_for_maintenance(ho
         assert "a pool of 2 builders" in step["message"] and "buildkit, buildkit-b2" in step["message"], step
         assert (h.rootfs / "etc/buildkit-b2/buildkitd.toml").exists()
         assert "SocketGroup=buildkit\n" in (h.rootfs / "etc/systemd/system/buildkit-b2.socket").read_text()
-        bundles = {team: issue(team, tmp_path) for team in POOL_TEAMS}
+        bundles = {team: ca.write_bundle(ca.issue(layout, team), tmp_path / team) for team in POOL_TEAMS}
 
         def solve(team: str, text: str) -> bool:
             """A build of `team`; whether its RUN step was cached."""
