@@ -5,6 +5,7 @@ buildkitd), start / restart / roll back, and readiness."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import textwrap
@@ -155,10 +156,31 @@ def check_debug_port(layout: Layout, manager, port: int) -> Outcome:
     return Outcome.ok(f"127.0.0.1:{port} is free", debug_address=f"127.0.0.1:{port}")
 
 
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, below the kernel's ephemeral range: a port from that
+    range can be taken as the source port of some outgoing connection before the server
+    it is for binds it (seen in CI: versitygw's "bind: address already in use"). Never
+    the same port twice in one process."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = random.randint(20000, max(20001, low - 1))
+        if port in _HANDED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
+        return port
+    raise ServiceError(f"no free port on 127.0.0.1 between 20000 and {low} after 500 tries",
+                       "stop what holds them, or set the *_port parameters yourself")
 
 
 def log_offset(path: Path) -> int:

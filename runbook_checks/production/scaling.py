@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from ..core import figures
 from ..core.errors import KitError, ScalingError
-from ..core.paths import WORKLOADS_DIR
+from ..core.paths import PROJECT_ROOT, WORKLOADS_DIR
 from ..daemon import cgroups
 from ..daemon.buildctl import Buildctl
 from ..daemon.contexts import BASE_STAGE, busybox_rootfs
@@ -188,7 +188,7 @@ def run(host, workload: str = "small", concurrency: tuple[int, ...] = (1, 2, 4, 
 
     def counters(reset: bool = False) -> dict[str, Any]:
         argv = [sys.executable, "-m", __name__, "counters", *(["--reset"] if reset else []), layout.slice]
-        proc = hosts.run_in(host, argv, cwd=str(Path(__file__).resolve().parents[2]), timeout=60)
+        proc = hosts.run_in(host, argv, cwd=str(PROJECT_ROOT), timeout=60)
         return json.loads(proc.stdout.strip().splitlines()[-1])[layout.slice]
 
     for member in members:

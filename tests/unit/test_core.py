@@ -28,3 +28,19 @@ def test_tree_bytes_counts_regular_files_only(tmp_path):
     assert tree_bytes(tmp_path / "two") == 20
     assert tree_bytes(tmp_path / "dirlink") == 0
     assert tree_bytes(tmp_path / "absent") == 0
+
+
+def test_a_free_port_is_below_the_ephemeral_range_free_and_never_handed_twice():
+    """Outgoing connections take their source ports from the ephemeral range: a port
+    handed out from there could be taken before its server binds it."""
+    import socket
+    from pathlib import Path
+
+    from runbook_checks.daemon import service
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [service.free_port() for _ in range(30)]
+    assert len(set(ports)) == 30 and all(20000 <= p < low for p in ports)
+    for port in ports[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free when handed out
