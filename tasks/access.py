@@ -168,7 +168,6 @@ def tuning(c, host="", state_dir="", profile="production", json_=False, trust_le
     for: each a --set to pass to its runbook in check mode first."""
     from rich.table import Table
 
-    from runbook_checks.core import profiles
     from runbook_checks.core.paths import PROJECT_ROOT
     from runbook_checks.production import hosts
     from runbook_checks.reports import tuning as advisor
@@ -180,12 +179,7 @@ def tuning(c, host="", state_dir="", profile="production", json_=False, trust_le
                               .splitlines()[-1])
     else:
         evidence = advisor.gather(layout)
-    sets = [f"trust_level={trust_level}"] if trust_level else []
-    current = {}
-    for runbook, keys in advisor.PARAMETERS.items():
-        values = profiles.resolve(runbook, profile, "check", sets)
-        current.update({k: values.get(k) for k in keys})
-    proposals, notes = advisor.advise(evidence, current)
+    proposals, notes = advisor.advise(evidence, advisor.current(profile, trust_level))
     if json_:
         print(json.dumps(advisor.as_json(proposals, notes, evidence), indent=2))
         return

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from ..core import figures
 from ..core.errors import KitError, ScalingError
 from ..core.paths import PROJECT_ROOT, WORKLOADS_DIR
+from ..core.units import p95
 from ..daemon import cgroups
 from ..daemon.buildctl import Buildctl
 from ..daemon.contexts import BASE_STAGE, busybox_rootfs
@@ -98,10 +99,9 @@ def burst(clients: dict[str, Buildctl], per_team: int, workload: str, tag: str) 
     if errors:
         raise ScalingError(f"{len(errors)} build(s) failed under load: {errors[0]}",
                            "read the audit log (invoke report.audit --host HOST --since 1h) and the builder's journal")
-    ordered = sorted(seconds)
     return {"teams": len(clients), "builds": len(seconds), "wall_s": round(wall, 3),
-            "builds_per_min": round(len(seconds) / wall * 60, 2), "median_s": round(statistics.median(ordered), 3),
-            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3)}
+            "builds_per_min": round(len(seconds) / wall * 60, 2), "median_s": round(statistics.median(seconds), 3),
+            "p95_s": round(p95(seconds), 3)}
 
 
 def queue_cost(times: dict[str, list[float]]) -> dict[str, Any]:

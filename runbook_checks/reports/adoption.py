@@ -21,6 +21,7 @@ from typing import Any
 
 from ..core import figures
 from ..core.errors import KitError
+from ..core.units import p95
 
 TOP = 5
 
@@ -68,11 +69,6 @@ def builds(entries: list[dict[str, Any]], records: dict[str, dict[str, Any]]) ->
     return rows
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
-
-
 def report(rows: list[dict[str, Any]], since: float, first_seen: dict[str, str]) -> dict[str, Any]:
     """What the rows say: per team, per day, the Dockerfiles. `first_seen`: each team's
     first entry in the whole audit log (a team first seen after `since` is new)."""
@@ -86,7 +82,7 @@ def report(rows: list[dict[str, Any]], since: float, first_seen: dict[str, str])
         teams[team] = {"builds": len(mine), "ok": sum(r["ok"] for r in mine), "failed": sum(not r["ok"] for r in mine),
                        "success_rate": round(sum(r["ok"] for r in mine) / len(mine), 3),
                        "median_s": round(statistics.median(seconds), 3) if seconds else 0.0,
-                       "p95_s": round(_p95(seconds), 3),
+                       "p95_s": round(p95(seconds), 3),
                        "cache_hit_ratio": round(sum(r["cached_steps"] for r in mine) / total, 3) if total else 0.0,
                        "first_seen": seen, "new": _dt.datetime.fromisoformat(seen).timestamp() >= since}
     days: dict[str, dict[str, int]] = {}

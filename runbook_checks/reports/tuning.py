@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..core.layout import Layout
-from ..core.units import parse_duration, parse_size
+from ..core.units import p95, parse_duration, parse_size
 
 THROTTLED_SHARE = 0.25  # of the CFS periods the slice ran in
 QUEUE_WAITED_SHARE, QUEUE_P95_MS = 0.2, 10_000
@@ -56,11 +56,6 @@ class Proposal:
 # --------------------------------------------------------------------------------------
 # the evidence, where the builder runs
 # --------------------------------------------------------------------------------------
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
-
-
 def gather(layout: Layout) -> dict[str, Any]:
     """What the builder on this machine measured about itself."""
     from ..daemon import cgroups, pressure
@@ -92,7 +87,7 @@ def gather(layout: Layout) -> dict[str, Any]:
                         "cached_steps": sum(int(r.get("numCachedSteps", 0)) for r in history),
                         "total_steps": sum(int(r.get("numTotalSteps", 0)) for r in history)},
             "queue": {"connections": len(queue), "waited": sum(1 for q in queue if q > 0),
-                      "p95_wait_ms": _p95([float(q) for q in queue])},
+                      "p95_wait_ms": p95([float(q) for q in queue])},
             "max_parallelism": int(oci.get("max-parallelism", 0) or 0)}
 
 
@@ -117,6 +112,19 @@ def _size(n: float) -> str:
 
 def _hours(seconds: float) -> str:
     return f"{max(1, int(seconds // 3600))}h"
+
+
+def current(profile: str, trust_level: str = "") -> dict[str, Any]:
+    """The PARAMETERS as `profile` gives them to their runbooks (for the builder of
+    `trust_level`): what the proposals change."""
+    from ..core import profiles
+
+    sets = [f"trust_level={trust_level}"] if trust_level else []
+    out: dict[str, Any] = {}
+    for runbook, keys in PARAMETERS.items():
+        values = profiles.resolve(runbook, profile, "check", sets)
+        out.update({k: values.get(k) for k in keys})
+    return out
 
 
 def advise(evidence: dict[str, Any], current: dict[str, Any]) -> tuple[list[Proposal], list[str]]:

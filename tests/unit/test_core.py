@@ -44,3 +44,9 @@ def test_a_free_port_is_below_the_ephemeral_range_free_and_never_handed_twice():
     for port in ports[:5]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # free when handed out
+
+
+def test_p95_is_the_nearest_rank_and_nothing_for_no_values():
+    from runbook_checks.core.units import p95
+
+    assert p95(range(1, 101)) == 96 and p95([3.0]) == 3.0 and p95([]) == 0.0

@@ -55,3 +55,11 @@ def test_what_no_parameter_fixes_is_a_note():
     assert any("CPU is saturated" in n for n in notes) and any("20 of 50 builds" in n for n in notes)
     # nothing to compare with: no proposal
     assert tuning.advise(evidence(memory_limit_hits=2), {**CURRENT, "memory_max": ""}) == ([], [])
+
+
+def test_the_current_values_come_from_the_profile_for_the_builder_asked_about():
+    assert tuning.current("production") == {"memory_max": "16GiB", "cpu_quota": "400%", "max_parallelism": 8,
+                                            "max_concurrent_builds": 16, "prune_keep_storage": "50GB",
+                                            "prune_keep_duration": "7d"}
+    level = tuning.current("docs/examples/trust-levels.yaml", "untrusted")
+    assert (level["memory_max"], level["cpu_quota"], level["max_parallelism"]) == ("4GiB", "100%", 2)
