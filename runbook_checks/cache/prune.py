@@ -4,26 +4,20 @@
   profile, reporting the bytes it freed (measured with `buildctl du` before and after);
 - the local registry: cache tags beyond the newest N, or older than D, are deleted and
   the registry garbage-collected;
-- the S3 bucket: objects older than D are removed (BuildKit never deletes there);
-- production: a systemd timer that runs the prune runbook on a schedule.
+- the S3 bucket: objects older than D are removed (BuildKit never deletes there).
+
+On a systemd host the prune job of the maintenance schedule runs it (daemon.schedule).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import sys
-import tempfile
-import textwrap
-from pathlib import Path
 
-from ..core import files
-from ..core.errors import KitError, ParameterError, PruneError
+from ..core.errors import ParameterError, PruneError
 from ..core.layout import Layout
 from ..core.params import Semantics
-from ..core.paths import PROJECT_ROOT
 from ..core.results import Outcome
 from ..daemon.buildctl import Buildctl
-from ..daemon.systemd import verify_units
 from . import registry, s3
 
 # BuildKit's s3 cache re-uploads ("touches") a blob a build still uses once it is older
@@ -172,64 +166,3 @@ def s3_retention(layout: Layout, params: Semantics, apply: bool) -> Outcome:
                              "an export that finds a blob younger than a day reuses it without re-uploading it:"
                              " keep objects longer, e.g. s3_max_age=14d")
     return store.expire(params.cache_bucket, params.cache_prefix, params.s3_max_age, apply)
-
-
-# --------------------------------------------------------------------------------------
-# production: a systemd timer
-# --------------------------------------------------------------------------------------
-def render_timer(layout: Layout, schedule: str) -> dict[str, str]:
-    """NAME-prune.service (oneshot: the prune runbook, production profile, apply, for
-    this builder) and NAME-prune.timer."""
-    level = f" --set trust_level={layout.trust_level}" if layout.trust_level else ""
-    service = textwrap.dedent(f"""\
-        # Managed by buildkit-ops (runbook: prune).
-        [Unit]
-        Description=buildkit-ops: prune the build cache and expire remote cache ({layout.name})
-        After={layout.unit()}
-        Requires={layout.unit()}
-
-        [Service]
-        Type=oneshot
-        WorkingDirectory={PROJECT_ROOT}
-        ExecStart={sys.executable} -m invoke maint.prune --profile production --mode apply{level}
-        Nice=10
-        IOSchedulingClass=idle
-        """)
-    timer = textwrap.dedent(f"""\
-        # Managed by buildkit-ops (runbook: prune).
-        [Unit]
-        Description=buildkit-ops: scheduled build cache prune
-
-        [Timer]
-        OnCalendar={schedule}
-        RandomizedDelaySec=15m
-        Persistent=true
-
-        [Install]
-        WantedBy=timers.target
-        """)
-    return {layout.unit("prune"): service, layout.unit("prune", "timer"): timer}
-
-
-def write_timer(layout: Layout, manager_name: str, schedule: str, apply: bool) -> Outcome:
-    """The timer units, verified by systemd-analyze before they are written (systemd
-    hosts); the lab has no scheduler: `invoke maint.prune` runs the same runbook."""
-    if manager_name != "systemd":
-        return Outcome.skipped("supervisord has no timers: run `invoke maint.prune` (or cron it) on this host")
-    units = render_timer(layout, schedule)
-    with tempfile.TemporaryDirectory() as scratch:
-        for name, text in units.items():
-            (Path(scratch) / name).write_text(text.replace(f"ExecStart={sys.executable} ", "ExecStart=/bin/true "))
-        # systemd-analyze checks Requires= against loaded units; the builder's is ours
-        (Path(scratch) / layout.unit()).write_text("[Service]\nExecStart=/bin/true\n")
-        try:
-            verify_units(Path(scratch), list(units))
-        except KitError as exc:
-            raise PruneError(f"the prune timer does not verify: {exc.problem}",
-                             "fix prune_schedule: a systemd OnCalendar expression such as daily or Sun 03:00")\
-                from None
-    outcome = files.converge({layout.unit_dir / n: t for n, t in units.items()}, apply, layout.backup_dir)
-    outcome.message += f" ({schedule})"
-    if apply and outcome.status == "changed":
-        outcome.message += f"; enable it with `systemctl enable --now {layout.unit('prune', 'timer')}`"
-    return outcome

@@ -31,6 +31,11 @@ TRUST_LEVEL = r"[a-z][a-z0-9]{0,11}"
 BUILDKIT_SUBNET = "10.10.0.0/16"  # the subnet of BuildKit's own bridge (buildkit0), when bridge_subnet is empty
 PORT = dict(ge=0, le=65535, description="a TCP port from 1 to 65535 on 127.0.0.1, or 0")
 NAME = dict(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a name of letters, digits and . _ - (not first)")
+# the maintenance jobs of a systemd host and when each runs by default (systemd OnCalendar;
+# "off": not scheduled); daemon.schedule says what each one does
+MAINTENANCE = {"prune": "*-*-* 03:30:00", "drift": "hourly", "certs": "*-*-* 04:00:00", "backup": "*-*-* 02:30:00",
+               "plugins-audit": "Mon *-*-* 06:00:00", "version": "Mon *-*-* 06:30:00"}
+CALENDAR = r"[A-Za-z0-9 :*,./~-]+"
 URL = dict(pattern=r"^(https?://[^\s,'\"]+)?$", description="an http:// or https:// URL, or empty")
 
 
@@ -207,8 +212,9 @@ class Semantics(BaseModel):
     # space an emergency prune makes
     disk_reserve: int = 64_000_000
     free_space_target: int = 1_000_000_000
-    prune_schedule: str = Field("daily", pattern=r"^[A-Za-z0-9 :*,./~-]+$",
-                                description="a systemd OnCalendar expression such as daily or Sun 03:00")
+    # the maintenance schedule of a systemd host (daemon.schedule): job -> OnCalendar or off
+    maintenance_schedule: dict[str, str] = Field(default_factory=lambda: dict(MAINTENANCE))
+    backup_keep: int = Field(14, ge=1, le=1000)
     # scanning (runbook_checks.scanning)
     scan_context: str = Field("workloads/small", pattern=r"^[A-Za-z0-9._/-]+$",
                               description="a build context directory, absolute or relative to the checkout")
@@ -324,6 +330,17 @@ class Semantics(BaseModel):
                 raise Refusal(f"{team!r} is not a team name (a client certificate's CN)",
                               "give teams as certs.issue names them: lowercase letters, digits and -")
         return v
+
+    @field_validator("maintenance_schedule")
+    @classmethod
+    def _schedule(cls, v: dict[str, str]) -> dict[str, str]:
+        for job, when in v.items():
+            if job not in MAINTENANCE:
+                raise Refusal(f"{job!r} is not a maintenance job", f"name one of {', '.join(MAINTENANCE)}")
+            if not re.fullmatch(CALENDAR, when):
+                raise Refusal(f"{when!r} (the {job} job) is not a systemd OnCalendar expression",
+                              "write it like daily, hourly or Sun *-*-* 03:00:00, or off")
+        return {**MAINTENANCE, **v}  # a profile names the jobs it moves; the others keep their time
 
     @field_validator("cache_ref", "sbom_scanner", "push_image")
     @classmethod

@@ -382,7 +382,7 @@ def resolve_sources(name: str, profile: str | Path, mode: str, sets: list[str] |
     sources["mode"], sources["profile"] = "--mode", "--profile"
     if read.site and "site_profile" in declared and not values.get("site_profile"):
         # a runbook that runs others (handover) runs them with the same site profile
-        values["site_profile"], sources["site_profile"] = str(read.site), "--profile"
+        values["site_profile"], sources["site_profile"] = str(Path(read.site).absolute()), "--profile"
     for key, value in values.items():
         where = sources[key] if sources[key] not in ("--set", "--mode", "--profile") else None
         if error := type_error(key, value, declared[key], where):

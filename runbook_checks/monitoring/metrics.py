@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..daemon import schedule
 from ..daemon.cgroups import USAGE_SERIES
 from . import exporter
 
@@ -71,6 +72,10 @@ HAPROXY = (
 )
 
 NODE = (
+    *(Source(f"{schedule.TEXTFILE_PREFIX}_{name}", "gauge", "`maintenance` (the job: `prune`, `drift`, `certs`,"
+             " `backup`, `plugins-audit`, `version`), `unit` (its service, `buildkit-drift.service`)",
+             f"{doc}: written by the job's run for the node exporter's textfile collector (daemon.schedule)")
+      for name, doc in schedule.TEXTFILE_SERIES),
     Source("node_cpu_seconds_total", "counter", "`cpu`, `mode`",
            'CPU time per core and mode; `1 - rate(mode="idle")` is how busy the host is'),
     Source("node_memory_MemAvailable_bytes", "gauge", "—", "memory available for new work (`/proc/meminfo`)"),

@@ -36,6 +36,7 @@ from ..core.errors import KitError, MonitoringError
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
 from ..core.results import Outcome
+from ..daemon import schedule
 from ..daemon.programs import Program, answers as http_answers, http_text
 from .rules import RULES_FILE, alert_specs, render_rules
 from .ruletests import render_rule_tests
@@ -107,12 +108,15 @@ def program(layout: Layout, params: dict):
 
 
 def node_exporter_program(layout: Layout, params: dict):
-    """Debian's node exporter on 127.0.0.1: CPU, memory, filesystems, disk I/O, load."""
+    """Debian's node exporter on 127.0.0.1: CPU, memory, filesystems, disk I/O, load, and
+    the maintenance jobs' records (its textfile collector, as on a production host)."""
     port = params["node_exporter_port"]
-    collectors = " ".join(f"--collector.{c}" for c in ("cpu", "meminfo", "filesystem", "diskstats", "loadavg", "stat"))
+    textfiles = schedule.textfile_dir(layout)
+    collectors = " ".join(f"--collector.{c}" for c in ("cpu", "meminfo", "filesystem", "diskstats", "loadavg", "stat",
+                                                       "textfile"))
     return Program("node_exporter", f"{NODE_EXPORTER} --web.listen-address=127.0.0.1:{port}"
-                   f" --collector.disable-defaults {collectors}",
-                   port, layout.log_dir / "node_exporter.log", f"{url(port)}/metrics",
+                   f" --collector.disable-defaults {collectors} --collector.textfile.directory={textfiles}",
+                   port, layout.log_dir / "node_exporter.log", f"{url(port)}/metrics", dirs=(textfiles,),
                    error_patterns=("level=error", "err=", "address already in use"))
 
 

@@ -153,6 +153,13 @@ def alert_specs(params: dict) -> list[dict[str, Any]]:
              description=f"The certificate {{{{ $labels.certificate }}}} on {{{{ $labels.builder }}}} expires in less"
                          f" than {num(days)} days (threshold cert_expiry_warn_days). The server's renews when the"
                          " access runbook is applied; a team's needs a new bundle: invoke certs.issue TEAM."),
+        dict(alert="MaintenanceJobFailed",
+             expr="buildkit_ops_maintenance_last_success == 0",
+             for_="0m", severity="warning", team="platform",
+             summary="The maintenance job {{ $labels.maintenance }} failed on {{ $labels.builder }}",
+             description="The last run of {{ $labels.unit }} on {{ $labels.builder }} failed (drift: the builder is no"
+                         " longer as configure would make it). Read `invoke maint.schedule` and"
+                         " `journalctl -u {{ $labels.unit }}`; the alert clears when the job next succeeds."),
         dict(alert=ESCALATION_ALERT,
              expr=("max without (alertname, alertstate) (label_replace(ALERTS{alertstate=\"firing\","
                    f" severity=\"warning\", alertname!=\"{ESCALATION_ALERT}\"}}, \"escalated_alert\", \"$1\","

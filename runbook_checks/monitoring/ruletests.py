@@ -198,6 +198,12 @@ def render_rule_tests(params: dict, rules_file: str = RULES_FILE) -> str:
     silent("CertificateExpiresSoon", [(f"buildkit_ops_certificate_expiry_timestamp_seconds{{{cert}}}",
                                        f"{num(days * 86400 + end + 600)}xN")], cert_labels, [600 + step + for_, end])
 
+    job_labels = {"job": "node", "instance": "127.0.0.1:9100", "builder": "lab", "maintenance": "drift",
+                  "unit": "buildkit-drift.service"}
+    job = ", ".join(f'{k}="{v}"' for k, v in job_labels.items())
+    fires("MaintenanceJobFailed", [(f"buildkit_ops_maintenance_last_success{{{job}}}", "1 1 0xN")], job_labels, 120)
+    silent("MaintenanceJobFailed", [(f"buildkit_ops_maintenance_last_success{{{job}}}", "1xN")], job_labels, [120, end])
+
     # escalation: the plugin warning, once firing, escalates after escalate_after; a
     # critical alert (BuildkitdDown) firing as long never does
     plugin = specs["InvalidCliPluginsPresent"]

@@ -103,6 +103,23 @@ def _save_issued(layout: Layout, rows: list[Issued]) -> None:
     files.atomic_write(paths(layout)["issued"], json.dumps([asdict(r) for r in rows], indent=2) + "\n", mode=0o600)
 
 
+def renewal_due(layout: Layout, now: float | None = None) -> tuple[bool, str]:
+    """(whether the access runbook must run to renew the front door's certificate, why):
+    due when there is none, or it expires within RENEW_BEFORE_DAYS."""
+    import time
+
+    now = time.time() if now is None else now
+    server = expiries(layout).get("server")
+    if server is None:
+        return True, f"no front door certificate at {paths(layout)['server']}"
+    left = (server - now) / 86400
+    when = _dt.datetime.fromtimestamp(server, _dt.timezone.utc).date().isoformat()
+    if left > RENEW_BEFORE_DAYS:
+        return False, f"the front door's certificate expires on {when}, in {left:.0f} days: nothing to renew" \
+                      f" (renewed within {RENEW_BEFORE_DAYS} days of its expiry)"
+    return True, f"the front door's certificate expires on {when}, in {left:.1f} days"
+
+
 def expiries(layout: Layout) -> dict[str, float]:
     """{"ca": epoch, "server": epoch, "client:TEAM": epoch} of every certificate still in
     use (not revoked), for the alert 14 days before any expiry."""

@@ -8,16 +8,19 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from runbook_checks.core import runner
+from runbook_checks.core import params, runner
 from runbook_checks.core.errors import MonitoringError
-from runbook_checks.daemon import service, verify
+from runbook_checks.daemon import schedule, service, verify
 from runbook_checks.daemon.supervisor import Supervisor
 from runbook_checks.monitoring import alertmanager, prometheus, sink
 
@@ -117,7 +120,7 @@ def builds_seen(layout, prometheus_port):
 
 def test_monitoring_every_target_up_native_histogram_and_idempotent(stack, monitored):
     layout, ports, _, _ = stack
-    assert "32 cases SUCCESS" in steps(monitored)["configuration and rules (promtool)"].message
+    assert "34 cases SUCCESS" in steps(monitored)["configuration and rules (promtool)"].message
     assert monitored.report.facts["scrape_targets"] == ["alertmanager", "buildkit-ops-exporter", "buildkitd", "node",
                                                         "prometheus"]
     builds_seen(layout, ports["prometheus_port"])
@@ -227,6 +230,30 @@ def test_a_stopped_buildkitd_reaches_the_webhook_and_inhibits_the_build_alerts_o
         _post(am, [a | {"endsAt": ended} for a in synthetic])
         rpc.startProcess("buildkitd", True)
         service.wait_ready(layout, Supervisor(layout), 60)
+
+
+def test_a_drift_fails_its_maintenance_job_and_fires_in_prometheus_until_a_run_succeeds(stack, monitored):
+    """The drift job as its timer runs it, on this builder configured with ports the ci
+    profile does not name: configure in check mode finds them, the job fails, its record
+    reaches Prometheus through the node exporter's textfile collector and
+    MaintenanceJobFailed fires; a successful run clears it."""
+    layout, ports, _, runs_base = stack
+    env = dict(os.environ, BUILDKIT_OPS_STATE_DIR=str(layout.state_dir), BUILDKIT_OPS_RUNS_DIR=str(runs_base))
+    proc = subprocess.run([sys.executable, "-m", "runbook_checks.daemon.schedule", "run", "drift", "--profile", "ci"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = {r["job"]: r for r in schedule.status(layout, params.MAINTENANCE, 0, "supervisor")}["drift"]
+    assert row["ok"] is False and row["message"].startswith("drift: ") and "supervisord.conf" in row["message"], row
+    firing = 'ALERTS{alertname="MaintenanceJobFailed", alertstate="firing", maintenance="drift"}'
+    deadline = time.monotonic() + 60
+    while not (found := prometheus.query(ports["prometheus_port"], firing)):
+        assert time.monotonic() < deadline, "MaintenanceJobFailed never fired"
+        time.sleep(1)
+    assert found[0]["metric"]["unit"] == "buildkit-drift.service" and found[0]["metric"]["builder"] == "buildkit-ops-ci"
+    schedule.record(layout, "drift", time.time() - 1, time.time(), 0, "no drift")
+    while prometheus.query(ports["prometheus_port"], firing):
+        assert time.monotonic() < deadline + 60, "MaintenanceJobFailed still fires after a successful run"
+        time.sleep(1)
 
 
 def test_dashboards_draw_every_panel_from_live_data(stack, monitored, tmp_path):

@@ -18,7 +18,7 @@ from runbook_checks.monitoring import rules as rules_mod
 ALERTS = ["BuildkitdDown", "BuildkitdCannotBuild", "BuildFailureRatioHigh", "BuildDurationP95High", "CacheHitRatioLow", "CacheNearLimit",
           "DiskFilling", "InvalidCliPluginsPresent", "ExporterDown", "FrontDoorDown", "AccessDeniedBurst",
           "BuildQueueWaitHigh", "BuilderMemoryNearLimit", "BuilderCpuThrottled", "CertificateExpiresSoon",
-          rules_mod.ESCALATION_ALERT]
+          "MaintenanceJobFailed", rules_mod.ESCALATION_ALERT]
 
 
 def monitoring_params(profile: str, *sets: str) -> dict:
@@ -30,7 +30,7 @@ def monitoring_params(profile: str, *sets: str) -> dict:
 def test_promtool_checks_the_config_and_every_alert_fires_and_stays_silent(profile):
     p = monitoring_params(profile)
     config, rules, tests = prometheus.render_config(p, 16060), rules_mod.render_rules(p), ruletests.render_rule_tests(p)
-    assert "promtool test rules: 32 cases SUCCESS" in prometheus.validate(config, rules, tests)
+    assert "promtool test rules: 34 cases SUCCESS" in prometheus.validate(config, rules, tests)
     names = [case["name"] for case in yaml.safe_load(tests)["tests"]]
     assert sorted(names) == sorted([f"{a} fires" for a in ALERTS] + [f"{a} stays silent" for a in ALERTS])
     doc = yaml.safe_load(tests)
@@ -173,8 +173,8 @@ def test_amtool_checks_the_alertmanager_config_and_routes_by_severity_and_team()
     teams = {a["alert"]: a["team"] for a in rules_mod.alert_specs(monitoring_params("lab"))}
     assert {a for a, t in teams.items() if t == "platform"} == {"DiskFilling", "InvalidCliPluginsPresent", "ExporterDown",
                                                                 "FrontDoorDown", "AccessDeniedBurst", "BuildQueueWaitHigh",
-                                                                "BuilderMemoryNearLimit", "BuilderCpuThrottled", "BuilderMemoryNearLimit", "BuilderCpuThrottled",
-                                                                "CertificateExpiresSoon"}
+                                                                "BuilderMemoryNearLimit", "BuilderCpuThrottled",
+                                                                "CertificateExpiresSoon", "MaintenanceJobFailed"}
     receivers = {r["name"]: r for r in doc["receivers"]}
     assert receivers["chat"]["slack_configs"][0]["api_url"] == "http://127.0.0.1:19095/chat"
     assert receivers["email"]["email_configs"][0]["smarthost"] == "127.0.0.1:19025"

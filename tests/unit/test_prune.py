@@ -40,7 +40,7 @@ def test_prune_parameters_are_checked():
     p = params.validate({"prune_keep_duration": "2d", "prune_keep_storage": "5GB", "s3_max_age": "3d"})
     assert (p.prune_keep_duration, p.prune_keep_storage, p.s3_max_age) == (172800, 5 * 10**9, 259200)
     for bad in ({"prune_keep_storage": "10%"}, {"retention_repositories": ["Kit Cache"]},
-                {"retention_max_age": "soon"}, {"prune_schedule": "daily; rm -rf /"}):
+                {"retention_max_age": "soon"}, {"maintenance_schedule": {"prune": "daily; rm -rf /"}}):
         with pytest.raises(ParameterError, match=next(iter(bad))):
             params.validate(bad)
 
@@ -51,17 +51,3 @@ def test_s3_retention_refuses_an_age_shorter_than_touch_refresh(tmp_path):
     with pytest.raises(ParameterError, match="touch_refresh"):
         prune.s3_retention(lay, p, apply=False)
     assert prune.s3_retention(lay, params.validate({}), apply=True).status == "skipped"
-
-
-def test_the_production_timer_verifies_and_is_idempotent(tmp_path):
-    lay = layout_mod.for_params({"profile": "production", "state_dir": str(tmp_path)})
-    check = prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=False)
-    assert check.status == "changed" and not (lay.unit_dir / "buildkit-prune.timer").exists()
-    assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "changed"
-    timer = (lay.unit_dir / "buildkit-prune.timer").read_text()
-    assert "OnCalendar=*-*-* 03:30:00" in timer and "Persistent=true" in timer
-    assert "maint.prune --profile production --mode apply" in (lay.unit_dir / "buildkit-prune.service").read_text()
-    assert prune.write_timer(lay, "systemd", "*-*-* 03:30:00", apply=True).status == "ok"
-    with pytest.raises(PruneError, match="prune_schedule"):
-        prune.write_timer(lay, "systemd", "every tuesday-ish", apply=True)
-    assert prune.write_timer(lay, "supervisor", "daily", apply=True).status == "skipped"
