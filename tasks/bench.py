@@ -59,6 +59,37 @@ def cache(c, workloads="", backends="registry,s3,local", state_dir="", registry_
         raise Exit("below the goal (5x faster than cold, every step CACHED):\n  " + "\n  ".join(misses), code=1)
 
 
+@task(help={
+    "workload": "the workload under workloads/ whose warm build is measured (default: small)",
+    "repetitions": "builds on each path, interleaved raw, runbook, raw, ... (default 5)",
+    "state_dir": "the lab's state directory (default: the lab profile's, .lab)",
+    "registry_port": "its local registry's port (default: the lab profile's, 15000)",
+    "keep_cache": "keep the cache the run exported (the kit/bench-overhead tag in the local registry)",
+})
+@refusals
+def overhead(c, workload="small", repetitions="5", state_dir="", registry_port="", keep_cache=False):
+    """Measure what the kit adds to a build: the same warm build as a raw `buildctl build`
+    and through the cache-warm runbook (apply), interleaved; medians, p95, the overhead and
+    where the runbook's time goes.
+
+    Needs the running lab (./kit up). Writes runs/bench/overhead-<stamp>.json; prints a table."""
+    from runbook_checks.cache import bench, overhead as kit_overhead
+    from runbook_checks.core import files
+
+    if not str(repetitions).isdigit() or not 1 <= int(repetitions) <= 100:
+        raise ParameterError(f"--repetitions {repetitions!r} is not a count", "give 1 to 100, e.g. --repetitions 5")
+    plan = kit_overhead.plan(kit_overhead.context_of(workload), "lab", state_dir,
+                             port_option(registry_port, "--registry-port"))
+    out = console()
+    stamp = files.stamp()
+    records = kit_overhead.run(plan, int(repetitions), say=lambda m: out.print(m, soft_wrap=True, highlight=False),
+                               keep_cache=keep_cache)
+    doc = kit_overhead.document(records, plan, stamp, bench.machine())
+    path = kit_overhead.write_results(doc, runs_dir(), stamp)
+    out.print(kit_overhead.recap_table(doc))
+    out.print(f"results: {path}", soft_wrap=True)
+
+
 @task(help={"host": "the rehearsal host with the production sequence and access applied (invoke host.up NAME)",
             "rounds": "warm builds on each path (default 10)"})
 @refusals

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runbook_checks.core import runner
-from runbook_checks.daemon import install, upgrade
+from runbook_checks.daemon import install, schedule, upgrade
 
 from ..conftest import installed_builder, stop_and_remove
 
@@ -96,3 +96,14 @@ def test_a_target_that_cannot_serve_the_builder_is_rolled_back(builder, runs_bas
         assert install.binary_version(builder.buildkitd) == install.BUILDKIT_VERSION
     finally:
         os.replace(real, staged)
+
+
+def test_the_version_job_compares_the_installed_buildkitd_with_the_module_proxys_newest(builder):
+    newest = schedule.newest_version()  # the real Go module proxy
+    assert newest.startswith("v") and "-" not in newest
+    installed = install.binary_version(builder.buildkitd)
+    assert schedule.version_check(builder, newest=installed).status == "ok"
+    older = schedule.version_check(builder, newest="v99.0.0")
+    assert older.status == "changed" and "invoke runbook upgrade --set buildkit_version=v99.0.0" in older.message
+    assert older.facts == {"installed": installed, "newest": "v99.0.0"}
+    assert schedule.version_check(builder).facts["newest"] == newest

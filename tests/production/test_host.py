@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from runbook_checks.core import layout as layout_mod
 from runbook_checks.core.errors import BuildctlError
 from runbook_checks.core.paths import PROJECT_ROOT
-from runbook_checks.daemon import install
+from runbook_checks.daemon import install, schedule
 from runbook_checks.daemon.buildctl import Buildctl
 from runbook_checks.daemon.contexts import context_with_base
 from runbook_checks.production import access, auditlog, ca, hosts, rehearsal
@@ -142,6 +143,35 @@ def test_second_apply_changes_nothing_and_check_mode_writes_nothing(host):
     for name in SEQUENCE:
         assert changed(run(name, "check")) == [], name
     assert tree_digest(h.rootfs) == before
+
+
+def test_the_maintenance_timers_run_their_jobs_under_systemd_and_record_each_result(host, layout):
+    h, reports = host
+    step = next(s for s in reports["configure"]["steps"] if s["name"] == "maintenance timers")
+    assert step["status"] == "changed" and "enabled 6 timer(s)" in step["message"], step
+    timers = hosts.run_in(h, ["systemctl", "list-timers", "--all", "--no-legend", "buildkit-*"]).stdout
+    for job in schedule.JOBS:
+        assert f"buildkit-{job}.timer" in timers, timers
+    # each job as its timer starts it; the version job fails here: a rehearsal host has no internet
+    for job in ("drift", "backup", "certs", "version"):
+        proc = hosts.run_in(h, ["systemctl", "start", f"buildkit-{job}.service"], check=False, timeout=900)
+        assert (proc.returncode == 0) == (job != "version"), (job, proc.stderr, hosts.run_in(
+            h, ["journalctl", "-u", f"buildkit-{job}.service", "-n", "30", "--no-pager"], check=False).stdout)
+    shown = invoke("maint.schedule", "--host", NAME, "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = {r["job"]: r for r in json.loads(shown.stdout)}
+    assert list(rows) == list(schedule.JOBS)
+    assert all(r["timer"] == "enabled active" and r["next"] for r in rows.values()), rows
+    assert rows["drift"]["ok"] is True and "no drift" in rows["drift"]["message"], rows["drift"]
+    assert rows["certs"]["ok"] is True and "nothing to renew" in rows["certs"]["message"], rows["certs"]
+    assert rows["backup"]["ok"] is True and rows["prune"]["ok"] is None
+    assert rows["version"]["ok"] is False and "GOPROXY" in rows["version"]["message"], rows["version"]
+    backups = sorted((layout.backup_dir / "state").glob("buildkit-*.tar.gz"))
+    with tarfile.open(backups[-1]) as tar:
+        assert {"etc/buildkit/access/ca.key", "etc/systemd/system/buildkit-drift.timer"} <= set(tar.getnames())
+    textfile = (schedule.textfile_dir(layout) / "buildkit_ops_maintenance_buildkit_version.prom").read_text()
+    assert 'buildkit_ops_maintenance_last_success{maintenance="version",unit="buildkit-version.service"} 0.0' \
+        in textfile
 
 
 def test_a_team_builds_over_the_front_door_and_is_audited(host, remote, tmp_path):

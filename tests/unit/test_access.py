@@ -57,6 +57,15 @@ def test_the_server_certificate_rotates_before_it_expires_and_when_names_change(
     assert [r.kind for r in ca.issued(tree)] == ["server", "server"]
 
 
+def test_the_certs_job_renews_only_within_the_renewal_window(tree):
+    ca.ensure_server_cert(tree, ["bk.example.org"], apply=True)
+    due, why = ca.renewal_due(tree)
+    assert due is False and "nothing to renew" in why
+    server = ca.expiries(tree)["server"]
+    due, why = ca.renewal_due(tree, now=server - (ca.RENEW_BEFORE_DAYS - 1) * 86400)
+    assert due is True and "in 29.0 days" in why
+
+
 def test_a_renewed_probe_certificate_revokes_the_one_it_replaces(tree):
     assert access.ensure_probe(tree, apply=True).status == "changed"
     assert access.ensure_probe(tree, apply=True).status == "ok"
