@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from invoke import Exit, task
 
-from runbook_checks.core import layout, profiles
 from runbook_checks.core.errors import ParameterError
 from runbook_checks.core.paths import PROJECT_ROOT, runs_dir
 
-from ._kit import console, port_option, refusals
+from ._kit import console, port_option, refusals, show
 
 
 @task(help={
     "workloads": "comma-separated workloads under workloads/ (default: all: small, go-app, py-app)",
-    "backends": "comma-separated cache backends for the fresh-builder scenarios (default: registry,s3,local)",
+    "scenarios": "comma-separated scenarios (default: all: cold, warm, edit, fresh-registry, fresh-s3, fresh-local)",
+    "repetitions": "runs of every scenario, each with new caches and builders; the recap shows medians (default 1)",
     "state_dir": "the lab's state directory (default: the lab profile's, .lab)",
     "registry_port": "its local registry's port (default: the lab profile's, 15000)",
     "s3_port": "its S3 server's port (default: the lab profile's, 19000)",
@@ -21,42 +21,39 @@ from ._kit import console, port_option, refusals
     "keep_caches": "keep what the run exported (registry tags, S3 prefix, local directories)",
 })
 @refusals
-def cache(c, workloads="", backends="registry,s3,local", state_dir="", registry_port="", s3_port="",
+def cache(c, workloads="", scenarios="", repetitions="1", state_dir="", registry_port="", s3_port="",
           publish=False, keep_caches=False):
     """Measure the build cache: cold, warm, edit, and fresh builders importing each backend.
 
-    Needs the running lab (./kit up). Writes runs/bench/cache-<stamp>.json (a list of
-    records) and cache-<stamp>.png; prints a recap. Exits 1 when a fresh builder importing
-    the registry or S3 cache of a Debian workload is not 5x faster than cold, all CACHED."""
-    from runbook_checks.cache import bench
-    from runbook_checks.core import files
+    Runs the benchmark runbook (apply) on the running lab (./kit up), so the run is a
+    recorded notebook (runs/benchmark/) with its table and plot inline; the records go to
+    runs/bench/cache-<stamp>.json with the plot beside them. Prints the medians. Exits 1
+    when a fresh builder importing the registry or S3 cache of a Debian workload is not
+    5x faster than cold, all CACHED."""
+    from runbook_checks.cache import bench, benchmarks
+    from runbook_checks.core import runner
 
-    values = profiles.load_profile("lab").values
-    lab = bench.Lab(layout.for_params({"profile": "lab", "state_dir": state_dir or values.get("state_dir") or ""}),
-                    port_option(registry_port, "--registry-port") or values["registry_port"],
-                    port_option(s3_port, "--s3-port") or values["s3_port"])
-    names = tuple(b.strip() for b in backends.split(",") if b.strip())
-    unknown = [b for b in names if b not in bench.BACKENDS]
-    if unknown or not names:
-        raise ParameterError(f"--backends {backends!r}: {', '.join(unknown) or 'none'} is not a benchmark backend",
-                             f"use some of: {', '.join(bench.BACKENDS)}, separated by commas")
-    chosen = bench.workloads([w.strip() for w in workloads.split(",") if w.strip()])
-    stamp = files.stamp()
-    out = console()
-    records = bench.run(lab, chosen, stamp, names, say=lambda m: out.print(m, soft_wrap=True, highlight=False),
-                        keep_caches=keep_caches)
-    caption = f"run {stamp} on {bench.machine()}"
-    path = bench.write_results(records, runs_dir(), stamp)
-    png = bench.plot(records, path.with_suffix(".png"), caption)
-    out.print(bench.recap_table(records, f"cache benchmark {stamp}"))
-    out.print(f"results: {path}\nplot:    {png}", soft_wrap=True)
-    if publish:
-        bench.publish(records, png, PROJECT_ROOT / "docs/guides/cache-benchmark.md", caption)
-        out.print("published to docs/guides/cache-benchmark.md")
-    debian = tuple(w.name for w in chosen if any("debian" in b for b in w.bases))
-    misses = bench.verdict(records, debian)
-    if misses:
-        raise Exit("below the goal (5x faster than cold, every step CACHED):\n  " + "\n  ".join(misses), code=1)
+    sets = ["benchmark=cache", f"repetitions={repetitions}", f"publish={str(bool(publish)).lower()}",
+            f"keep_caches={str(bool(keep_caches)).lower()}"]
+    for name, value in (("workloads", workloads), ("scenarios", scenarios)):
+        if value:
+            sets.append(f"{name}=[{', '.join(v.strip() for v in value.split(',') if v.strip())}]")
+    for name, value, option in (("registry_port", registry_port, "--registry-port"), ("s3_port", s3_port, "--s3-port")):
+        if value:
+            sets.append(f"{name}={port_option(value, option)}")
+    if state_dir:
+        sets.append(f"state_dir={state_dir}")
+    result = runner.run("benchmark", "lab", "apply", sets)
+    show(result)
+    facts = result.report.facts
+    records = benchmarks.results(facts)
+    if records:
+        console().print(bench.recap_table(benchmarks.medians(records), f"cache benchmark: {facts['caption']}"))
+        console().print(f"results: {facts['results']}\nplot:    {facts['plot']}", soft_wrap=True)
+    if facts.get("published"):
+        console().print(f"published to {facts['published']}")
+    if result.report.status == "failed":
+        raise Exit(result.report.steps[-1].message, code=1)
 
 
 @task(help={

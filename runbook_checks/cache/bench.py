@@ -30,7 +30,7 @@ from typing import Callable
 from ..core import figures
 from ..core.errors import BenchError, KitError
 from ..core.layout import Layout
-from ..core.params import validate
+from ..core.params import BENCHMARK_SCENARIOS, validate
 from ..core.paths import PROJECT_ROOT, WORKLOADS_DIR
 from ..core.units import human_bytes as human
 from ..daemon.buildctl import Buildctl
@@ -40,7 +40,7 @@ from . import images, registry
 from .backends import CacheBackend, backend_from_params
 from .proof import uncached, work_steps
 
-SCENARIOS = ("cold", "warm", "edit", "fresh-registry", "fresh-s3", "fresh-local")
+SCENARIOS = BENCHMARK_SCENARIOS["cache"]
 BACKENDS = ("registry", "s3", "local")
 RECORD_FIELDS = ("workload", "scenario", "seconds", "cached_steps", "total_steps", "bytes_exported",
                  "bytes_imported")
@@ -111,6 +111,7 @@ class Record:
     bytes_imported: int
     exported: dict[str, int] = field(default_factory=dict)  # per backend
     export_seconds: float = 0.0  # of `seconds`: from the first cache export's start to the last one's end
+    repetition: int = 1
 
     @property
     def all_cached(self) -> bool:

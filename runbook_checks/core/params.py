@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import layout as layout_mod
 from .errors import ParameterError, Refusal
+from .paths import WORKLOADS_DIR
 from .units import parse_duration, parse_size, prom_minutes
 
 # An image reference with an explicit registry host (localhost, a dotted name, or any name
@@ -36,6 +37,9 @@ NAME = dict(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a name of lett
 MAINTENANCE = {"prune": "*-*-* 03:30:00", "drift": "hourly", "certs": "*-*-* 04:00:00", "backup": "*-*-* 02:30:00",
                "plugins-audit": "Mon *-*-* 06:00:00", "version": "Mon *-*-* 06:30:00"}
 CALENDAR = r"[A-Za-z0-9 :*,./~-]+"
+# each benchmark's scenarios in the order they run (cache.benchmark); the cache benchmark's
+# fresh builders import what its edit scenario exported, so cold, warm and edit come first
+BENCHMARK_SCENARIOS = {"cache": ("cold", "warm", "edit", "fresh-registry", "fresh-s3", "fresh-local")}
 URL = dict(pattern=r"^(https?://[^\s,'\"]+)?$", description="an http:// or https:// URL, or empty")
 
 
@@ -83,6 +87,8 @@ LIST_ITEMS = {
     "pool": (TRUST_LEVEL, "a builder of this host named like a trust level (up to 12 lowercase letters and digits,"
              " a letter first), declared under trust_levels"),
     "canary_contexts": (r"[A-Za-z0-9._/-]+", "a build context directory (letters, digits, . _ / -)"),
+    "workloads": (r"[a-z0-9][a-z0-9-]*", "a workload's folder name under workloads/ (small, go-app...)"),
+    "scenarios": (r"[a-z][a-z0-9-]*", "a scenario name (cold, warm, edit, fresh-registry...)"),
     "lint_ignore": (r"[A-Za-z][A-Za-z0-9]*", "a lint code like DL3007 or a BuildKit check like StageNameCasing"),
     "warm_contexts": (r"[A-Za-z0-9._/-]+(#[A-Za-z0-9][A-Za-z0-9_.-]*)?",
                       "a build context DIR or DIR#STAGE (letters, digits, . _ / -)"),
@@ -231,6 +237,12 @@ class Semantics(BaseModel):
     docs_site: str = Field("site", pattern=r"^[A-Za-z0-9._/-]+$",
                            description="a directory, absolute or relative to the checkout")
     # cache warming and benchmark (runbook_checks.cache.warm, runbook_checks.cache.bench)
+    benchmark: Literal["cache"] = "cache"
+    workloads: list[str] = Field(default_factory=list)
+    scenarios: list[str] = Field(default_factory=list)
+    repetitions: int = Field(1, ge=1, le=20)
+    publish: bool = False
+    keep_caches: bool = False
     warm_contexts: list[str] = Field(default_factory=lambda: ["workloads/small", "workloads/go-app", "workloads/py-app"])
     # Docker CLI plugins (plugins-audit, plugins-clean, plugins-configure)
     docker_config: str = ""
@@ -313,7 +325,8 @@ class Semantics(BaseModel):
         return self
 
     @field_validator("required_plugins", "retention_repositories", "warm_contexts", "frontdoor_names",
-                     "frontdoor_targets", "allowed_frontends", "lint_ignore", "pool", "canary_contexts")
+                     "frontdoor_targets", "allowed_frontends", "lint_ignore", "pool", "canary_contexts", "workloads",
+                     "scenarios")
     @classmethod
     def _each(cls, v: list[str], info: Any) -> list[str]:
         pattern, what = LIST_ITEMS[info.field_name]
@@ -329,6 +342,29 @@ class Semantics(BaseModel):
             if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", team):
                 raise Refusal(f"{team!r} is not a team name (a client certificate's CN)",
                               "give teams as certs.issue names them: lowercase letters, digits and -")
+        return v
+
+    @field_validator("workloads")
+    @classmethod
+    def _workloads(cls, v: list[str]) -> list[str]:
+        found = sorted(p.name for p in WORKLOADS_DIR.iterdir() if (p / "Dockerfile").is_file())
+        unknown = [w for w in v if w not in found]
+        if unknown:
+            raise Refusal(f"{', '.join(unknown)} is not a workload under workloads/", f"choose from {', '.join(found)}")
+        return v
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scenarios(cls, v: list[str], info: Any) -> list[str]:
+        bench = info.data.get("benchmark", "cache")
+        known = BENCHMARK_SCENARIOS[bench]
+        unknown = [s for s in v if s not in known]
+        if unknown:
+            raise Refusal(f"{', '.join(unknown)} is not a scenario of the {bench} benchmark",
+                          f"choose from {', '.join(known)} (empty: all)")
+        if v and bench == "cache" and not {"cold", "warm", "edit"} <= set(v):
+            raise Refusal("the cache benchmark's fresh builders import what its edit scenario exported, after cold"
+                          " and warm on one builder", "list cold, warm and edit too, or no scenario (all)")
         return v
 
     @field_validator("maintenance_schedule")

@@ -110,7 +110,9 @@ CASES = [
     ("profile.show staging", "neither a profile nor a file", 2),
     # the other tasks' options
     ("bench.cache --registry-port abc", "is not a TCP port", 2),
-    ("bench.cache --backends gha", "is not a benchmark backend", 2),
+    ("bench.cache --scenarios cold,warm,edit,fresh-gha", "fresh-gha is not a scenario of the cache benchmark", 2),
+    ("bench.cache --scenarios fresh-s3", "list cold, warm and edit too", 2),
+    ("bench.cache --workloads small,nodejs", "nodejs is not a workload under workloads/", 2),
     ("up --set debug_prot=1", "no runbook of `invoke up` has", 2),
     ("up --set max_parallelism=0", "below the lowest value", 2),
     ("up --set alert_for=0s", "is not a duration above 0", 2),

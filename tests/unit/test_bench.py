@@ -103,3 +103,29 @@ def test_the_export_span_runs_from_the_first_export_to_the_last():
                 {"name": "exporting cache to Amazon S3", "started": "2026-01-01T00:00:11Z"}]  # never completed
     assert bench.export_span(vertices) == 3.5
     assert bench.export_span(vertices[:1]) == 0.0
+
+
+def test_the_medians_are_real_runs_and_the_plan_keeps_the_scenarios_order(tmp_path):
+    from dataclasses import replace
+
+    from runbook_checks.cache import benchmarks
+    from runbook_checks.core import layout as layout_mod
+    from runbook_checks.core import params
+
+    runs = [replace(r, repetition=rep, seconds=r.seconds * f)
+            for rep, f in ((1, 1.0), (2, 3.0), (3, 2.0), (4, 10.0)) for r in records()]
+    medians = benchmarks.medians(runs)
+    assert len(medians) == 6 and all(m in runs for m in medians)
+    assert {m.repetition for m in medians} == {3}  # the lower middle of 1, 2, 3, 10
+    lay = layout_mod.for_params({"profile": "ci", "state_dir": str(tmp_path)})
+    p = params.validate({"scenarios": ["fresh-local", "edit", "warm", "cold"], "workloads": ["small"],
+                         "repetitions": 2})
+    plan = benchmarks.plan(p, lay)
+    assert plan.scenarios == ("cold", "warm", "edit", "fresh-local") and plan.backends == ("local",)
+    assert benchmarks.describe(p, lay).facts == {"benchmark": "cache", "workloads": ["small"],
+                                                 "scenarios": list(plan.scenarios), "repetitions": 2}
+    assert benchmarks.measure(p, lay, apply=False).status == "skipped"
+    with pytest.raises(BenchError, match="no lab at"):
+        benchmarks.lab_answers(p, lay, apply=False)
+    assert benchmarks.goal(p, {}).status == "skipped"
+    assert benchmarks.publish(p, {}).status == "skipped"

@@ -1,0 +1,150 @@
+"""The benchmark runbook's steps: a benchmark is a runbook too, so each run is a recorded
+notebook with its tables and plot inline and its JSON beside it (`invoke bench.cache`
+executes it through papermill).
+
+A benchmark is a name in BENCHMARKS with what its steps need: the scenarios it knows,
+the lab's services it needs, how it measures one repetition, and how it tells its
+records, its table, its plot, its goal and its docs page. Check mode measures nothing:
+it says what apply would measure and whether the lab answers."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from ..core import files
+from ..core.errors import BenchError
+from ..core.layout import Layout
+from ..core.params import BENCHMARK_SCENARIOS, Semantics
+from ..core.paths import PROJECT_ROOT, runs_dir
+from ..core.results import Outcome
+from . import bench, registry
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures."""
+
+    benchmark: str
+    lab: bench.Lab
+    workloads: tuple[bench.Workload, ...]
+    scenarios: tuple[str, ...]
+    repetitions: int
+    keep_caches: bool
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The cache backends the chosen fresh-builder scenarios import from."""
+        return tuple(s.removeprefix("fresh-") for s in self.scenarios if s.startswith("fresh-"))
+
+    def describe(self) -> str:
+        return (f"{self.benchmark}: {', '.join(w.name for w in self.workloads)} x {', '.join(self.scenarios)},"
+                f" {self.repetitions} repetition(s), on {self.lab.layout.address}")
+
+
+PAGES = {"cache": PROJECT_ROOT / "docs/guides/cache-benchmark.md"}
+
+
+def plan(params: Semantics, layout: Layout) -> Plan:
+    """The run the parameters ask for (core.params has refused unknown workloads and
+    scenarios already)."""
+    known = BENCHMARK_SCENARIOS[params.benchmark]
+    chosen = tuple(s for s in known if s in params.scenarios) if params.scenarios else known
+    lab = bench.Lab(layout, params.registry_port, params.s3_port)
+    return Plan(params.benchmark, lab, tuple(bench.workloads(params.workloads)), chosen, params.repetitions,
+                params.keep_caches)
+
+
+def describe(params: Semantics, layout: Layout) -> Outcome:
+    p = plan(params, layout)
+    return Outcome.ok(p.describe(), benchmark=p.benchmark, workloads=[w.name for w in p.workloads],
+                      scenarios=list(p.scenarios), repetitions=p.repetitions)
+
+
+def lab_answers(params: Semantics, layout: Layout, apply: bool) -> Outcome:
+    """The builder and the services the scenarios need answer (apply also makes the S3
+    bucket); nothing is built."""
+    p = plan(params, layout)
+    if apply:
+        bench.check_lab(p.lab, p.backends)
+    elif not p.lab.layout.buildctl.exists() or not registry.answers(p.lab.registry_port):
+        raise BenchError(f"no lab at {layout.state_dir}: buildctl or the registry on 127.0.0.1:{p.lab.registry_port}"
+                         " is missing", "bring the lab up first: ./kit up")
+    return Outcome.ok(f"buildctl and the registry on 127.0.0.1:{p.lab.registry_port} answer"
+                      + (f"; backends {', '.join(p.backends)} ready" if apply and p.backends else ""))
+
+
+def measure(params: Semantics, layout: Layout, apply: bool, say: Callable[[str], None] = print) -> Outcome:
+    """Every repetition of the plan, each with new caches and builders; the records
+    (runs/bench/BENCHMARK-STAMP.json) and the plot of their medians beside them."""
+    p = plan(params, layout)
+    if not apply:
+        return Outcome.skipped("check mode builds nothing: apply measures " + p.describe())
+    stamp = files.stamp()
+    records: list[bench.Record] = []
+    for rep in range(1, p.repetitions + 1):
+        say(f"repetition {rep} of {p.repetitions}")
+        got = bench.run(p.lab, list(p.workloads), f"{stamp}-{rep}", p.backends, say=say, keep_caches=p.keep_caches)
+        records += [replace(r, repetition=rep) for r in got if r.scenario in p.scenarios]
+    path = bench.write_results(records, runs_dir(), stamp)
+    caption = f"run {stamp} on {bench.machine()}" + (f", medians of {p.repetitions}" if p.repetitions > 1 else "")
+    png = bench.plot(medians(records), path.with_suffix(".png"), caption)
+    return Outcome.changed(f"{len(records)} builds measured: {path}", results=str(path), plot=str(png),
+                           caption=caption)
+
+
+def medians(records: list[bench.Record]) -> list[bench.Record]:
+    """One record per (workload, scenario): the repetition with the median seconds (the
+    lower of the two middle ones for an even count), so its counts are a real build's."""
+    groups: dict[tuple[str, str], list[bench.Record]] = {}
+    for r in records:
+        groups.setdefault((r.workload, r.scenario), []).append(r)
+    out = []
+    for group in groups.values():
+        middle = statistics.median_low([r.seconds for r in group])
+        out.append(next(r for r in group if r.seconds == middle))
+    return out
+
+
+def results(facts: dict) -> list[bench.Record]:
+    return bench.read_results(Path(facts["results"])) if facts.get("results") else []
+
+
+def show(facts: dict) -> None:
+    """The table and the plot, inline in the notebook (nothing in check mode)."""
+    from IPython.display import Image, Markdown, display
+
+    records = results(facts)
+    if not records:
+        return
+    display(Markdown(bench.markdown_table(medians(records))))
+    display(Image(filename=facts["plot"]))
+
+
+def goal(params: Semantics, facts: dict) -> Outcome:
+    """The benchmark's goal on the medians (cache: a fresh builder importing the registry
+    or S3 cache of a Debian workload is at least 5x faster than cold, all CACHED)."""
+    records = results(facts)
+    if not records:
+        return Outcome.skipped("nothing was measured")
+    p_workloads = bench.workloads(params.workloads)
+    debian = tuple(w.name for w in p_workloads if any("debian" in b for b in w.bases))
+    misses = bench.verdict(medians(records), debian)
+    if misses:
+        return Outcome.failed("below the goal (5x faster than cold, every step CACHED): " + "; ".join(misses))
+    checked = ", ".join(debian) or "no Debian workload"
+    return Outcome.ok(f"fresh builders importing the registry or S3 cache met the goal ({checked})")
+
+
+def publish(params: Semantics, facts: dict) -> Outcome:
+    """The medians' plot and table into the benchmark's docs page (publish=true)."""
+    records = results(facts)
+    if not params.publish:
+        return Outcome.skipped("publish is false: the docs page keeps its published run")
+    if not records:
+        return Outcome.skipped("nothing was measured")
+    page = PAGES[params.benchmark]
+    bench.publish(medians(records), Path(facts["plot"]), page, facts["caption"])
+    return Outcome.changed(f"published to {page.relative_to(PROJECT_ROOT)}", published=str(page))
