@@ -17,7 +17,7 @@ ns = Collection(
     Collection("maint", maint.prune, maint.certs, maint.drift, maint.backup, maint.version, maint.schedule,
                plugins_audit=maint.plugins_audit),
     Collection("plugins", plugins.restore),
-    Collection("bench", bench.cache, bench.overhead, bench.frontdoor, bench.scaling),
+    Collection("bench", bench.cache, bench.peers, bench.overhead, bench.frontdoor, bench.scaling),
     Collection("host", hosts.up, hosts.down, hosts.list_, hosts.shell),
     Collection("certs", access.issue, access.revoke, access.list_),
     Collection("pool", pool.status, pool.drain, pool.ready),

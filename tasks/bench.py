@@ -10,13 +10,47 @@ from runbook_checks.core.paths import PROJECT_ROOT, runs_dir
 from ._kit import console, port_option, refusals, show
 
 
-@task(help={
-    "workloads": "comma-separated workloads under workloads/ (default: all: small, go-app, py-app)",
-    "scenarios": "comma-separated scenarios (default: all: cold, warm, edit, fresh-registry, fresh-s3, fresh-local)",
-    "repetitions": "runs of every scenario, each with new caches and builders; the recap shows medians (default 1)",
+def _benchmark(name: str, options: dict[str, str], repetitions: str, state_dir: str, registry_port: str,
+               s3_port: str, publish: bool, keep_caches: bool = False) -> None:
+    """The benchmark runbook (apply) on the lab; its recap, the medians, exit 1 on a missed goal."""
+    from runbook_checks.cache import benchmarks
+    from runbook_checks.core import runner
+
+    sets = [f"benchmark={name}", f"repetitions={repetitions}", f"publish={str(bool(publish)).lower()}",
+            f"keep_caches={str(bool(keep_caches)).lower()}"]
+    for key, value in options.items():
+        if value:
+            sets.append(f"{key}=[{', '.join(v.strip() for v in value.split(',') if v.strip())}]")
+    for key, value, option in (("registry_port", registry_port, "--registry-port"), ("s3_port", s3_port, "--s3-port")):
+        if value:
+            sets.append(f"{key}={port_option(value, option)}")
+    if state_dir:
+        sets.append(f"state_dir={state_dir}")
+    result = runner.run("benchmark", "lab", "apply", sets)
+    show(result)
+    facts = result.report.facts
+    records = benchmarks.results(facts)
+    if records:
+        console().print(benchmarks.table(facts, records), soft_wrap=True)
+        console().print(f"results: {facts['results']}\nplot:    {facts['plot']}", soft_wrap=True)
+    if facts.get("published"):
+        console().print(f"published to {facts['published']}")
+    if result.report.status == "failed":
+        raise Exit(result.report.steps[-1].message, code=1)
+
+
+LAB = {
+    "repetitions": "runs of every scenario, each with new caches and builders; tables show medians",
     "state_dir": "the lab's state directory (default: the lab profile's, .lab)",
     "registry_port": "its local registry's port (default: the lab profile's, 15000)",
     "s3_port": "its S3 server's port (default: the lab profile's, 19000)",
+}
+
+
+@task(help={
+    "workloads": "comma-separated workloads under workloads/ (default: all: small, go-app, py-app)",
+    "scenarios": "comma-separated scenarios (default: all: cold, warm, edit, fresh-registry, fresh-s3, fresh-local)",
+    **LAB,
     "publish": "also copy the plot and the table into docs/guides/cache-benchmark.md",
     "keep_caches": "keep what the run exported (registry tags, S3 prefix, local directories)",
 })
@@ -30,30 +64,29 @@ def cache(c, workloads="", scenarios="", repetitions="1", state_dir="", registry
     runs/bench/cache-<stamp>.json with the plot beside them. Prints the medians. Exits 1
     when a fresh builder importing the registry or S3 cache of a Debian workload is not
     5x faster than cold, all CACHED."""
-    from runbook_checks.cache import bench, benchmarks
-    from runbook_checks.core import runner
+    _benchmark("cache", {"workloads": workloads, "scenarios": scenarios}, repetitions, state_dir, registry_port,
+               s3_port, publish, keep_caches)
 
-    sets = ["benchmark=cache", f"repetitions={repetitions}", f"publish={str(bool(publish)).lower()}",
-            f"keep_caches={str(bool(keep_caches)).lower()}"]
-    for name, value in (("workloads", workloads), ("scenarios", scenarios)):
-        if value:
-            sets.append(f"{name}=[{', '.join(v.strip() for v in value.split(',') if v.strip())}]")
-    for name, value, option in (("registry_port", registry_port, "--registry-port"), ("s3_port", s3_port, "--s3-port")):
-        if value:
-            sets.append(f"{name}={port_option(value, option)}")
-    if state_dir:
-        sets.append(f"state_dir={state_dir}")
-    result = runner.run("benchmark", "lab", "apply", sets)
-    show(result)
-    facts = result.report.facts
-    records = benchmarks.results(facts)
-    if records:
-        console().print(bench.recap_table(benchmarks.medians(records), f"cache benchmark: {facts['caption']}"))
-        console().print(f"results: {facts['results']}\nplot:    {facts['plot']}", soft_wrap=True)
-    if facts.get("published"):
-        console().print(f"published to {facts['published']}")
-    if result.report.status == "failed":
-        raise Exit(result.report.steps[-1].message, code=1)
+
+@task(help={
+    "workloads": "comma-separated workloads under workloads/ (default: all: small, go-app, py-app)",
+    "scenarios": "comma-separated scenarios (default: all: cold, warm, edit, concurrent, fresh-remote)",
+    "tools": "comma-separated tools (default: all: buildkit-kit, buildkit-defaults, buildah)",
+    **LAB,
+    "publish": "also copy the plot and the tables into docs/guides/peers.md",
+})
+@refusals
+def peers(c, workloads="", scenarios="", tools="", repetitions="3", state_dir="", registry_port="", s3_port="",
+          publish=False):
+    """Measure the kit's BuildKit against BuildKit's defaults and Buildah: the same
+    workloads, base images and output (an OCI archive), interleaved; cold, warm, edit,
+    builds at once and a fresh builder importing the registry cache.
+
+    Runs the benchmark runbook (apply) on the running lab (./kit up); the records go to
+    runs/bench/peers-<stamp>.json. Prints the medians and ratios. Exits 1 when the kit's
+    configuration is slower than BuildKit's defaults by more than the noise."""
+    _benchmark("peers", {"workloads": workloads, "scenarios": scenarios, "tools": tools}, repetitions, state_dir,
+               registry_port, s3_port, publish)
 
 
 @task(help={

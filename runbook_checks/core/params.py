@@ -39,7 +39,9 @@ MAINTENANCE = {"prune": "*-*-* 03:30:00", "drift": "hourly", "certs": "*-*-* 04:
 CALENDAR = r"[A-Za-z0-9 :*,./~-]+"
 # each benchmark's scenarios in the order they run (cache.benchmark); the cache benchmark's
 # fresh builders import what its edit scenario exported, so cold, warm and edit come first
-BENCHMARK_SCENARIOS = {"cache": ("cold", "warm", "edit", "fresh-registry", "fresh-s3", "fresh-local")}
+BENCHMARK_SCENARIOS = {"cache": ("cold", "warm", "edit", "fresh-registry", "fresh-s3", "fresh-local"),
+                       "peers": ("cold", "warm", "edit", "concurrent", "fresh-remote")}
+BENCHMARK_TOOLS = ("buildkit-kit", "buildkit-defaults", "buildah")  # the peers benchmark's (cache.peers)
 URL = dict(pattern=r"^(https?://[^\s,'\"]+)?$", description="an http:// or https:// URL, or empty")
 
 
@@ -237,7 +239,8 @@ class Semantics(BaseModel):
     docs_site: str = Field("site", pattern=r"^[A-Za-z0-9._/-]+$",
                            description="a directory, absolute or relative to the checkout")
     # cache warming and benchmark (runbook_checks.cache.warm, runbook_checks.cache.bench)
-    benchmark: Literal["cache"] = "cache"
+    benchmark: Literal["cache", "peers"] = "cache"
+    tools: list[str] = Field(default_factory=list)
     workloads: list[str] = Field(default_factory=list)
     scenarios: list[str] = Field(default_factory=list)
     repetitions: int = Field(1, ge=1, le=20)
@@ -362,9 +365,21 @@ class Semantics(BaseModel):
         if unknown:
             raise Refusal(f"{', '.join(unknown)} is not a scenario of the {bench} benchmark",
                           f"choose from {', '.join(known)} (empty: all)")
-        if v and bench == "cache" and not {"cold", "warm", "edit"} <= set(v):
-            raise Refusal("the cache benchmark's fresh builders import what its edit scenario exported, after cold"
-                          " and warm on one builder", "list cold, warm and edit too, or no scenario (all)")
+        if v and not {"cold", "warm", "edit"} <= set(v):
+            raise Refusal(f"the {bench} benchmark's later scenarios build on cold, warm and edit on one builder (a"
+                          " fresh builder imports what edit exported)", "list cold, warm and edit too, or no scenario"
+                          " (all)")
+        return v
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[str], info: Any) -> list[str]:
+        unknown = [t for t in v if t not in BENCHMARK_TOOLS]
+        if unknown:
+            raise Refusal(f"{', '.join(unknown)} is not a tool the peers benchmark compares",
+                          f"choose from {', '.join(BENCHMARK_TOOLS)} (empty: all)")
+        if v and info.data.get("benchmark", "cache") != "peers":
+            raise Refusal("only the peers benchmark compares tools", "set benchmark=peers, or leave tools empty")
         return v
 
     @field_validator("maintenance_schedule")

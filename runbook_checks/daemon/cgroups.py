@@ -220,3 +220,52 @@ class SliceCollector:
                       else GaugeMetricFamily(name, doc, labels=["slice"]))
             family.add_metric([self.slice_name], found[key])
             yield family
+
+
+class Meter:
+    """A cgroup of its own (cgroup v1: memory and cpuacct) that a benchmark puts a builder
+    in, daemon and build containers alike (`parent` is what a builder takes as its
+    containers' cgroup parent): the peak memory since `reset()` and the CPU seconds used.
+    Removed by `close()` once its processes are gone."""
+
+    CONTROLLERS = ("memory", "cpuacct")
+
+    def __init__(self, name: str):
+        if not all((CGROUP_ROOT / c / "cgroup.procs").exists() for c in self.CONTROLLERS):
+            from ..core.errors import KitError
+
+            raise KitError("this host has no cgroup v1 memory controller, which the benchmark reads peak memory from",
+                           "run the benchmark on a cgroup v1 (or hybrid) host")
+        self.name = name
+        self.dirs = {c: CGROUP_ROOT / c / name for c in self.CONTROLLERS}
+        for path in self.dirs.values():
+            path.mkdir(exist_ok=True)
+        self._cpu = 0
+
+    @property
+    def parent(self) -> str:
+        """The cgroup path a builder's containers go under (a child of this one)."""
+        return f"/{self.name}/builds"
+
+    def enter(self) -> None:
+        """Move the calling process into the meter (a preexec_fn: its children follow)."""
+        for path in self.dirs.values():
+            (path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def reset(self) -> None:
+        (self.dirs["memory"] / "memory.max_usage_in_bytes").write_text("0")
+        self._cpu = int((self.dirs["cpuacct"] / "cpuacct.usage").read_text())
+
+    def read(self) -> tuple[int, float]:
+        """(peak memory bytes since reset, CPU seconds since reset)."""
+        peak = int((self.dirs["memory"] / "memory.max_usage_in_bytes").read_text())
+        cpu = int((self.dirs["cpuacct"] / "cpuacct.usage").read_text()) - self._cpu
+        return peak, round(cpu / 1e9, 3)
+
+    def close(self) -> None:
+        for path in self.dirs.values():
+            for child in sorted(path.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    child.rmdir()
+                except OSError:
+                    pass

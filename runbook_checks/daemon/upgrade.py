@@ -16,11 +16,7 @@ the daemon restarts on them and must answer as FROM again; the step fails saying
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from ..core import files
@@ -31,11 +27,10 @@ from ..core.results import Outcome
 from . import install
 from .buildctl import Buildctl
 from .contexts import context_with_base
-from .install import RUNC_PATH
 from .service import free_port, wait_ready
+from .throwaway import scratch_config, throwaway
 
 CANARY_DOCKERFILE = "RUN echo canary > /c && cat /c\nRUN test \"$(cat /c)\" = canary\n"
-CANARY_SUBNET = "10.254.0.0/16"  # the throwaway daemon's own bridge (bk-canary), when RUN steps use one
 
 
 def versions_dir(layout: Layout) -> Path:
@@ -99,85 +94,25 @@ def _build_all(client: Buildctl, contexts: list[Path], what: str) -> list[str]:
     return done
 
 
-def canary_config(live: Path, scratch: Path, debug_port: int) -> Path:
-    """This builder's buildkitd.toml as it is on disk, for a throwaway daemon: its own
-    root, socket, debug address and bridge (or CNI network list), no TLS, no cgroup
-    parent; everything else as the live daemon has it."""
-    import json
-
-    import tomlkit
-
-    doc = tomlkit.parse(live.read_text())
-    socket, root = scratch / "buildkitd.sock", scratch / "root"
-    doc["root"] = str(root)
-    grpc = doc.setdefault("grpc", tomlkit.table())
-    grpc["address"] = [f"unix://{socket}"]
-    grpc["debugAddress"] = f"127.0.0.1:{debug_port}"
-    grpc.pop("tls", None)
-    oci = doc.get("worker", {}).get("oci")
-    if oci is not None:
-        oci.pop("defaultCgroupParent", None)
-        if "bridgeName" in oci or oci.get("networkMode") == "bridge":
-            oci["bridgeName"], oci["bridgeSubnet"] = "bk-canary", CANARY_SUBNET
-        if "cniConfigPath" in oci:
-            network = json.loads(Path(str(oci["cniConfigPath"])).read_text())
-            for plugin in network.get("plugins", []):
-                if plugin.get("type") == "bridge":
-                    plugin["bridge"] = "bk-canary"
-                    plugin["ipam"]["ranges"] = [[{"subnet": CANARY_SUBNET}]]
-            files.atomic_write(scratch / "cni.conflist", json.dumps(network, indent=2) + "\n")
-            oci["cniConfigPath"] = str(scratch / "cni.conflist")
-    out = scratch / "buildkitd.toml"
-    files.atomic_write(out, tomlkit.dumps(doc))
-    return out
-
-
 def canary(layout: Layout, from_version: str, to_version: str, given: list[str], apply: bool,
            timeout: float = 60) -> Outcome:
     """A throwaway buildkitd of the target version with this builder's configuration
-    (canary_config) builds the canary contexts; the live daemon is not touched."""
+    (throwaway.scratch_config) builds the canary contexts; the live daemon is not touched."""
     if from_version == to_version:
         return Outcome.skipped("nothing to try")
     if not apply:
         return Outcome.changed(f"would build the canary on a throwaway buildkitd {to_version}")
     binaries = versions_dir(layout) / to_version
     scratch = Path(tempfile.mkdtemp(prefix="bk-canary-", dir="/tmp"))
-    proc = None
     try:
         contexts = _contexts(given, scratch)
-        config = canary_config(layout.config_path, scratch, free_port())
-        log_path = scratch / "buildkitd.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([str(binaries / "buildkitd"), "--config", str(config)], stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, "PATH": RUNC_PATH},
-                                    start_new_session=True)
-        client = Buildctl(binaries / "buildctl", f"unix://{scratch / 'buildkitd.sock'}")
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise UpgradeError(f"buildkitd {to_version} did not start with this builder's configuration:"
-                                   f" {log_path.read_text()[-1500:]}", "")
-            try:
-                client.workers()
-                break
-            except BuildctlError:
-                if time.monotonic() > deadline:
-                    raise UpgradeError(f"buildkitd {to_version} did not answer within {timeout:.0f}s", "") from None
-                time.sleep(0.3)
-        built = _build_all(client, contexts, f"the canary on BuildKit {to_version}")
-    except UpgradeError as exc:
+        config = scratch_config(layout.config_path, scratch, free_port())
+        with throwaway(binaries, config, scratch, f"buildkitd {to_version} with this builder's configuration",
+                       timeout) as client:
+            built = _build_all(client, contexts, f"the canary on BuildKit {to_version}")
+    except KitError as exc:
         raise UpgradeError(exc.problem, f"nothing was switched: BuildKit {from_version} still serves; stay on it,"
                                         f" or fix what the canary says and run again") from None
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        subprocess.run(["umount", "-R", "-l", str(scratch)], capture_output=True)
-        shutil.rmtree(scratch, ignore_errors=True)
     return Outcome.changed(f"a throwaway buildkitd {to_version} with this builder's configuration built "
                            f"{', '.join(built)}; the live daemon served on meanwhile")
 

@@ -8,7 +8,7 @@ import json
 import tomllib
 
 from runbook_checks.core import layout as layout_mod, profiles
-from runbook_checks.daemon import upgrade
+from runbook_checks.daemon import throwaway
 from runbook_checks.daemon.config import BuildkitdConfig
 
 
@@ -23,7 +23,7 @@ def live(tmp_path, **sets) -> tuple[layout_mod.Layout, dict, dict]:
         (tmp_path / "srv/etc/buildkit/cni.conflist").write_text(cfg.cni_conflist())
     scratch = tmp_path / "canary"
     scratch.mkdir()
-    out = upgrade.canary_config(lay.config_path, scratch, 7777)
+    out = throwaway.scratch_config(lay.config_path, scratch, 7777)
     return lay, tomllib.loads(lay.config_path.read_text()), tomllib.loads(out.read_text())
 
 
@@ -34,7 +34,7 @@ def test_the_canary_gets_the_live_configuration_in_places_of_its_own(tmp_path):
     assert out["root"] == str(scratch / "root") and out["grpc"]["address"] == [f"unix://{scratch}/buildkitd.sock"]
     assert out["grpc"]["debugAddress"] == "127.0.0.1:7777"
     oci = out["worker"]["oci"]
-    assert oci["bridgeName"] == "bk-canary" and oci["bridgeSubnet"] == upgrade.CANARY_SUBNET
+    assert oci["bridgeName"] == "bk-canary" and oci["bridgeSubnet"] == throwaway.SCRATCH_SUBNET
     assert "defaultCgroupParent" not in oci and before["worker"]["oci"]["defaultCgroupParent"] == "buildkit.slice"
     # the rest as the live daemon has it
     assert oci["gcpolicy"] == before["worker"]["oci"]["gcpolicy"] and out["history"] == before["history"]
@@ -47,7 +47,7 @@ def test_a_bandwidth_limits_network_list_is_copied_with_the_canarys_bridge(tmp_p
     assert out["worker"]["oci"]["cniConfigPath"] == str(scratch / "cni.conflist")
     network = json.loads((scratch / "cni.conflist").read_text())
     bridge = network["plugins"][0]
-    assert bridge["bridge"] == "bk-canary" and bridge["ipam"]["ranges"] == [[{"subnet": upgrade.CANARY_SUBNET}]]
+    assert bridge["bridge"] == "bk-canary" and bridge["ipam"]["ranges"] == [[{"subnet": throwaway.SCRATCH_SUBNET}]]
     assert network["plugins"][-1]["ingressRate"] == 100_000_000  # the limit goes with it
     live_list = json.loads((tmp_path / "srv/etc/buildkit/cni.conflist").read_text())
     assert live_list["plugins"][0]["bridge"] == "buildkit0"  # the live one untouched
