@@ -179,11 +179,13 @@ def unavailable(tool: str) -> str:
 def run(lab: Lab, chosen: list[Workload], tools: tuple[str, ...], scenarios: tuple[str, ...], repetitions: int,
         stamp: str, say: Callable[[str], None] = print) -> list[Record]:
     """Every repetition, workload and tool, interleaved in that order (each tool's turn
-    comes between the others', so a drift of the machine touches all three)."""
+    comes between the others', so a drift of the machine touches all three), the tools'
+    order rotated from one workload and repetition to the next (rotation), so no tool
+    always follows the same one."""
     records: list[Record] = []
     for rep in range(1, repetitions + 1):
-        for workload in chosen:
-            for tool in tools:
+        for index, workload in enumerate(chosen):
+            for tool in rotation(tools, rep - 1 + index):
                 why = unavailable(tool)
                 if why:
                     records += [Record(tool, workload.name, s, rep, reason=why) for s in scenarios]
@@ -199,6 +201,12 @@ def run(lab: Lab, chosen: list[Workload], tools: tuple[str, ...], scenarios: tup
                             for s in scenarios if s not in done]
                 records += [r for r in got if r.scenario in scenarios]
     return records
+
+
+def rotation(tools: tuple[str, ...], turn: int) -> tuple[str, ...]:
+    """The tools in the order of one turn: the first one moves to the end each turn."""
+    k = turn % len(tools) if tools else 0
+    return tools[k:] + tools[:k]
 
 
 def _cache_ref(lab: Lab, tool: str, workload: str, stamp: str) -> str:

@@ -134,11 +134,14 @@ def render(layout: Layout, jobs: dict[str, str], profile: str) -> dict[str, str]
 
 
 def _ours(layout: Layout) -> set[Path]:
-    """The maintenance units of this builder on disk (the kit's, by their first line)."""
+    """The maintenance units of this builder on disk (the kit's, by their first line; not
+    another builder's, whose names start with this one's)."""
     found = set()
-    for path in layout.unit_dir.glob(f"{layout.name}-*.*"):
-        if path.suffix in (".service", ".timer") and path.read_text(errors="replace").startswith(MANAGED):
-            found.add(path)
+    for job in JOBS:
+        for kind in ("service", "timer"):
+            path = layout.unit_dir / layout.unit(job, kind)
+            if path.is_file() and path.read_text(errors="replace").startswith(MANAGED):
+                found.add(path)
     return found
 
 

@@ -88,6 +88,12 @@ def test_the_kit_is_slower_than_the_defaults_only_beyond_the_noise():
     assert len(slower) == 1 and "go-app cold: the kit's 14.10s against the defaults' 10.50s" in slower[0]
 
 
+def test_each_tool_goes_first_in_turn():
+    firsts = [peers.rotation(peers.TOOLS, turn)[0] for turn in range(6)]
+    assert firsts == [*peers.TOOLS, *peers.TOOLS]
+    assert sorted(peers.rotation(peers.TOOLS, 1)) == sorted(peers.TOOLS)
+
+
 def test_the_plot_is_a_png(tmp_path):
     png = peers.plot(runs(), tmp_path / "p.png", "run X on a test")
     assert png.read_bytes()[:4] == b"\x89PNG"

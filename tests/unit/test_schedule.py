@@ -61,9 +61,12 @@ def test_the_timers_verify_converge_and_go_when_switched_off(tmp_path):
     assert gone.status == "changed" and not (lay.unit_dir / "buildkit-version.timer").exists()
     assert any(p.name.startswith("buildkit-version.timer") for p in lay.backup_dir.iterdir())
     assert schedule.write_timers(lay, "systemd", off, 1234, "production", apply=True).status == "ok"
-    # a unit of the operator's own beside them is left alone
+    # a unit of the operator's own beside them is left alone, and so are another builder's timers
     (lay.unit_dir / "buildkit-mine.service").write_text("[Service]\nExecStart=/bin/true\n")
+    level = layout_mod.production(tmp_path, "b2")
+    assert schedule.write_timers(level, "systemd", ALL, 1235, "production", apply=True).status == "changed"
     assert schedule.write_timers(lay, "systemd", off, 1234, "production", apply=True).status == "ok"
+    assert (lay.unit_dir / "buildkit-b2-prune.timer").exists()
 
 
 def test_a_trust_level_builder_runs_its_jobs_with_its_level_and_site_profile(tmp_path):
