@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import layout as layout_mod
 from .errors import ParameterError, Refusal
+from .plain import plain, where
 from .paths import WORKLOADS_DIR
 from .units import parse_duration, parse_size, prom_minutes
 
@@ -37,7 +38,7 @@ NAME = dict(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="a name of lett
 MAINTENANCE = {"prune": "*-*-* 03:30:00", "drift": "hourly", "certs": "*-*-* 04:00:00", "backup": "*-*-* 02:30:00",
                "plugins-audit": "Mon *-*-* 06:00:00", "version": "Mon *-*-* 06:30:00"}
 CALENDAR = r"[A-Za-z0-9 :*,./~-]+"
-# each benchmark's scenarios in the order they run (cache.benchmark); the cache benchmark's
+# each benchmark's scenarios in the order they run (cache.benchmarks); the cache benchmark's
 # fresh builders import what its edit scenario exported, so cold, warm and edit come first
 BENCHMARK_SCENARIOS = {"cache": ("cold", "warm", "edit", "fresh-registry", "fresh-s3", "fresh-local"),
                        "peers": ("cold", "warm", "edit", "concurrent", "fresh-remote")}
@@ -451,78 +452,16 @@ class Semantics(BaseModel):
         return str(parse_size(v))
 
 
-# --------------------------------------------------------------------------------------
-# refusals in plain words
-# --------------------------------------------------------------------------------------
-KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
-         "list": "a list", "dict": "a mapping of key: value"}
-
-
-def _where(loc: tuple) -> str:
-    """('gc_policy', 0, 'keep_duration') -> gc_policy[0].keep_duration"""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _field(loc: tuple):
-    """The pydantic field behind a location, for its description."""
-    model, found = Semantics, None
-    for part in loc:
-        if isinstance(part, str) and isinstance(model, type) and issubclass(model, BaseModel):
-            found = model.model_fields.get(part)
-            if found is None:
-                return None
-            annotation = found.annotation
-            nested = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-            model = nested[0] if nested else annotation
-    return found
-
-
-def plain(err: dict[str, Any]) -> tuple[str, str]:
-    """(problem, fix) of one pydantic error, without pydantic's words."""
-    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-    shown = repr(value)
-    if isinstance(ctx.get("error"), Refusal):
-        return ctx["error"].problem, ctx["error"].fix
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
-        return f"{shown} is not one of the accepted values", "use one of: " + ", ".join(c or '""' for c in choices)
-    bounds = {"greater_than_equal": ("is below the lowest value,", "at least", "ge"),
-              "less_than_equal": ("is above the highest value,", "at most", "le"),
-              "greater_than": ("is not above", "more than", "gt"), "less_than": ("is not below", "less than", "lt")}
-    if kind in bounds:
-        said, words, key = bounds[kind]
-        return f"{shown} {said} {ctx[key]}", f"use a value of {words} {ctx[key]}"
-    if kind == "string_pattern_mismatch":
-        field = _field(err["loc"])
-        what = field.description if field is not None and field.description else "a value of the documented form"
-        return f"{shown} is not {what}", f"give {what}"
-    if kind == "extra_forbidden":
-        parent = _field(err["loc"][:-1])
-        annotation = getattr(parent, "annotation", None)
-        nested = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
-        known = ", ".join(nested[0].model_fields) if nested else ""
-        return f"there is no field {err['loc'][-1]!r} here", f"use the fields: {known}" if known else "remove it"
-    for prefix, words in (("int", KINDS["int"]), ("float", KINDS["float"]), ("bool", KINDS["bool"]),
-                          ("string", KINDS["str"]), ("list", KINDS["list"]), ("dict", KINDS["dict"]),
-                          ("model", "a mapping of the fields below"), ("missing", "a value")):
-        if kind.startswith(prefix):
-            return f"{shown} is not {words}", f"give {words}"
-    return f"{shown} is refused ({err['msg']})", "see the parameter's help: invoke runbook NAME --list"
-
-
 def _check(values: dict[str, Any], sources: dict[str, str] | None) -> tuple[Semantics | None, list[ParameterError]]:
     try:
         return Semantics.model_validate(values), []
     except ValidationError as exc:
         found = []
         for err in exc.errors():
-            problem, fix = plain(err)
+            problem, fix = plain(err, Semantics)
             refusal = (err.get("ctx") or {}).get("error")
             loc = err["loc"] or ((refusal.parameter,) if isinstance(refusal, Refusal) and refusal.parameter else ())
-            name = _where(loc)
+            name = where(loc)
             origin = (sources or {}).get(str(loc[0])) if loc else None
             if name and problem.startswith(f"{name} "):  # "state_dir '/x' is ..." names it already
                 problem = problem[len(name) + 1:]

@@ -22,6 +22,7 @@ import yaml
 from .errors import ParameterError
 from .params import BUILDKIT_SUBNET, TRUST_LEVEL, problems
 from .paths import NOTEBOOKS, PROFILES_DIR
+from .plain import KINDS
 
 # jsonschema (imported by nbformat, imported by papermill) imports rfc3987-syntax when it is
 # installed (jupyter-events asks for it) and compiles its grammar: 2 of the 3 seconds every
@@ -32,8 +33,6 @@ sys.modules.setdefault("rfc3987_syntax", None)
 PROFILES = ("lab", "ci", "production")
 # what each builder on a host needs for itself: its ports, its build network's subnet
 OWN_PORTS = ("frontdoor_port", "frontdoor_metrics_port", "audit_metrics_port", "debug_port", "bridge_subnet")
-KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
-         "list": "a list", "dict": "a mapping of key: value"}
 _PYTYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 OPTIONS = {"mode": "--mode check|apply", "profile": "--profile NAME|PATH"}  # parameters with options of their own
 

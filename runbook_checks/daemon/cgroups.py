@@ -14,6 +14,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..core.errors import KitError
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 UNLIMITED = "infinity"
 
@@ -232,8 +234,6 @@ class Meter:
 
     def __init__(self, name: str):
         if not all((CGROUP_ROOT / c / "cgroup.procs").exists() for c in self.CONTROLLERS):
-            from ..core.errors import KitError
-
             raise KitError("this host has no cgroup v1 memory controller, which the benchmark reads peak memory from",
                            "run the benchmark on a cgroup v1 (or hybrid) host")
         self.name = name
