@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..core import figures
+from ..core import figures, files
 from ..core.errors import BenchError, KitError
 from ..core.layout import Layout
 from ..core.params import BENCHMARK_SCENARIOS, validate
@@ -134,22 +134,31 @@ def export_span(vertices: list[dict]) -> float:
     return round((max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds(), 3)
 
 
-def write_results(records: list[Record], base: Path, stamp: str) -> Path:
-    """base/bench/cache-<stamp>.json: the list of records."""
+def write_records(records: list, base: Path, name: str, stamp: str) -> Path:
+    """base/bench/NAME-<stamp>.json: a benchmark's list of records (dataclasses)."""
     folder = base / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"cache-{stamp}.json"
-    path.write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    path = folder / f"{name}-{stamp}.json"
+    files.atomic_write(path, json.dumps([asdict(r) for r in records], indent=2) + "\n")
     return path
 
 
-def read_results(path: Path) -> list[Record]:
+def read_records(path: Path, record: type, fields: tuple[str, ...], name: str) -> list:
+    """The records write_records wrote, or a refusal naming the fields missing."""
     data = json.loads(path.read_text())
-    missing = [f for r in data for f in RECORD_FIELDS if f not in r]
+    missing = [f for r in data for f in fields if f not in r] if isinstance(data, list) else list(fields)
     if not isinstance(data, list) or missing:
-        raise BenchError(f"{path} is not a list of benchmark records (missing {sorted(set(missing))})",
-                         "give a runs/bench/cache-<stamp>.json written by invoke bench.cache")
-    return [Record(**r) for r in data]
+        raise BenchError(f"{path} is not a list of {name} benchmark records (missing {sorted(set(missing))})",
+                         f"give a runs/bench/{name}-<stamp>.json written by invoke bench.{name}")
+    return [record(**r) for r in data]
+
+
+def write_results(records: list[Record], base: Path, stamp: str) -> Path:
+    return write_records(records, base, "cache", stamp)
+
+
+def read_results(path: Path) -> list[Record]:
+    return read_records(path, Record, RECORD_FIELDS, "cache")
 
 
 def speedups(records: list[Record]) -> dict[str, dict[str, float]]:

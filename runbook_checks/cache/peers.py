@@ -20,7 +20,6 @@ its containers. A scenario a tool cannot do is a record with `reason`."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -43,7 +42,7 @@ from ..daemon.cgroups import Meter
 from ..daemon.service import free_port
 from ..daemon.throwaway import scratch_config, throwaway
 from . import registry
-from .bench import Lab, Workload
+from .bench import Lab, Workload, read_records, write_records
 from .proof import uncached, work_steps
 
 TOOLS = ("buildkit-kit", "buildkit-defaults", "buildah")
@@ -314,20 +313,11 @@ def _line(r: Record) -> str:
 # records, medians, what it shows
 # --------------------------------------------------------------------------------------
 def write_results(records: list[Record], base: Path, stamp: str) -> Path:
-    folder = base / "bench"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"peers-{stamp}.json"
-    files.atomic_write(path, json.dumps([asdict(r) for r in records], indent=2) + "\n")
-    return path
+    return write_records(records, base, "peers", stamp)
 
 
 def read_results(path: Path) -> list[Record]:
-    data = json.loads(path.read_text())
-    missing = [f for r in data for f in RECORD_FIELDS if f not in r]
-    if not isinstance(data, list) or missing:
-        raise BenchError(f"{path} is not a list of peers records (missing {sorted(set(missing))})",
-                         "give a runs/bench/peers-<stamp>.json written by invoke bench.peers")
-    return [Record(**r) for r in data]
+    return read_records(path, Record, RECORD_FIELDS, "peers")
 
 
 def medians(records: list[Record]) -> list[Record]:

@@ -69,7 +69,7 @@ def test_records_round_trip_and_medians_are_real_repetitions(tmp_path):
     assert med[("buildkit-kit", "cold")].seconds == 11.0 and med[("buildah", "cold")].repetition == 1
     assert med[("buildah", "warm")].reason == "buildah is not installed"
     (tmp_path / "bad.json").write_text(json.dumps([{"tool": "x"}]))
-    with pytest.raises(Exception, match="not a list of peers records"):
+    with pytest.raises(Exception, match="not a list of peers benchmark records"):
         peers.read_results(tmp_path / "bad.json")
 
 
