@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -151,6 +152,24 @@ def read_records(path: Path, record: type, fields: tuple[str, ...], name: str) -
         raise BenchError(f"{path} is not a list of {name} benchmark records (missing {sorted(set(missing))})",
                          f"give a runs/bench/{name}-<stamp>.json written by invoke bench.{name}")
     return [record(**r) for r in data]
+
+
+def median_runs(records: list, key: Callable) -> list:
+    """One record per key(record): the run with the median seconds (the lower of the two
+    middle ones for an even count), so its counts are a real build's; a group where no
+    run has seconds (a tool that could not run) keeps its first record."""
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(key(r), []).append(r)
+    out = []
+    for group in groups.values():
+        done = [r for r in group if r.seconds is not None]
+        if not done:
+            out.append(group[0])
+            continue
+        middle = statistics.median_low([r.seconds for r in done])
+        out.append(next(r for r in done if r.seconds == middle))
+    return out
 
 
 def write_results(records: list[Record], base: Path, stamp: str) -> Path:

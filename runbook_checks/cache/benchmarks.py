@@ -10,7 +10,6 @@ answers."""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -113,17 +112,8 @@ def measure(params: Semantics, layout: Layout, apply: bool, say: Callable[[str],
 
 
 def medians(records: list[bench.Record]) -> list[bench.Record]:
-    """One record per (workload, scenario) of the cache benchmark: the repetition with the
-    median seconds (the lower of the two middle ones for an even count), so its counts are
-    a real build's."""
-    groups: dict[tuple[str, str], list[bench.Record]] = {}
-    for r in records:
-        groups.setdefault((r.workload, r.scenario), []).append(r)
-    out = []
-    for group in groups.values():
-        middle = statistics.median_low([r.seconds for r in group])
-        out.append(next(r for r in group if r.seconds == middle))
-    return out
+    """One record per (workload, scenario) of the cache benchmark: its median run."""
+    return bench.median_runs(records, lambda r: (r.workload, r.scenario))
 
 
 def results(facts: dict) -> list:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -42,7 +41,7 @@ from ..daemon.cgroups import Meter
 from ..daemon.service import free_port
 from ..daemon.throwaway import scratch_config, throwaway
 from . import registry
-from .bench import Lab, Workload, read_records, write_records
+from .bench import Lab, Workload, median_runs, read_records, write_records
 from .proof import uncached, work_steps
 
 TOOLS = ("buildkit-kit", "buildkit-defaults", "buildah")
@@ -322,18 +321,7 @@ def read_results(path: Path) -> list[Record]:
 
 def medians(records: list[Record]) -> list[Record]:
     """One record per (tool, workload, scenario): the repetition with the median seconds."""
-    groups: dict[tuple[str, str, str], list[Record]] = {}
-    for r in records:
-        groups.setdefault((r.tool, r.workload, r.scenario), []).append(r)
-    out = []
-    for group in groups.values():
-        done = [r for r in group if r.seconds is not None]
-        if not done:
-            out.append(group[0])
-            continue
-        middle = statistics.median_low([r.seconds for r in done])
-        out.append(next(r for r in done if r.seconds == middle))
-    return out
+    return median_runs(records, lambda r: (r.tool, r.workload, r.scenario))
 
 
 def spread(records: list[Record], tool: str, workload: str, scenario: str) -> float:
