@@ -60,14 +60,9 @@ SET = "override a parameter: --set trust_level=b2 (the builder of that trust lev
 def _inside(host: str, argv: list[str]) -> None:
     """This task again, inside a rehearsal host (its output passes through; its exit code
     is this one's)."""
-    import sys
-
-    from runbook_checks.core.paths import PROJECT_ROOT
     from runbook_checks.production import hosts, rehearsal
 
-    proc = hosts.run_in(hosts.load(host), [sys.executable, "-m", "invoke", *argv], cwd=str(PROJECT_ROOT),
-                        env={"BUILDKIT_OPS_RUNS_DIR": str(rehearsal.RUNS), "COLUMNS": "120"}, check=False,
-                        capture=False, timeout=3600)
+    proc = rehearsal.run_invoke(hosts.load(host), argv)
     if proc.returncode:
         raise Exit(code=proc.returncode)
 

@@ -20,10 +20,15 @@ ALERT = "BuildkitdDown"
 
 def PROFILE(box):
     """The monitoring stack beside the lab's builder, on free ports, with short waits (a
-    trainee should not wait minutes), and the on-call webhook's URL with a typo."""
+    trainee should not wait minutes), and the on-call webhook's URL with a typo.
+    escalate_after is short too: the rule tests promtool runs on every monitoring apply
+    step every 5 s (builder_down_for) up to escalate_after plus ten minutes, so the
+    default 30m costs lab.start about 15 s more. (Escalation goes to the escalation
+    receiver, not to the on-call webhook this lab is about.)"""
     sink_port = service.free_port()
     return {"prometheus_port": service.free_port(), "alertmanager_port": service.free_port(),
             "notify_sink_port": sink_port, "builder_name": "lab-builder", "builder_down_for": "5s",
+            "escalate_after": "2m",
             "scrape_interval": "2s", "evaluation_interval": "2s", "group_wait": "2s", "group_interval": "30s",
             "team_receivers": {"build": "chat"},
             "webhook_url": f"http://127.0.0.1:{sink_port}/hooks/webhook"}

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..core import figures, files
+from ..core import figures
 from ..core.errors import BenchError, KitError
 from ..core.params import BENCHMARK_SCENARIOS
 from ..core.units import human_bytes, p95
 from ..daemon.cgroups import Meter
 from ..daemon.service import free_port
-from ..daemon.throwaway import scratch_config, throwaway
+from ..daemon.throwaway import defaults_config, scratch_config, throwaway
 from . import registry
 from .bench import Lab, Workload, median_runs, read_records, write_records
 from .proof import uncached, work_steps
@@ -156,10 +156,8 @@ def builder(tool: str, lab: Lab, meter: Meter) -> Iterator[BuildkitBuilder | Bui
     if tool == "buildkit-kit":
         config = scratch_config(lab.layout.config_path, scratch, free_port(), meter.parent)
     else:
-        config = scratch / "buildkitd.toml"
-        files.atomic_write(config, f'root = "{scratch / "root"}"\n\n[grpc]\naddress = ["unix://{scratch}/buildkitd.sock"]'
-                                   f'\n\n[worker.oci]\ndefaultCgroupParent = "{meter.parent}"\n\n'
-                                   f'[registry."127.0.0.1:{lab.registry_port}"]\nhttp = true\n')
+        config = defaults_config(scratch, f'[worker.oci]\ndefaultCgroupParent = "{meter.parent}"\n\n'
+                                          f'[registry."127.0.0.1:{lab.registry_port}"]\nhttp = true\n')
     with throwaway(lab.layout.bin_dir, config, scratch, f"the {tool} builder", preexec=meter.enter) as client:
         yield BuildkitBuilder(client, lab)
 

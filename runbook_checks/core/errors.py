@@ -114,6 +114,11 @@ class ScanError(KitError):
     """A Dockerfile lint, an SBOM or the deny-list gate failed, or could not run."""
 
 
+# -- fleet ---------------------------------------------------------------------------------
+class FleetError(KitError):
+    """The local cluster cannot be built, started or stopped, or a cluster refused the fleet."""
+
+
 # -- plugins -------------------------------------------------------------------------------
 class PluginError(KitError):
     """A Docker CLI plugin could not be audited, quarantined or restored."""

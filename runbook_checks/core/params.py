@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import layout as layout_mod
 from .errors import ParameterError, Refusal
+from .fleetparams import FleetParams
 from .plain import plain, where
 from .paths import WORKLOADS_DIR
 from .units import parse_duration, parse_size, prom_minutes
@@ -98,7 +99,7 @@ LIST_ITEMS = {
 }
 # path parameters: (absolute only, what else it must not hold)
 PATHS = ("state_dir", "archive_path", "s3_credentials_file", "cache_dir", "docker_config", "quarantine_dir",
-         "dashboards_dir", "site_profile")
+         "dashboards_dir", "site_profile", "kubeconfig", "client_bundle")
 
 
 def check_path(value: str, parameter: str) -> str:
@@ -133,8 +134,9 @@ class RegistryTls(BaseModel):
         return self
 
 
-class Semantics(BaseModel):
-    """Meaning and range of every parameter name a runbook may declare."""
+class Semantics(FleetParams):
+    """Meaning and range of every parameter name a runbook may declare (the fleet's in
+    core.fleetparams)."""
 
     model_config = ConfigDict(extra="allow")
 

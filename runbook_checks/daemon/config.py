@@ -82,6 +82,7 @@ class BuildkitdConfig:
     allowed_frontends: list[str] = field(default_factory=list)
     bandwidth: int = 0  # bits per second in and out of each RUN step's network; 0: none
     cni_config: str = ""  # with a bandwidth: the CNI network list BuildKit runs (cni mode)
+    tls: dict[str, str] = field(default_factory=dict)  # {cert, key, ca}: mTLS on the TCP address (a fleet's pods)
 
     @classmethod
     def from_params(cls, params: dict[str, Any], layout: Layout, debug_port: int) -> "BuildkitdConfig":
@@ -142,6 +143,8 @@ class BuildkitdConfig:
         grpc = tomlkit.table()
         grpc.add("address", self.addresses)
         grpc.add("debugAddress", self.debug_address)
+        if self.tls:
+            grpc.add("tls", tomlkit.item(dict(sorted(self.tls.items()))))
         doc.add("grpc", grpc)
         history = tomlkit.table()
         history.add("maxAge", self.history_max_age)

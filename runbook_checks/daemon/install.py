@@ -17,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from ..core import files
 from ..core.errors import InstallError
@@ -187,26 +188,47 @@ def go_install(package: str, gobin: Path, ldflags: str = "", timeout: float = 18
                            "check that the Go module proxy is reachable (go env GOPROXY) and the version exists")
 
 
+def cached_build(name: str, version: str, files: tuple[str, ...], build: Callable[[Path], None],
+                 minutes: int = 1, valid: Callable[[Path], bool] | None = None) -> Path:
+    """cache_dir()/NAME/VERSION holding `files` (and passing `valid`, if given), made by
+    `build(staging_dir)` once per version, outside the checkout; the folder appears whole or
+    not at all (os.replace), so a half-built one never takes its place."""
+    import fcntl
+
+    folder = cache_dir() / name / version
+    done = lambda: all((folder / f).is_file() for f in files) and (valid is None or valid(folder))  # noqa: E731
+    if done():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one build at a time per version: a second caller (a test beside `invoke cluster.up`,
+    # the suite's background prefetch) waits for the first and finds its result
+    with open(folder.parent / f".{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done():
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
+        print(f"building {name} {version} from the Go module proxy into {folder} (once per version, about"
+              f" {minutes} minute{'s' if minutes > 1 else ''})", flush=True)
+        try:
+            build(staging)
+            missing = [f for f in files if not (staging / f).is_file()]
+            if missing:
+                raise InstallError(f"building {name} {version} made no {', '.join(missing)}",
+                                   "read the build output above")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return folder
+
+
 def cached_go_binary(module: str, command: str, version: str, minutes: int = 1) -> Path:
     """cache_dir()/NAME/VERSION/NAME (NAME: the last part of `command`), built with `go
-    install MODULE/COMMAND@VERSION` from the Go module proxy once per version, outside the
-    checkout; a half-built one never takes its place."""
+    install MODULE/COMMAND@VERSION` from the Go module proxy (cached_build)."""
     name = command.rsplit("/", 1)[-1]
-    folder = cache_dir() / name / version
-    if (folder / name).is_file():  # the folder appears whole or not at all (os.replace below)
-        return folder / name
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
-    print(f"building {name} {version} from the Go module proxy into {folder} (once per version, about {minutes}"
-          f" minute{'s' if minutes > 1 else ''})", flush=True)
-    try:
-        go_install(f"{module}/{command}@{version}", staging, ldflags="-s -w")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder / name
+    return cached_build(name, version, (name,), lambda staging: go_install(f"{module}/{command}@{version}", staging,
+                                                                           ldflags="-s -w"), minutes) / name
 
 
 def go_module_version(binary: Path, module: str) -> str:
@@ -251,19 +273,8 @@ def built_with_go(version: str) -> Path:
     """cache_dir()/buildkit/VERSION: buildkitd and buildctl built from the Go module proxy
     once per version (about 90 s cold), kept outside the checkout for every later install,
     test and rehearsal host."""
-    folder = cache_dir() / "buildkit" / version
-    if all(binary_version(folder / name) == version for name in BINARIES):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
-    try:
-        build_with_go(version, staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    return cached_build("buildkit", version, BINARIES, lambda staging: build_with_go(version, staging), minutes=2,
+                        valid=lambda folder: all(binary_version(folder / name) == version for name in BINARIES))
 
 
 def release_archive(version: str) -> Path:

@@ -58,6 +58,15 @@ def scratch_config(live: Path, scratch: Path, debug_port: int, cgroup_parent: st
     return out
 
 
+def defaults_config(scratch: Path, extra: str = "") -> Path:
+    """A buildkitd.toml with BuildKit's upstream defaults but for a throwaway daemon's own
+    root and socket (and `extra` TOML after them)."""
+    out = scratch / "buildkitd.toml"
+    files.atomic_write(out, f'root = "{scratch / "root"}"\n\n[grpc]\naddress = ["unix://{scratch}/buildkitd.sock"]\n'
+                       + (f"\n{extra}" if extra else ""))
+    return out
+
+
 @contextmanager
 def throwaway(bin_dir: Path, config: Path, scratch: Path, what: str, timeout: float = 60,
               preexec: Callable[[], None] | None = None) -> Iterator[Buildctl]:

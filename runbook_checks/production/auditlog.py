@@ -113,12 +113,15 @@ def listen(path: Path, group: str) -> socket.socket:
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
+    umask = os.umask(0o117)  # the socket appears 0660, never wider, even for a moment
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(umask)
     try:
         os.chown(path, 0, grp.getgrnam(group).gr_gid)
     except (KeyError, PermissionError):
         pass  # no such group (or not root): the socket stays the owner's alone
-    os.chmod(path, 0o660)
     return sock
 
 

@@ -58,14 +58,14 @@ def _key():
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key) -> bytes:
+def pem_key(key) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def _pem(cert) -> bytes:
+def pem(cert) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return cert.public_bytes(serialization.Encoding.PEM)
@@ -140,12 +140,29 @@ def expiries(layout: Layout) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 # the CA, the server certificate, the CRL
 # --------------------------------------------------------------------------------------
-def ensure_ca(layout: Layout, name: str, apply: bool) -> Outcome:
-    """The installation's CA: made once (key 0600), never replaced by the kit."""
+def new_ca(common_name: str, days: int = CA_DAYS):
+    """(certificate, key) of a new self-signed certificate authority."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
+    key = _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "buildkit-ops"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(minutes=5))
+            .not_valid_after(now + _dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def ensure_ca(layout: Layout, name: str, apply: bool) -> Outcome:
+    """The installation's CA: made once (key 0600), never replaced by the kit."""
     p = paths(layout)
     if p["ca"].exists() and p["ca_key"].exists():
         cert, _ = load_ca(layout)
@@ -155,21 +172,10 @@ def ensure_ca(layout: Layout, name: str, apply: bool) -> Outcome:
         files.writable_dir(access_dir(layout))
         return Outcome.changed(f"would create the certificate authority of {name} in {access_dir(layout)}",
                                ca_cert=str(p["ca"]))
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "buildkit-ops"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, f"buildkit-ops CA {name}")])
-    now = _now()
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert, key = new_ca(f"buildkit-ops CA {name}")
     access_dir(layout).mkdir(parents=True, exist_ok=True, mode=0o700)
-    files.atomic_write(p["ca_key"], _pem_key(key), mode=0o600)
-    files.atomic_write(p["ca"], _pem(cert), mode=0o644)
+    files.atomic_write(p["ca_key"], pem_key(key), mode=0o600)
+    files.atomic_write(p["ca"], pem(cert), mode=0o644)
     write_crl(layout)
     return Outcome.changed(f"created the certificate authority {cert.subject.rfc4514_string()} (key 0600)",
                            ca_cert=str(p["ca"]))
@@ -178,15 +184,22 @@ def ensure_ca(layout: Layout, name: str, apply: bool) -> Outcome:
 def _sign(layout: Layout, common_name: str, days: int, server_names: list[str] | None = None):
     """(certificate, key) signed by the installation's CA: a client certificate, or a
     server one for these DNS names and IP addresses."""
+    return sign(*load_ca(layout), common_name, days, server_names)
+
+
+def sign(ca_cert, ca_key, common_name: str, days: int, server_names: list[str] | None = None,
+         organization: str = ""):
+    """(certificate, key) signed by this CA: a client certificate (of `organization`, a
+    Kubernetes group, if given), or a server one for these DNS names and IP addresses."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ca_cert, ca_key = load_ca(layout)
     key = _key()
     now = _now()
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []
     builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+               .subject_name(x509.Name([*subject, x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
                .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(now + _dt.timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
@@ -236,7 +249,7 @@ def ensure_server_cert(layout: Layout, names: list[str], apply: bool, now: _dt.d
     if not apply:
         return Outcome.changed(f"would issue the front door's certificate for {', '.join(names)} ({why})")
     cert, key = _sign(layout, names[0], SERVER_DAYS, names)
-    files.atomic_write(path, _pem(cert) + _pem_key(key), mode=0o600)
+    files.atomic_write(path, pem(cert) + pem_key(key), mode=0o600)
     _record(layout, cert, names[0], "server")
     return Outcome.changed(f"issued the front door's certificate for {', '.join(names)} until"
                            f" {cert.not_valid_after_utc:%Y-%m-%d} ({why})")
@@ -273,7 +286,7 @@ def issue(layout: Layout, team: str, days: int = CLIENT_DAYS) -> dict[str, bytes
         raise AccessError(f"--days {days} is out of range", "give 1 to 825 days")
     cert, key = _sign(layout, team, days)
     _record(layout, cert, team, "client")
-    return {"ca.pem": paths(layout)["ca"].read_bytes(), "cert.pem": _pem(cert), "key.pem": _pem_key(key)}
+    return {"ca.pem": paths(layout)["ca"].read_bytes(), "cert.pem": pem(cert), "key.pem": pem_key(key)}
 
 
 def revoke(layout: Layout, team: str) -> list[Issued]:

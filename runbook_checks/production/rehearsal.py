@@ -60,14 +60,20 @@ def run_runbook(name: str, runbook: str, profile: str, mode: str, sets: list[str
     host = hosts.load(name)
     profiles.resolve(runbook, profile, mode, sets)  # refuse bad input here, before the host is touched
     chosen = host_sets(host, runbook, sets)
-    argv = [sys.executable, "-m", "invoke", "runbook", runbook, "--profile", profile_for(host, profile), "--mode", mode]
+    argv = ["runbook", runbook, "--profile", profile_for(host, profile), "--mode", mode]
     for item in chosen:
         argv += ["--set", item]
     folder = host.exchange / "runs" / runbook
     before = set(folder.glob("*.json")) if folder.exists() else set()
-    proc = hosts.run_in(host, argv, env={"BUILDKIT_OPS_RUNS_DIR": str(RUNS), "COLUMNS": "120"}, cwd=str(PROJECT_ROOT),
-                        timeout=3600, check=False, capture=capture)
+    proc = run_invoke(host, argv, capture=capture)
     return proc.returncode, bring_back(host, runbook, sorted(set(folder.glob("*.json")) - before))
+
+
+def run_invoke(host: hosts.Host, argv: list[str], capture: bool = False, timeout: float = 3600):
+    """`invoke ARGV` inside the host, from the checkout, its run records going to the
+    host's exchange folder; the finished process (its exit code is not checked)."""
+    return hosts.run_in(host, [sys.executable, "-m", "invoke", *argv], env={"BUILDKIT_OPS_RUNS_DIR": str(RUNS),
+                        "COLUMNS": "120"}, cwd=str(PROJECT_ROOT), timeout=timeout, check=False, capture=capture)
 
 
 def bring_back(host: hosts.Host, runbook: str, reports: list[Path]) -> list[Path]:

@@ -101,20 +101,22 @@ def test_maint_prune_reports_the_bytes_it_frees(lab):
 # runbooks that run on the production profile only (systemd): nbval runs them on a
 # rehearsal host instead (tests/production/test_host.py)
 PRODUCTION_ONLY = ("13-access.ipynb",)
+# the fleet needs a Kubernetes cluster: nbval runs it on the local one (tests/cluster)
+CLUSTER_ONLY = ("20-fleet.ipynb",)
 # the handover fails by design on a builder nobody has pruned, audited or built the docs of
 # yet; it runs where that routine was done (the handover lab, tests/labs)
 CHECKLISTS = ("17-handover.ipynb",)
 
 
 def lab_notebooks(dest, sets: list[str], names: tuple[str, ...] = ()):
-    """Copies of the stored notebooks (`names`, or all but PRODUCTION_ONLY and CHECKLISTS) whose
+    """Copies of the stored notebooks (`names`, or all but PRODUCTION_ONLY, CHECKLISTS and CLUSTER_ONLY) whose
     parameters cells carry these values (the stored defaults are the lab profile's fixed
     ports, which a developer's own lab may hold)."""
     import nbformat
 
     values = dict(item.split("=", 1) for item in sets if item != "--set")
     for path in sorted((paths.PROJECT_ROOT / "notebooks").glob("*.ipynb")):
-        if (names and path.name not in names) or (not names and path.name in PRODUCTION_ONLY + CHECKLISTS):
+        if (names and path.name not in names) or (not names and path.name in PRODUCTION_ONLY + CHECKLISTS + CLUSTER_ONLY):
             continue
         doc = nbformat.read(path, as_version=4)
         for cell in doc.cells:

@@ -240,8 +240,8 @@ def expired_bundle(layout, out: Path) -> Path:
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - _dt.timedelta(days=10)).not_valid_after(now - _dt.timedelta(days=1))
             .sign(ca_key, hashes.SHA256()))
-    return ca.write_bundle({"ca.pem": ca.paths(layout)["ca"].read_bytes(), "cert.pem": ca._pem(cert),
-                            "key.pem": ca._pem_key(key)}, out)
+    return ca.write_bundle({"ca.pem": ca.paths(layout)["ca"].read_bytes(), "cert.pem": ca.pem(cert),
+                            "key.pem": ca.pem_key(key)}, out)
 
 
 def foreign_bundle(layout, out: Path) -> Path:
