@@ -89,17 +89,20 @@ def s3_port(registry_builder) -> int:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The cluster layer runs last: its programs (Kubernetes, about 20 minutes cold on two
-    cores) build in the background, at the lowest priority, while the other layers run."""
+    """The cluster layer runs last. What the kit builds once per version (BuildKit, the S3
+    server, syft, the hosts' root filesystem; Kubernetes, about 15 minutes cold on two cores,
+    when the cluster layer is in the run) is made in the background at the lowest priority
+    while the first layers run: a test that needs an item first waits for it."""
     items.sort(key=lambda item: "/tests/cluster/" in str(item.path))
-    if any("/tests/cluster/" in str(item.path) for item in items):
-        from runbook_checks.fleet import binaries
+    paths = {str(item.path) for item in items}
+    if any("/tests/unit/" not in path and "/tests/docs/" not in path for path in paths):
+        import subprocess
+        import sys
 
-        if not binaries.cached():
-            import subprocess
-            import sys
+        from .integration.test_upgrade import OTHER
 
-            log = open(tempfile.gettempdir() + "/buildkit-ops-cluster-build.log", "w")  # noqa: SIM115
-            config._cluster_build = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m",
-                                                      "runbook_checks.fleet.binaries"], stdout=log,
-                                                     stderr=subprocess.STDOUT, start_new_session=True)
+        cluster = ["--cluster"] if any("/tests/cluster/" in path for path in paths) else []
+        log = open(tempfile.gettempdir() + "/buildkit-ops-prefetch.log", "w")  # noqa: SIM115
+        config._prefetch = subprocess.Popen([sys.executable, "-m", "runbook_checks.prefetch", "--background",
+                                             "--buildkit", OTHER, *cluster], stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)

@@ -24,16 +24,21 @@ from ..core.errors import S3Error
 from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
 from ..core.results import Outcome
-from ..daemon.install import go_install, go_module_version
+from ..daemon.install import cached_go_binary, go_module_version
 from ..daemon.programs import Program
 
-VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
+VERSITYGW_MODULE = "github.com/versity/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
 REGION = "us-east-1"
 
 
 def binary(layout: Layout) -> Path:
     return layout.bin_dir / "versitygw"
+
+
+def built_binary(version: str = VERSITYGW_VERSION) -> Path:
+    """versitygw VERSION in the kit's cache, built from the module proxy once per version."""
+    return cached_go_binary(VERSITYGW_MODULE, "cmd/versitygw", version, minutes=3)
 
 
 def data_dir(layout: Layout) -> Path:
@@ -57,7 +62,7 @@ def endpoint(port: int) -> str:
 # install: the gateway binary and the credentials file
 # --------------------------------------------------------------------------------------
 def ensure_binary(layout: Layout, port: int, apply: bool, version: str = VERSITYGW_VERSION) -> Outcome:
-    """versitygw VERSION in the layout's bin dir (go install from the module proxy)."""
+    """versitygw VERSION in the layout's bin dir (built from the module proxy once per version)."""
     if not port:
         return Outcome.skipped("s3_port is 0: no S3 server")
     target = binary(layout)
@@ -65,9 +70,9 @@ def ensure_binary(layout: Layout, port: int, apply: bool, version: str = VERSITY
     if found == version:
         return Outcome.ok(f"{target} is versitygw {version}")
     if not apply:
-        return Outcome.changed(f"would go install {VERSITYGW_MODULE}@{version} into {layout.bin_dir}"
+        return Outcome.changed(f"would install versitygw {version} into {layout.bin_dir}"
                                + (f" (found {found})" if found else ""))
-    go_install(f"{VERSITYGW_MODULE}@{version}", layout.bin_dir, "-s -w")
+    files.atomic_copy(built_binary(version), target)
     return Outcome.changed(f"installed versitygw {version} to {target}")
 
 

@@ -207,7 +207,7 @@ def cached_build(name: str, version: str, files: tuple[str, ...], build: Callabl
         if done():
             return folder
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
-        print(f"building {name} {version} from the Go module proxy into {folder} (once per version, about"
+        print(f"building {name} {version} into {folder} (once per version, about"
               f" {minutes} minute{'s' if minutes > 1 else ''})", flush=True)
         try:
             build(staging)
@@ -223,12 +223,12 @@ def cached_build(name: str, version: str, files: tuple[str, ...], build: Callabl
     return folder
 
 
-def cached_go_binary(module: str, command: str, version: str, minutes: int = 1) -> Path:
+def cached_go_binary(module: str, command: str, version: str, minutes: int = 1, ldflags: str = "-s -w") -> Path:
     """cache_dir()/NAME/VERSION/NAME (NAME: the last part of `command`), built with `go
     install MODULE/COMMAND@VERSION` from the Go module proxy (cached_build)."""
     name = command.rsplit("/", 1)[-1]
     return cached_build(name, version, (name,), lambda staging: go_install(f"{module}/{command}@{version}", staging,
-                                                                           ldflags="-s -w"), minutes) / name
+                                                                           ldflags=ldflags), minutes) / name
 
 
 def go_module_version(binary: Path, module: str) -> str:

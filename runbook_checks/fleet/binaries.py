@@ -115,12 +115,3 @@ def cached_path(program: str) -> Path:
     versions = {"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION, "metrics-server": METRICS_SERVER_VERSION}
     folder = next(name for name, names in FOLDERS if program in names)
     return cache_dir() / folder / versions[folder] / program
-
-
-def cached() -> bool:
-    """Whether every program of the local cluster is in the kit's cache already."""
-    return all(cached_path(name).is_file() for _, names in FOLDERS for name in names)
-
-
-if __name__ == "__main__":  # the test suite builds them in the background while other layers run
-    programs()

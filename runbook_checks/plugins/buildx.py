@@ -17,7 +17,7 @@ from ..core.layout import Layout
 from ..core.paths import PROJECT_ROOT
 from ..core.results import Outcome
 from ..daemon.contexts import context_with_base
-from ..daemon.install import binary_version, go_install
+from ..daemon.install import binary_version, cached_go_binary
 from .discovery import config_dir
 
 BUILDX_VERSION = "v0.38.2"
@@ -50,9 +50,9 @@ def debian_candidate() -> str | None:
     return match.group(1) if match and match.group(1) != "(none)" else None
 
 
-def _from_go(version: str, staging: Path) -> Path:
-    go_install(f"{MODULE}/cmd/buildx@{version}", staging, f"-s -w -X {MODULE}/version.Version={version}")
-    return staging / "buildx"
+def from_go(version: str = BUILDX_VERSION) -> Path:
+    """buildx VERSION in the kit's cache, built from the module proxy once per version."""
+    return cached_go_binary(MODULE, "cmd/buildx", version, ldflags=f"-s -w -X {MODULE}/version.Version={version}")
 
 
 def _from_debian(staging: Path) -> Path:
@@ -83,7 +83,7 @@ def ensure_plugin(target_dir: Path, version: str, source: str, apply: bool) -> O
         return Outcome.changed(f"would install buildx {version} from {chosen} into {target_dir}", diff)
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=target_dir) as tmp:
-        built = _from_go(version, Path(tmp)) if chosen == "go" else _from_debian(Path(tmp))
+        built = from_go(version) if chosen == "go" else _from_debian(Path(tmp))
         got = plugin_version(built)
         if got != version:
             raise InstallError(f"the {chosen} source gave buildx {got or '(no version)'}, not {version}",

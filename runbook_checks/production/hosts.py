@@ -32,6 +32,7 @@ from ..core import files
 from ..core.errors import HostError
 from ..core.paths import PROJECT_ROOT, cache_dir
 from ..daemon.cgroups import CGROUP_ROOT
+from ..daemon.install import cached_build
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -130,18 +131,15 @@ def rootfs_key(packages: tuple[str, ...] = PACKAGES) -> str:
 
 
 def base_tarball(progress=print) -> Path:
-    """cache_dir()/rootfs/KEY.tar: debootstrap the first time (about a minute), reused after."""
-    key = rootfs_key()
-    tarball = cache_dir() / "rootfs" / f"{key}.tar"
-    if tarball.exists():
-        return tarball
+    """cache_dir()/rootfs/KEY/rootfs.tar: debootstrap the first time (about a minute), reused
+    after (daemon.install.cached_build: one maker at a time, the folder appears whole)."""
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not Path(debootstrap).exists():
         raise HostError("debootstrap is not installed, so no rehearsal host can be made",
                         "apt-get install debootstrap systemd-container (./kit setup installs them)")
-    tarball.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".rootfs-", dir=tarball.parent) as tmp:
-        root = Path(tmp) / "rootfs"
+
+    def make(staging: Path) -> None:
+        root = staging / "rootfs"
         include = ",".join(PACKAGES + python_package())
         progress(f"debootstrap {SUITE} (minbase + {include}) from {MIRROR}: the first time takes a minute or two")
         start = time.monotonic()
@@ -153,11 +151,13 @@ def base_tarball(progress=print) -> Path:
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for path in (root / junk).glob("*.deb"):
                 path.unlink()
-        partial = tarball.with_suffix(".partial")
-        subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."], check=True)
-        partial.rename(tarball)
-        progress(f"  {tarball} ({tarball.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f}s")
-    return tarball
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(staging / "rootfs.tar"),
+                        "."], check=True)
+        shutil.rmtree(root)
+        progress(f"  {staging / 'rootfs.tar'} ({(staging / 'rootfs.tar').stat().st_size >> 20} MiB)"
+                 f" in {time.monotonic() - start:.0f}s")
+
+    return cached_build("rootfs", rootfs_key(), ("rootfs.tar",), make, minutes=2) / "rootfs.tar"
 
 
 def prepare_rootfs(host: Host, tarball: Path) -> None:
