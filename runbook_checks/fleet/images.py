@@ -25,7 +25,11 @@ APPLETS = ("sh", "sleep", "cat", "grep", "wc", "test", "ls", "awk")
 
 
 def builder_ref(version: str = BUILDKIT_VERSION) -> str:
-    return f"localhost/buildkit-ops/builder:{version}"
+    """The kit's builder image: BuildKit's version and the digest of what goes in it, so a
+    new runc or busybox from Debian makes a new tag and the fleet rolls to it."""
+    with tempfile.TemporaryDirectory(prefix="bko-context-") as tmp:
+        builder_context(Path(tmp), version)
+        return f"localhost/buildkit-ops/builder:{version}-{_digest(Path(tmp))[:12]}"
 
 
 def _busybox(rootfs: Path, applets: tuple[str, ...]) -> None:

@@ -160,6 +160,11 @@ def test_the_builder_image_holds_buildkit_runc_with_its_libraries_and_a_shell(tm
     assert libs and all((rootfs / lib.lstrip("/")).exists() for lib in libs)
     assert (rootfs / "bin/sh").readlink().name == "busybox"
     assert 'ENTRYPOINT ["/usr/bin/buildkitd"]' in (tmp_path / "Dockerfile").read_text()
+    # the tag names what is inside: the same context, the same tag; another runc, another tag
+    ref = images.builder_ref()
+    assert ref == f"localhost/buildkit-ops/builder:{images.BUILDKIT_VERSION}-{images._digest(tmp_path)[:12]}"
+    (rootfs / "usr/bin/runc").write_bytes(b"another runc")
+    assert not ref.endswith(images._digest(tmp_path)[:12])
 
 
 def test_down_removes_the_chains_the_kubelet_leaves_and_the_jumps_to_them():
