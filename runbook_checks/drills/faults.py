@@ -280,17 +280,23 @@ def small_disk(box: Sandbox) -> None:
 
 def disk_full(box: Sandbox, trial: int) -> Injected:
     """A build writes more than the disk holds: the step fails, and then every build,
-    `buildctl du` and even a prune fail with ENOSPC until space is freed."""
-    filled = build_fails(lambda: box.buildctl.build(box.context(payload_mb=FULL_DISK_MB * 2)),
-                         "a build larger than the disk")
-    start = time.monotonic()
-    said = probe_fails(box)
-    if not said:
-        raise KitError("a probe build ran on the full disk: the fault did not land", "shrink the drill's disk")
+    `buildctl du` and even a prune fail with ENOSPC until space is freed. BuildKit may give
+    the failed step's space back before the probe runs (seen once in six trials in CI): the
+    disk is then filled again, three times at most, and the note says how many it took."""
+    for fills in range(1, 4):
+        filled = build_fails(lambda: box.buildctl.build(box.context(payload_mb=FULL_DISK_MB * 2)),
+                             "a build larger than the disk")
+        start = time.monotonic()
+        said = probe_fails(box)
+        if said:
+            break
+    else:
+        raise KitError("a probe build ran on the full disk after three fills: the fault did not land",
+                       "shrink the drill's disk")
     seen = round(time.monotonic() - start, 2)
     took, lost = recover_runbook(box, *DISK_SETS)
     return Injected(f"a probe build (BuildkitdCannotBuild's) failed: {said[:120]}", seen, RECOVER, took, lost,
-                    {"the_filling_build": filled.rsplit("error: ", 1)[-1][:200]})
+                    {"the_filling_build": filled.rsplit("error: ", 1)[-1][:200], "fills": fills})
 
 
 def backend_down(program: str, kind: str) -> Callable[[Sandbox, int], Injected]:

@@ -32,6 +32,8 @@ def test_every_drill_passes_three_trials(name, tmp_path):
                                      "registry cache whole", "s3 cache whole", "buildkitd.toml unchanged"}
     if name.startswith("corrupt-"):  # the recover runbook moved the worker aside and says what went with it
         assert all(t.lost and "local build cache" in t.lost[0] for t in trials)
+    if name == "disk-full":  # filled again when BuildKit gave the failed step's space back first
+        assert all(t.notes["fills"] in (1, 2, 3) for t in trials)
     if name.startswith("kill-export"):
         assert all(t.notes["interrupted_cache"] in ("complete", "absent") for t in trials)
 
